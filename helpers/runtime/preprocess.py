@@ -1,0 +1,196 @@
+"""Serving-side preprocessing in NumPy + Pillow, bit-exact to the albumentations valid transform.
+
+Training uses albumentations 2.0.8 (LongestMaxSize -> PadIfNeeded(center) -> Normalize) on OpenCV.
+The Lambda has neither, and Pillow's resize is not OpenCV's (Pillow antialiases when shrinking), so
+this module re-implements exactly what OpenCV computes for uint8 INTER_LINEAR:
+
+* source coordinate per output pixel: (d + 0.5) * scale - 0.5 in float32, scale = 1 / (dst / src);
+* x weights clamped at the borders, y weights NOT clamped (rows are clamped instead), both stored as
+  round(w * 2048) (11-bit fixed point);
+* horizontal pass in int32; vertical pass as OpenCV's SIMD kernel does it:
+  ((h0 >> 4) * b0 >> 16) + ((h1 >> 4) * b1 >> 16), then (v + 2) >> 2.
+  (An exact 2x shrink is INTER_AREA in OpenCV; for 2x it gives the same numbers.)
+
+tests/test_preprocess.py checks max abs difference 0 against albumentations on every bundled image
+and on random sizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from helpers.config import PREPROCESS, PreprocessConfig
+
+#: Default pixel budget (width * height) checked from the header, before pixels are decoded.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+_COEF_BITS = 11
+_COEF_SCALE = 1 << _COEF_BITS
+
+
+class ImageError(ValueError):
+    """The bytes are not a usable image (-> HTTP 400)."""
+
+
+class ImageTooLarge(ImageError):
+    """The image exceeds the pixel budget (-> HTTP 413)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Letterbox:
+    """How an original (height, width) image was placed in the square model input."""
+
+    orig_height: int
+    orig_width: int
+    new_height: int
+    new_width: int
+    pad_top: int
+    pad_left: int
+
+    @property
+    def scale_y(self) -> float:
+        return self.new_height / self.orig_height
+
+    @property
+    def scale_x(self) -> float:
+        return self.new_width / self.orig_width
+
+
+def decode_image(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, pad_fill=PREPROCESS.pad_fill
+) -> np.ndarray:
+    """Image bytes -> RGB uint8 array (H, W, 3), upright per EXIF orientation.
+
+    Mode conversion: alpha (RGBA, LA, PA, P with transparency) is composited onto the pad colour,
+    because that is the colour the model learnt as "nothing here" (the letterbox padding); dropping
+    alpha would expose whatever RGB sits under transparent pixels. 16-bit and 32-bit integer grey
+    (I;16, I) is scaled by 1/257 so 65535 -> 255 (Pillow's own convert clips at 255); float grey (F)
+    is clipped to 0..255. CMYK, YCbCr, LAB, HSV, 1, L and P use Pillow's conversion (no ICC profile).
+    """
+    if not data:
+        raise ImageError("empty image")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError("not a recognised image format") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageError(f"cannot read image header: {err}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; limit {max_pixels}")
+    try:
+        image = ImageOps.exif_transpose(image)
+        return _to_rgb(image, pad_fill)
+    except Image.DecompressionBombError as err:
+        raise ImageTooLarge(str(err)) from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ImageError(f"cannot decode image: {err}") from None
+
+
+def _to_rgb(image: Image.Image, pad_fill) -> np.ndarray:
+    mode = image.mode
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:4] / 255.0
+        fill = np.asarray(pad_fill, dtype=np.float32)
+        return np.rint(rgba[..., :3] * alpha + fill * (1.0 - alpha)).astype(np.uint8)
+    if mode.startswith("I"):
+        grey = np.asarray(image, dtype=np.float64)
+        grey = np.clip(np.rint(grey / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "F":
+        grey = np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _linear_taps(src: int, dst: int, clamp_weights: bool):
+    """OpenCV's resize tables for one axis: two source indices and 11-bit weights per output index."""
+    scale = 1.0 / (dst / src)
+    position = ((np.arange(dst) + 0.5) * scale - 0.5).astype(np.float32)
+    index = np.floor(position).astype(np.int64)
+    frac = position - index.astype(np.float32)
+    if clamp_weights:
+        below, above = index < 0, index >= src - 1
+        frac[below | above] = 0
+        index[below] = 0
+        index[above] = src - 1
+    w0 = np.rint((np.float32(1) - frac) * np.float32(_COEF_SCALE)).astype(np.int32)
+    w1 = np.rint(frac * np.float32(_COEF_SCALE)).astype(np.int32)
+    return np.clip(index, 0, src - 1), np.clip(index + 1, 0, src - 1), w0, w1
+
+
+def resize_linear(image: np.ndarray, new_height: int, new_width: int) -> np.ndarray:
+    """cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_LINEAR) for uint8 HxWxC."""
+    height, width = image.shape[:2]
+    if (new_height, new_width) == (height, width):
+        return image
+    x0, x1, wx0, wx1 = _linear_taps(width, new_width, clamp_weights=True)
+    y0, y1, wy0, wy1 = _linear_taps(height, new_height, clamp_weights=False)
+    # Horizontal pass only on the source rows the vertical pass reads: cost follows the output size.
+    rows, row_of = np.unique(np.concatenate([y0, y1]), return_inverse=True)
+    source = image[rows].astype(np.int32)
+    horizontal = source[:, x0] * wx0[None, :, None] + source[:, x1] * wx1[None, :, None]
+    horizontal >>= 4
+    top = horizontal[row_of[:new_height]]
+    bottom = horizontal[row_of[new_height:]]
+    top *= wy0[:, None, None]
+    top >>= 16
+    bottom *= wy1[:, None, None]
+    bottom >>= 16
+    top += bottom
+    top += 2
+    top >>= 2
+    return np.clip(top, 0, 255).astype(np.uint8)
+
+
+def letterbox_geometry(height: int, width: int, size: int) -> Letterbox:
+    """albumentations LongestMaxSize(size) + PadIfNeeded(size, size, position='center')."""
+    scale = size / max(height, width)
+    new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
+    return Letterbox(
+        height, width, new_height, new_width, (size - new_height) // 2, (size - new_width) // 2
+    )
+
+
+def letterbox(image: np.ndarray, config: PreprocessConfig = PREPROCESS):
+    """RGB uint8 (H, W, 3) -> (size x size x 3 uint8 padded with config.pad_fill, Letterbox)."""
+    if config.interpolation != "linear":
+        raise ValueError(f"only 'linear' interpolation is implemented, not {config.interpolation!r}")
+    size = config.image_size
+    geometry = letterbox_geometry(image.shape[0], image.shape[1], size)
+    resized = resize_linear(image, geometry.new_height, geometry.new_width)
+    canvas = np.empty((size, size, 3), dtype=np.uint8)
+    canvas[...] = np.asarray(config.pad_fill, dtype=np.uint8)
+    top, left = geometry.pad_top, geometry.pad_left
+    canvas[top : top + geometry.new_height, left : left + geometry.new_width] = resized
+    return canvas, geometry
+
+
+def normalize_lut(config: PreprocessConfig = PREPROCESS) -> np.ndarray:
+    """(3, 256) float32 table, computed as albumentations' Normalize does for uint8 input."""
+    mean = np.asarray(config.mean, dtype=np.float32) * config.max_pixel_value
+    denominator = np.reciprocal(np.asarray(config.std, dtype=np.float32) * config.max_pixel_value)
+    return ((np.arange(256, dtype=np.float32) - mean[:, None]) * denominator[:, None]).astype(
+        np.float32
+    )
+
+
+def to_model_input(letterboxed: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """uint8 (S, S, 3) -> normalised float32 (1, 3, S, S), channel by channel through the table."""
+    planes = [lut[c][letterboxed[:, :, c]] for c in range(3)]
+    return np.stack(planes)[None]
+
+
+def preprocess(image: np.ndarray, config: PreprocessConfig = PREPROCESS, lut=None):
+    """RGB uint8 image -> (model input float32 1x3xSxS, Letterbox)."""
+    canvas, geometry = letterbox(image, config)
+    return to_model_input(canvas, normalize_lut(config) if lut is None else lut), geometry

@@ -1,0 +1,76 @@
+"""albumentations pipelines equivalent to IceVision's `aug_tfms` / `resize_and_pad`, built from config.
+
+Differences from IceVision 0.12 (albumentations 1.0.3), each because albumentations 2.0.8 changed:
+* PadIfNeeded takes `fill=` (the 1.x `value=` is silently ignored in 2.x and would pad with black);
+* ShiftScaleRotate(rotate_limit=15) is deprecated: Affine with the same ranges replaces it;
+* Blur(blur_limit=(1, 3)) must be odd and >= 3 in 2.x: (3, 3).
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+
+from helpers.config import PREPROCESS, PreprocessConfig
+
+_INTERPOLATIONS = {"linear": cv2.INTER_LINEAR}
+BBOX_PARAMS = A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=0.1)
+
+
+def resize_and_pad(config: PreprocessConfig = PREPROCESS) -> list:
+    size = config.image_size
+    return [
+        A.LongestMaxSize(max_size=size, interpolation=_INTERPOLATIONS[config.interpolation]),
+        A.PadIfNeeded(
+            min_height=size,
+            min_width=size,
+            position="center",
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=config.pad_fill,
+        ),
+    ]
+
+
+def normalize(config: PreprocessConfig = PREPROCESS) -> A.Normalize:
+    return A.Normalize(mean=config.mean, std=config.std, max_pixel_value=config.max_pixel_value)
+
+
+def valid_transform(config: PreprocessConfig = PREPROCESS, with_normalize: bool = True) -> A.Compose:
+    """IceVision `resize_and_pad(size)` + `Normalize()`: the transform serving must reproduce."""
+    steps = resize_and_pad(config) + ([normalize(config)] if with_normalize else [])
+    return A.Compose(steps, bbox_params=BBOX_PARAMS)
+
+
+def train_transform(
+    config: PreprocessConfig = PREPROCESS, presize: int = 512, with_normalize: bool = True
+) -> A.Compose:
+    """IceVision `aug_tfms(size, presize)` + `Normalize()`."""
+    size = config.image_size
+    steps = [
+        A.SmallestMaxSize(max_size=presize),
+        A.HorizontalFlip(),
+        A.Affine(
+            scale=(0.9, 1.1),
+            translate_percent=(-0.0625, 0.0625),
+            rotate=(-15, 15),
+            border_mode=cv2.BORDER_REFLECT_101,
+            p=0.5,
+        ),
+        A.RGBShift(r_shift_limit=10, g_shift_limit=10, b_shift_limit=10),
+        A.RandomBrightnessContrast(),
+        A.Blur(blur_limit=(3, 3)),
+        A.OneOrOther(
+            A.RandomSizedBBoxSafeCrop(height=size, width=size),
+            A.LongestMaxSize(max_size=size),
+            p=0.5,
+        ),
+        A.PadIfNeeded(
+            min_height=size,
+            min_width=size,
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=config.pad_fill,
+        ),
+    ]
+    if with_normalize:
+        steps.append(normalize(config))
+    return A.Compose(steps, bbox_params=BBOX_PARAMS)

@@ -1,0 +1,120 @@
+import json
+import shutil
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from helpers import data as fridge_data
+from helpers.config import FRIDGE_CLASSES
+from helpers.runtime.classmap import ClassMap
+from helpers.synthetic import SYNTHETIC_TAG, make_synthetic_voc
+
+
+def test_sample_counts_match_the_shared_readme(sample_records):
+    # ../shared/data/README.md: 6 images, 12 boxes: carton 5, can 3, milk_bottle 2, water_bottle 2.
+    assert len(sample_records) == 6
+    assert fridge_data.class_counts(sample_records) == Counter(
+        carton=5, can=3, milk_bottle=2, water_bottle=2
+    )
+    assert all((r.width, r.height) == (499, 666) for r in sample_records)
+
+
+def _copy_sample(tmp_path: Path) -> Path:
+    shutil.copytree(fridge_data.SAMPLE_DIR, tmp_path / "voc")
+    return tmp_path / "voc"
+
+
+def _edit(xml: Path, old: str, new: str):
+    text = xml.read_text()
+    assert old in text
+    xml.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda v: (v / "images" / "10.jpg").unlink(), "image not found"),
+        (lambda v: _edit(v / "annotations" / "10.xml", "<xmax>216</xmax>", "<xmax>600</xmax>"), "outside"),
+        (lambda v: _edit(v / "annotations" / "10.xml", "<xmax>216</xmax>", "<xmax>50</xmax>"), "inverted"),
+        (lambda v: _edit(v / "annotations" / "10.xml", "<name>carton</name>", "<name>pizza</name>"), "unknown class 'pizza'"),
+        (lambda v: _edit(v / "annotations" / "10.xml", "</annotation>", "</annot>"), "malformed XML"),
+        (lambda v: _edit(v / "annotations" / "10.xml", "<xmin>86</xmin>", "<xmin>abc</xmin>"), "not a number"),
+    ],
+    ids=["missing-image", "box-outside", "box-inverted", "unknown-class", "malformed-xml", "not-a-number"],
+)
+def test_malformed_annotations_raise_clear_errors_naming_the_file(tmp_path, edit, message):
+    voc = _copy_sample(tmp_path)
+    edit(voc)
+    with pytest.raises(fridge_data.AnnotationError, match=message) as info:
+        fridge_data.parse_voc(voc / "annotations", voc / "images")
+    assert "10.xml" in str(info.value)
+
+
+def test_split_is_seeded_disjoint_and_complete(sample_records):
+    train, valid = fridge_data.split(sample_records, 0.3, seed=1)
+    train2, valid2 = fridge_data.split(sample_records, 0.3, seed=1)
+    assert [r.image_path for r in valid] == [r.image_path for r in valid2]
+    assert len(valid) == 2 and len(train) == 4
+    names = {r.image_path for r in train} | {r.image_path for r in valid}
+    assert len(names) == 6
+    other = [fridge_data.split(sample_records, 0.3, seed=s)[1] for s in range(10)]
+    assert len({tuple(r.image_path for r in v) for v in other}) > 1
+
+
+def test_class_map_round_trips_and_reads_the_icevision_form():
+    class_map = ClassMap(FRIDGE_CLASSES)
+    assert ClassMap.from_json(class_map.to_json()) == class_map
+    blog = {"background": 0, "carton": 1, "milk_bottle": 2, "water_bottle": 3, "can": 4}
+    from_blog = ClassMap.from_json(json.dumps(blog))
+    assert from_blog == class_map
+    assert [from_blog.id(n) for n in blog if n != "background"] == [1, 2, 3, 4]
+    assert from_blog.name(0) == "background" and from_blog.name(4) == "can"
+    with pytest.raises(ValueError, match="background = 0"):
+        ClassMap.from_obj({"carton": 0, "can": 1})
+    with pytest.raises(KeyError, match="outside"):
+        class_map.name(5)
+
+
+def _fridge_zip(tmp_path: Path) -> Path:
+    archive = tmp_path / "odFridgeObjects.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(fridge_data.SAMPLE_DIR.rglob("*")):
+            if path.is_file():
+                zf.write(path, Path("odFridgeObjects") / path.relative_to(fridge_data.SAMPLE_DIR))
+    return archive
+
+
+def test_download_verifies_and_extracts_a_local_zip(tmp_path):
+    archive = _fridge_zip(tmp_path)
+    digest = fridge_data.sha256_file(archive)
+    root = fridge_data.download(tmp_path / "cache", archive.as_uri(), sha256=digest, expected_images=6)
+    assert (root / "images" / "10.jpg").is_file()
+    assert len(fridge_data.parse_voc(root / "annotations", root / "images")) == 6
+    # Cached: a second call works although the source is gone.
+    archive.unlink()
+    assert fridge_data.download(tmp_path / "cache", archive.as_uri(), sha256=digest, expected_images=6) == root
+
+
+def test_download_rejects_wrong_checksum_and_wrong_count(tmp_path):
+    archive = _fridge_zip(tmp_path)
+    with pytest.raises(ValueError, match="sha256"):
+        fridge_data.download(tmp_path / "a", archive.as_uri(), sha256="0" * 64)
+    assert not (tmp_path / "a" / archive.name).exists()
+    with pytest.raises(ValueError, match="6 annotated images, expected 128"):
+        fridge_data.download(tmp_path / "b", archive.as_uri())
+
+
+def test_synthetic_set_is_labelled_valid_voc_with_boxes_inside(tmp_path):
+    records = make_synthetic_voc(tmp_path, 12, seed=3)
+    assert len(records) == 12
+    assert all(r.image_path.name.startswith("synthetic_") for r in records)
+    assert SYNTHETIC_TAG in (tmp_path / "annotations" / "synthetic_0000.xml").read_text()
+    assert set(fridge_data.class_counts(records)) <= set(FRIDGE_CLASSES)
+    for r in records:
+        assert 1 <= len(r.boxes) <= 3
+        for x1, y1, x2, y2 in r.boxes:
+            assert 0 <= x1 < x2 <= r.width and 0 <= y1 < y2 <= r.height
+    again = make_synthetic_voc(tmp_path / "again", 12, seed=3)
+    assert [r.boxes for r in again] == [r.boxes for r in records]

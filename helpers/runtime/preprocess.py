@@ -77,7 +77,9 @@ def decode_image(
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError("not a recognised image format") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:  # Pillow's own guard, above 2x its default budget
+        raise ImageTooLarge(f"image too large: {err}") from None
+    except (OSError, ValueError) as err:
         raise ImageError(f"cannot read image header: {err}") from None
     width, height = image.size
     if width * height > max_pixels:

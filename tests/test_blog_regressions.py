@@ -1,0 +1,121 @@
+"""Each defect of the blog post's handler, shown on real images, next to ours doing it right."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from torchvision.ops import box_iou
+import torch
+
+from helpers import blog
+from helpers.config import FRIDGE_CLASSES, PREPROCESS
+from helpers.runtime import preprocess as pp
+from helpers.runtime.classmap import ClassMap
+from helpers.runtime.postprocess import letterbox_boxes, to_detections
+from helpers.transforms import valid_transform
+
+BLOG_CLASS_MAP = {"background": 0, "carton": 1, "milk_bottle": 2, "water_bottle": 3, "can": 4}
+ALBU = valid_transform(PREPROCESS, with_normalize=False)
+
+
+def _perfect_model_output(record, image):
+    """What a perfect model returns: the ground truth boxes in training (letterboxed) space."""
+    out = ALBU(image=image, bboxes=np.array(record.boxes), labels=record.labels)
+    return np.array(out["bboxes"], dtype=np.float32)
+
+
+def _iou(a, b):
+    return torch.diag(box_iou(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64))).numpy()
+
+
+def test_box_restore_blog_swaps_axes_ours_is_exact(sample_records):
+    blog_ious, our_ious = [], []
+    for record in sample_records:
+        image = pp.decode_image(record.image_path.read_bytes())
+        model_boxes = _perfect_model_output(record, image)
+        _, factor, paddings = blog.resize_and_pad(Image.fromarray(image), 384)
+        blog_boxes = [blog.resize_bboxes(factor, paddings, b) for b in model_boxes]
+        blog_ious += list(_iou(blog_boxes, record.boxes))
+        geometry = pp.letterbox(image)[1]
+        ours = to_detections(model_boxes, np.ones(len(model_boxes)), np.ones(len(model_boxes), int),
+                             geometry, ClassMap(FRIDGE_CLASSES), 0.5, 100)
+        # to_detections sorts by score (all equal, stable) so order is kept.
+        our_ious += list(_iou([d["box"] for d in ours], record.boxes))
+    assert np.mean(blog_ious) < 0.3  # portrait images: horizontal padding subtracted from y
+    assert min(our_ious) > 0.999
+
+
+def test_blog_subtracts_half_the_total_pad_half_a_pixel_off_for_odd_pads():
+    # A 101x384 (HxW) image needs no resize and 283 rows of padding: top 141, bottom 142.
+    geometry = pp.letterbox_geometry(101, 384, 384)
+    assert (geometry.pad_top, geometry.new_height) == (141, 101)
+    box = np.array([[10.0, 20.0, 30.0, 40.0]])
+    blog_y = (letterbox_boxes(box, geometry)[0, 1] - 283 / 2) / 1.0
+    assert blog_y - box[0, 1] == pytest.approx(-0.5)
+    ours = to_detections(letterbox_boxes(box, geometry), [0.9], [1], geometry, ClassMap(FRIDGE_CLASSES), 0.5, 10)
+    assert ours[0]["box"] == [10.0, 20.0, 30.0, 40.0]
+
+
+def test_outputs_are_read_by_meaning_not_position():
+    # torchvision/ONNX order is (boxes, scores, labels): a score of 0.7 with label 2 must not be
+    # read as "label 0.7, score 2". Ours takes named arrays; the blog prose had them swapped.
+    geometry = pp.letterbox_geometry(384, 384, 384)
+    out = to_detections(np.array([[0, 0, 10, 10]]), np.array([0.7]), np.array([2]), geometry,
+                        ClassMap(FRIDGE_CLASSES), 0.5, 10)
+    assert out == [{"label": "milk_bottle", "score": 0.7, "box": [0.0, 0.0, 10.0, 10.0]}]
+
+
+def _fake_result():
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 20]], np.float32)
+    return [boxes, np.array([0.4, 0.9], np.float32), np.array([1, 4], np.int64)]
+
+
+def test_threshold_blog_ignores_it_ours_honours_it():
+    result = _fake_result()
+    with pytest.raises(KeyError):  # (and with a {id: name} map it would still ignore 0.3)
+        blog.postprocess(result, 1.0, [0, 0], BLOG_CLASS_MAP, detection_threshold=0.3)
+    id_to_name = {v: k for k, v in BLOG_CLASS_MAP.items()}
+    with pytest.raises(TypeError, match="float32"):
+        blog.postprocess(result, 1.0, [0, 0], id_to_name, detection_threshold=0.3)
+    geometry = pp.letterbox_geometry(384, 384, 384)
+    kept = to_detections(*result, geometry, ClassMap(FRIDGE_CLASSES), 0.3, 10)
+    assert [d["score"] for d in kept] == [pytest.approx(0.9), pytest.approx(0.4)]
+    assert len(to_detections(*result, geometry, ClassMap(FRIDGE_CLASSES), 0.95, 10)) == 0
+
+
+def test_class_map_blog_indexes_name_to_id_dict_by_id_ours_reads_it():
+    with pytest.raises(KeyError):
+        BLOG_CLASS_MAP[np.int64(4)]
+    assert ClassMap.from_obj(BLOG_CLASS_MAP).name(4) == "can"
+
+
+def test_json_blog_dumps_numpy_float32_ours_dumps_python_numbers():
+    with pytest.raises(TypeError):
+        json.dumps({"score": np.float32(0.9)})
+    geometry = pp.letterbox_geometry(384, 384, 384)
+    detections = to_detections(*_fake_result(), geometry, ClassMap(FRIDGE_CLASSES), 0.3, 10)
+    assert json.loads(json.dumps(detections)) == detections
+
+
+def test_pixels_blog_nearest_resize_and_zero_pad_differ_ours_equal(sample_records):
+    blog_diffs = []
+    for record in sample_records:
+        image = pp.decode_image(record.image_path.read_bytes())
+        reference = ALBU(image=image, bboxes=np.zeros((0, 4)), labels=[])["image"]
+        blog_pixels, _, _ = blog.resize_and_pad(Image.fromarray(image), 384)
+        blog_diffs.append(np.abs(blog_pixels.astype(int) - reference).mean())
+        assert np.array_equal(pp.letterbox(image)[0], reference)
+    assert np.mean(blog_diffs) > 20  # grey levels per pixel, measured ~32
+
+
+def test_resized_side_blog_truncates_ours_rounds_like_albumentations():
+    # Find a size where int() and round() disagree, then compare with albumentations.
+    height, width = next((h, 1000) for h in range(500, 1000) if int(h * 0.384) != round(h * 0.384))
+    image = np.zeros((height, width, 3), np.uint8)
+    blog_pixels, factor, _ = blog.resize_and_pad(Image.fromarray(image), 384)
+    reference = ALBU(image=image, bboxes=np.zeros((0, 4)), labels=[])["image"]
+    assert int(height * factor) == round(height * 0.384) - 1
+    assert pp.letterbox_geometry(height, width, 384).new_height == round(height * 0.384)
+    assert np.array_equal(pp.letterbox(image)[0], reference)

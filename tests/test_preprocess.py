@@ -1,0 +1,175 @@
+"""Serving preprocessing (NumPy + Pillow) against the training pipeline (albumentations 2.0.8)."""
+
+import io
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from helpers import data as fridge_data
+from helpers.config import PREPROCESS
+from helpers.runtime import preprocess as pp
+from helpers.runtime.postprocess import letterbox_boxes, restore_boxes
+from helpers.transforms import valid_transform
+
+ALBU_LETTERBOX = valid_transform(PREPROCESS, with_normalize=False)
+ALBU_FULL = valid_transform(PREPROCESS)
+
+
+def _albu(image, transform=ALBU_LETTERBOX):
+    return transform(image=image, bboxes=np.zeros((0, 4)), labels=[])["image"]
+
+
+def _bundled_images():
+    paths = sorted(fridge_data.SAMPLE_DIR.glob("images/*.jpg"))
+    paths += sorted(fridge_data.THUMBNAILS_DIR.glob("*.jpg"))
+    return paths
+
+
+def test_letterbox_is_bit_exact_on_every_bundled_image():
+    paths = _bundled_images()
+    assert len(paths) == 6 + 134
+    for path in paths:
+        image = pp.decode_image(path.read_bytes())
+        ours, _ = pp.letterbox(image)
+        assert ours.dtype == np.uint8 and ours.shape == (384, 384, 3)
+        assert np.array_equal(ours, _albu(image)), path.name
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_letterbox_is_bit_exact_on_random_sizes(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(25):
+        height, width = (int(v) for v in rng.integers(1, 1400, 2))
+        if rng.random() < 0.3:  # extreme aspect ratios and tiny sides
+            height = int(rng.integers(1, 8))
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        ours, _ = pp.letterbox(image)
+        assert np.array_equal(ours, _albu(image)), (height, width)
+
+
+@pytest.mark.parametrize("shape", [(768, 1024), (768, 768), (384, 200), (192, 96), (1, 1), (1, 5000), (1152, 300)])
+def test_letterbox_special_scales(shape):
+    """2x shrink (OpenCV switches to INTER_AREA), scale 1 (no resize), upscales, 1-pixel sides."""
+    image = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    assert np.array_equal(pp.letterbox(image)[0], _albu(image))
+
+
+def test_resize_matches_cv2_inter_linear_for_arbitrary_targets():
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        h, w, nh, nw = (int(v) for v in rng.integers(1, 600, 4))
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        expected = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        assert np.array_equal(pp.resize_linear(image, nh, nw), expected), (h, w, nh, nw)
+
+
+def test_geometry_rules_match_albumentations_2_0_8():
+    # 499x666 (WxH) -> 288x384; odd padding 96 -> 48/48; 101 rows of pad -> top 50, bottom 51.
+    g = pp.letterbox_geometry(666, 499, 384)
+    assert (g.new_height, g.new_width, g.pad_top, g.pad_left) == (384, 288, 0, 48)
+    g = pp.letterbox_geometry(100, 135, 384)  # 100*384/135 = 284.44 -> 284, pad 100 -> 50/50
+    assert (g.new_height, g.pad_top) == (284, 50)
+    image = np.zeros((283, 384, 3), np.uint8)  # scale 1: no resize, 101 rows of padding
+    out = _albu(image)
+    assert (out[49, 0] == PREPROCESS.pad_fill).all() and (out[50, 0] == 0).all()
+    assert (out[332, 0] == 0).all() and (out[333, 0] == PREPROCESS.pad_fill).all()
+    ours, g = pp.letterbox(image)
+    assert (g.pad_top, g.new_height) == (50, 283) and np.array_equal(ours, out)
+
+
+def test_normalised_tensor_equals_albumentations_within_1e_6(sample_jpegs):
+    for name, data in sample_jpegs.items():
+        image = pp.decode_image(data)
+        ours, _ = pp.preprocess(image)
+        expected = _albu(image, ALBU_FULL).transpose(2, 0, 1)[None]
+        assert ours.dtype == np.float32 and ours.shape == (1, 3, 384, 384)
+        assert np.abs(ours - expected).max() <= 1e-6, name
+
+
+def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_decode_modes_to_rgb():
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    base = Image.fromarray(rgb)
+    assert np.array_equal(pp.decode_image(_encode(base, "PNG")), rgb)
+    grey = pp.decode_image(_encode(base.convert("L"), "PNG"))
+    assert grey.shape == (20, 30, 3) and (grey[..., 0] == grey[..., 2]).all()
+    cmyk = pp.decode_image(_encode(base.convert("CMYK"), "JPEG", quality=95))
+    assert cmyk.shape == (20, 30, 3) and np.abs(cmyk.astype(int) - rgb).mean() < 12
+    # Transparent pixels become the pad colour; opaque ones keep their colour.
+    rgba = np.dstack([rgb, np.where(np.arange(30) < 15, 0, 255)[None].repeat(20, 0)]).astype(np.uint8)
+    out = pp.decode_image(_encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    assert (out[:, :15] == PREPROCESS.pad_fill).all() and np.array_equal(out[:, 15:], rgb[:, 15:])
+    la = Image.fromarray(rgba[..., [0, 3]], "LA")
+    assert (pp.decode_image(_encode(la, "PNG"))[:, :15] == PREPROCESS.pad_fill).all()
+    # 16-bit grey: full range maps to 0..255 (Pillow's convert("L") would clip at 255).
+    deep = Image.fromarray(np.array([[0, 257 * 100, 65535]], dtype=np.uint16))
+    out = pp.decode_image(_encode(deep, "PNG"))
+    assert out[0, :, 0].tolist() == [0, 100, 255]
+
+
+def test_exif_orientation_is_applied():
+    rgb = np.zeros((10, 40, 3), np.uint8)
+    rgb[:, :5] = 255  # white stripe on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW to display
+    data = _encode(Image.fromarray(rgb), "JPEG", exif=exif, quality=95)
+    out = pp.decode_image(data)
+    assert out.shape == (40, 10, 3)
+    assert out[:5].mean() > 200 and out[-5:].mean() < 50  # stripe now on top
+
+
+def test_bad_bytes_and_pixel_bombs_raise_clear_errors(sample_jpegs):
+    with pytest.raises(pp.ImageError, match="empty"):
+        pp.decode_image(b"")
+    with pytest.raises(pp.ImageError, match="not a recognised image"):
+        pp.decode_image(b"this is not an image" * 10)
+    truncated = sample_jpegs["10.jpg"][: len(sample_jpegs["10.jpg"]) // 2]
+    with pytest.raises(pp.ImageError, match="cannot decode"):
+        pp.decode_image(truncated)
+    bomb = _encode(Image.new("L", (30000, 30000)), "PNG")  # ~1 MB of zlib for 900 MP
+    assert len(bomb) < 2_000_000
+    with pytest.raises(pp.ImageTooLarge, match="900000000 pixels"):
+        pp.decode_image(bomb)
+    below_pillow_guard = _encode(Image.new("L", (12000, 12000)), "PNG")
+    with pytest.raises(pp.ImageTooLarge, match="12000x12000"):
+        pp.decode_image(below_pillow_guard)
+    with pytest.raises(pp.ImageTooLarge, match="limit 1000"):
+        pp.decode_image(sample_jpegs["10.jpg"], max_pixels=1000)
+
+
+sides = st.integers(min_value=1, max_value=5000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(height=sides, width=sides, data=st.data())
+def test_letterbox_then_inverse_maps_boxes_back(height, width, data):
+    geometry = pp.letterbox_geometry(height, width, PREPROCESS.image_size)
+    assert 0 <= geometry.pad_top and geometry.pad_top + geometry.new_height <= 384
+    assert 0 <= geometry.pad_left and geometry.pad_left + geometry.new_width <= 384
+    xs = sorted(data.draw(st.lists(st.floats(0, width), min_size=2, max_size=2)))
+    ys = sorted(data.draw(st.lists(st.floats(0, height), min_size=2, max_size=2)))
+    box = np.array([[xs[0], ys[0], xs[1], ys[1]]])
+    forward = letterbox_boxes(box, geometry)
+    assert (forward >= 0).all() and (forward <= 384 + 1e-9).all()
+    back = restore_boxes(forward, geometry)
+    assert np.abs(back - box).max() <= 1e-6
+    assert (back[:, 0::2] >= 0).all() and (back[:, 0::2] <= width).all()
+    assert (back[:, 1::2] >= 0).all() and (back[:, 1::2] <= height).all()
+
+
+def test_albumentations_moves_boxes_as_letterbox_boxes_says(sample_records):
+    record = sample_records[0]
+    image = pp.decode_image(record.image_path.read_bytes())
+    out = ALBU_LETTERBOX(image=image, bboxes=np.array(record.boxes), labels=record.labels)
+    geometry = pp.letterbox(image)[1]
+    assert np.abs(np.array(out["bboxes"]) - letterbox_boxes(np.array(record.boxes), geometry)).max() < 1e-3

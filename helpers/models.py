@@ -77,3 +77,11 @@ def build_detector(
         image_std=[1.0, 1.0, 1.0],
     )
     return model, used
+
+
+def set_min_score(model: torch.nn.Module, min_score: float) -> None:
+    """The detector's own score cut-off before NMS (torchvision default 0.05)."""
+    if hasattr(model, "roi_heads"):
+        model.roi_heads.score_thresh = min_score
+    else:
+        model.score_thresh = min_score

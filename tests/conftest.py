@@ -24,3 +24,28 @@ def trained(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("train")
     return train(TrainConfig.quick(out_dir=str(out), n_synthetic=8, epochs=1, threads=2))
+
+
+@pytest.fixture(scope="session")
+def onnx_model(trained, tmp_path_factory):
+    """The quick-trained checkpoint exported to ONNX (with metadata)."""
+    from helpers.export import export_checkpoint
+
+    return export_checkpoint(trained["checkpoint"], tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+class LambdaContext:
+    """The attributes of the Lambda context object the handler uses."""
+
+    def __init__(self, request_id="req-123"):
+        self.aws_request_id = request_id
+        self.function_name = "fridge-detector-test"
+        self.memory_limit_in_mb = 2048
+
+    def get_remaining_time_in_millis(self):
+        return 30_000
+
+
+@pytest.fixture
+def lambda_context():
+    return LambdaContext()

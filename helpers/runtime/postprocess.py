@@ -44,14 +44,17 @@ def to_detections(
     {"label", "score", "box": [x1, y1, x2, y2]} with plain Python floats (json.dumps-safe).
 
     Boxes are rounded to 0.01 px and scores to 1e-5: finer digits are noise and only grow the body.
+    Boxes that lie entirely in the padding have no area once clipped to the image and are dropped.
     """
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1)
     if not (len(scores) == len(labels) == np.asarray(boxes).reshape(-1, 4).shape[0]):
         raise ValueError("boxes, scores and labels disagree in length")
     keep = np.flatnonzero(scores >= score_threshold)
-    keep = keep[np.argsort(-scores[keep], kind="stable")][:max_detections]
+    keep = keep[np.argsort(-scores[keep], kind="stable")]
     restored = restore_boxes(np.asarray(boxes).reshape(-1, 4)[keep], geometry)
+    has_area = (restored[:, 2] > restored[:, 0]) & (restored[:, 3] > restored[:, 1])
+    keep, restored = keep[has_area][:max_detections], restored[has_area][:max_detections]
     return [
         {
             "label": class_map.name(int(labels[i])),

@@ -1,0 +1,230 @@
+"""Checkpoint -> self-describing ONNX model, parity against PyTorch, static INT8 quantisation.
+
+Contract of every exported model (also written into its metadata as `helpers.contract`):
+  input  `images`  float32 [1, 3, S, S]: letterboxed + normalised exactly as training's valid transform
+  output `boxes`   float32 [N, 4] xyxy in input pixels, after the model's own score threshold and NMS
+  output `scores`  float32 [N]
+  output `labels`  int64   [N], 1..C (0 is background and never returned)
+
+CLI: python -m helpers.export artifacts/train/best.ckpt --out artifacts/model.onnx [--int8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torchvision.ops import box_iou
+
+from helpers.config import PreprocessConfig
+from helpers.models import set_min_score
+from helpers.runtime.classmap import ClassMap
+from helpers.runtime.model import CONTRACT, META_PREFIX, OUTPUT_NAMES
+
+OPSET = 17
+MIN_SCORE = 0.01
+
+
+class _ExportWrapper(torch.nn.Module):
+    """Batch-of-one tensor in, named (boxes, scores, labels) out: torchvision returns a dict whose
+    order is boxes, labels, scores, so outputs are picked by name, never by position."""
+
+    def __init__(self, detector: torch.nn.Module):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: torch.Tensor):
+        out = self.detector([images[0]])[0]
+        return out["boxes"], out["scores"], out["labels"]
+
+
+def export_onnx(
+    detector: torch.nn.Module,
+    path: str | Path,
+    class_map: ClassMap,
+    preprocess: PreprocessConfig,
+    model_name: str,
+    weights_used: str,
+    min_score: float = MIN_SCORE,
+) -> Path:
+    """Export with opset 17 through the TorchScript exporter (dynamo=False: the dynamo exporter
+    fails on torchvision's batched NMS), check it, and write the metadata the runtime reads.
+
+    The graph keeps detections down to `min_score` (the detector is changed in place) so that the
+    serving threshold, not a value frozen at export, decides what users see.
+    """
+    set_min_score(detector, min_score)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = preprocess.image_size
+    example = torch.zeros(1, 3, size, size)
+    wrapper = _ExportWrapper(detector.eval())
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(path),
+            opset_version=OPSET,
+            dynamo=False,
+            input_names=["images"],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={name: {0: "detections"} for name in OUTPUT_NAMES},
+        )
+    model = onnx.load(str(path))
+    metadata = {
+        "preprocess": preprocess.to_json(),
+        "classes": json.dumps(list(class_map.names)),
+        "model_name": model_name,
+        "weights": weights_used,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "contract": CONTRACT,
+        "min_score": str(min_score),
+    }
+    write_metadata(model, metadata)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in metadata.items():
+        full_key = META_PREFIX + key
+        entry = existing.get(full_key) or model.metadata_props.add()
+        entry.key, entry.value = full_key, value
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    from helpers.train import load_checkpoint
+
+    module = load_checkpoint(checkpoint)
+    return export_onnx(
+        module.model,
+        out,
+        module.class_map,
+        module.preprocess,
+        module.hparams.model_name,
+        module.hparams.weights_used,
+    )
+
+
+def match_detections(a: dict, b: dict, iou_threshold: float = 0.9):
+    """Greedy one-to-one matching by IoU (NMS order can differ when scores tie).
+    Returns (pairs [(i, j)], unmatched in a, unmatched in b)."""
+    if len(a["boxes"]) == 0 or len(b["boxes"]) == 0:
+        return [], list(range(len(a["boxes"]))), list(range(len(b["boxes"])))
+    iou = box_iou(torch.as_tensor(a["boxes"]), torch.as_tensor(b["boxes"])).numpy()
+    pairs = []
+    for flat in np.argsort(-iou, axis=None):
+        i, j = np.unravel_index(flat, iou.shape)
+        if iou[i, j] < iou_threshold:
+            break
+        if all(i != p and j != q for p, q in pairs) and a["labels"][i] == b["labels"][j]:
+            pairs.append((int(i), int(j)))
+    matched_a, matched_b = {p for p, _ in pairs}, {q for _, q in pairs}
+    return (
+        pairs,
+        [i for i in range(len(a["boxes"])) if i not in matched_a],
+        [j for j in range(len(b["boxes"])) if j not in matched_b],
+    )
+
+
+def _above(out: dict, threshold: float) -> dict:
+    keep = np.asarray(out["scores"]) >= threshold
+    return {k: np.asarray(v)[keep] for k, v in out.items()}
+
+
+def parity(detector: torch.nn.Module, session, inputs: list[np.ndarray], threshold: float = 0.05):
+    """Run PyTorch eager and ONNX Runtime on the same tensors; per image the number of detections
+    above `threshold` in each, unmatched counts, and max abs box/score differences."""
+    rows = []
+    detector.eval()
+    for tensor in inputs:
+        with torch.no_grad():
+            eager = detector([torch.from_numpy(tensor[0])])[0]
+        eager = _above({k: v.numpy() for k, v in eager.items()}, threshold)
+        boxes, scores, labels = session.run(list(OUTPUT_NAMES), {"images": tensor})
+        ort = _above({"boxes": boxes, "scores": scores, "labels": labels}, threshold)
+        pairs, only_eager, only_ort = match_detections(eager, ort)
+        box_diff = max((np.abs(eager["boxes"][i] - ort["boxes"][j]).max() for i, j in pairs), default=0.0)
+        score_diff = max((abs(eager["scores"][i] - ort["scores"][j]) for i, j in pairs), default=0.0)
+        rows.append(
+            {
+                "detections_torch": len(eager["scores"]),
+                "detections_onnx": len(ort["scores"]),
+                "unmatched": len(only_eager) + len(only_ort),
+                "box_max_abs_diff": float(box_diff),
+                "score_max_abs_diff": float(score_diff),
+            }
+        )
+    return rows
+
+
+def quantize_int8(model_path: str | Path, out_path: str | Path, calibration_inputs: list[np.ndarray]) -> Path:
+    """Static QDQ INT8, per channel, Conv only (NMS and box decoding stay float), calibrated on
+    real preprocessed images. Dynamic quantisation made these detectors slower here."""
+    import tempfile
+
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self._items = iter(calibration_inputs)
+
+        def get_next(self):
+            item = next(self._items, None)
+            return None if item is None else {"images": item}
+
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(out_path),
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            op_types_to_quantize=["Conv"],
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    # Carry the contract over: the quantised graph serves the same inputs and outputs.
+    source = onnx.load(str(model_path), load_external_data=False)
+    model = onnx.load(str(out_path))
+    write_metadata(
+        model,
+        {p.key.removeprefix(META_PREFIX): p.value for p in source.metadata_props if p.key.startswith(META_PREFIX)}
+        | {"quantization": "static QDQ int8, per-channel, Conv only"},
+    )
+    onnx.save(model, str(out_path))
+    return out_path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Export a training checkpoint to ONNX.")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--out", default="artifacts/model.onnx")
+    args = parser.parse_args(argv)
+    if not Path(args.checkpoint).is_file():
+        print(f"error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
+        return 2
+    path = export_checkpoint(args.checkpoint, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

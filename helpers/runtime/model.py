@@ -1,0 +1,129 @@
+"""Load an exported detector into ONNX Runtime and run image -> detections.
+
+The preprocessing contract comes from the model's own metadata (written by helpers.export). Models
+exported elsewhere (the blog post's IceVision `to_onnx`) have none: pass a class_map.json (IceVision
+{name: id} form accepted) and the default PreprocessConfig is assumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from helpers.config import PREPROCESS, PreprocessConfig
+from helpers.runtime.classmap import ClassMap
+from helpers.runtime.postprocess import to_detections
+from helpers.runtime.preprocess import normalize_lut, preprocess
+
+META_PREFIX = "helpers."
+OUTPUT_NAMES = ("boxes", "scores", "labels")
+CONTRACT = (
+    "input images float32 [1,3,S,S] letterboxed+normalised; outputs boxes float32 [N,4] xyxy input "
+    "pixels, scores float32 [N], labels int64 [N] (1..C), after score threshold and NMS"
+)
+
+
+class ModelError(RuntimeError):
+    """The model file does not meet the contract (checked once, at load time)."""
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (Lambda gives ~1 vCPU per 1,769 MB of memory)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def session_options(threads: int | None = None, optimized_model_path: str | None = None):
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or available_cpus()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if optimized_model_path:
+        options.optimized_model_filepath = str(optimized_model_path)
+    return options
+
+
+class Detector:
+    """An ONNX Runtime session plus the preprocessing and class map it was trained with."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        class_map_path: str | Path | None = None,
+        threads: int | None = None,
+        optimized_model_path: str | None = None,
+    ):
+        self.path = Path(model_path)
+        if not self.path.is_file():
+            raise ModelError(f"model file not found: {self.path}")
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path),
+                session_options(threads, optimized_model_path),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise ModelError(f"{self.path}: ONNX Runtime cannot load the model: {err}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = {k.removeprefix(META_PREFIX): v for k, v in meta.items() if k.startswith(META_PREFIX)}
+        self.config = (
+            PreprocessConfig.from_json(self.metadata["preprocess"]) if "preprocess" in self.metadata else PREPROCESS
+        )
+        if class_map_path is not None:
+            self.class_map = ClassMap.load(class_map_path)
+        elif "classes" in self.metadata:
+            self.class_map = ClassMap(json.loads(self.metadata["classes"]))
+        else:
+            raise ModelError(f"{self.path}: no class names in the model metadata; pass a class_map.json")
+        self.input_name = self._check_input()
+        self.output_names = self._output_names()
+        self.lut = normalize_lut(self.config)
+        self.model_id = self.metadata.get("model_name", self.path.stem)
+
+    def _check_input(self) -> str:
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelError(f"{self.path}: expected 1 input, found {len(inputs)}")
+        size = self.config.image_size
+        shape = list(inputs[0].shape)
+        if shape != [1, 3, size, size] or inputs[0].type != "tensor(float)":
+            raise ModelError(
+                f"{self.path}: input {inputs[0].name!r} is {inputs[0].type} {shape}; the contract is "
+                f"tensor(float) [1, 3, {size}, {size}] (a fixed shape: dynamic dimensions or another "
+                f"size would not match the letterbox)"
+            )
+        return inputs[0].name
+
+    def _output_names(self) -> list[str]:
+        names = [o.name for o in self.session.get_outputs()]
+        if set(OUTPUT_NAMES) <= set(names):
+            return list(OUTPUT_NAMES)
+        if len(names) == 3:  # IceVision/Lightning to_onnx: unnamed, in the order boxes, scores, labels
+            return names
+        raise ModelError(f"{self.path}: outputs {names}; expected {list(OUTPUT_NAMES)}")
+
+    def predict(self, image: np.ndarray, score_threshold: float = 0.5, max_detections: int = 100):
+        """RGB uint8 image -> (detections, geometry, timings in ms for preprocess/inference/postprocess)."""
+        t0 = time.perf_counter()
+        tensor, geometry = preprocess(image, self.config, self.lut)
+        t1 = time.perf_counter()
+        boxes, scores, labels = self.session.run(self.output_names, {self.input_name: tensor})
+        t2 = time.perf_counter()
+        detections = to_detections(
+            boxes, scores, labels, geometry, self.class_map, score_threshold, max_detections
+        )
+        t3 = time.perf_counter()
+        timings = {
+            "preprocess_ms": (t1 - t0) * 1e3,
+            "inference_ms": (t2 - t1) * 1e3,
+            "postprocess_ms": (t3 - t2) * 1e3,
+        }
+        return detections, geometry, timings

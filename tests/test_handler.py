@@ -1,0 +1,220 @@
+"""The Lambda handler on real images and a real exported model, and every malformed request."""
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.ops import box_iou
+
+from helpers.export import MIN_SCORE
+from helpers.models import set_min_score
+from helpers.runtime import handler as h
+from helpers.runtime.postprocess import restore_boxes
+from helpers.runtime.preprocess import decode_image, preprocess
+from helpers.train import load_checkpoint
+
+THRESHOLD = MIN_SCORE
+
+
+@pytest.fixture(scope="module")
+def state(onnx_model):
+    return h.init({"MODEL_PATH": str(onnx_model), "SCORE_THRESHOLD": str(THRESHOLD), "LOG_LEVEL": "WARNING"})
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _jpeg(image: Image.Image, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **kwargs)
+    return buffer.getvalue()
+
+
+def http_v2(body, is_base64=False, content_type="application/json", query=None):
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": "/",
+        "headers": {"content-type": content_type},
+        "queryStringParameters": query,
+        "requestContext": {"http": {"method": "POST", "path": "/"}, "requestId": "abc"},
+        "body": body,
+        "isBase64Encoded": is_base64,
+    }
+
+
+def rest_v1(body, is_base64=False, content_type="application/json"):
+    return {
+        "resource": "/detect",
+        "path": "/detect",
+        "httpMethod": "POST",
+        "headers": {"Content-Type": content_type},
+        "queryStringParameters": None,
+        "requestContext": {"resourcePath": "/detect", "httpMethod": "POST"},
+        "body": body,
+        "isBase64Encoded": is_base64,
+    }
+
+
+def test_detections_equal_the_pytorch_model(state, trained, sample_records, lambda_context):
+    module = load_checkpoint(trained["checkpoint"])
+    set_min_score(module.model, MIN_SCORE)  # as export does
+    compared = 0
+    for record in sample_records:
+        data = record.image_path.read_bytes()
+        out = h.handler({"image": _b64(data)}, lambda_context)
+        assert out["image"] == {"width": 499, "height": 666}
+        tensor, geometry = preprocess(decode_image(data))
+        with torch.no_grad():
+            eager = module.model([torch.from_numpy(tensor[0])])[0]
+        keep = eager["scores"] >= THRESHOLD
+        boxes = restore_boxes(eager["boxes"][keep].numpy(), geometry)
+        area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        ours = np.array([d["box"] for d in out["detections"]]).reshape(-1, 4)
+        assert len(ours) == int(area.sum())
+        if len(ours):
+            iou, match = box_iou(torch.tensor(ours), torch.tensor(boxes[area])).max(dim=1)
+            # Boxes are rounded to 0.01 px in the response: IoU >= 0.99 holds from ~2 px up.
+            big = (ours[:, 2:] - ours[:, :2]).min(axis=1) >= 2
+            assert (iou[torch.from_numpy(big)] >= 0.99).all()
+            assert np.abs(ours - boxes[area][match.numpy()]).max() <= 0.01
+            compared += int(big.sum())
+        assert set(out["timings_ms"]) == {"decode", "preprocess", "inference", "postprocess", "total"}
+        json.dumps(out)
+    assert compared > 0
+
+
+@pytest.mark.parametrize("make_event", [
+    lambda data: {"image": _b64(data)},
+    lambda data: http_v2(json.dumps({"image": _b64(data)})),
+    lambda data: rest_v1(json.dumps({"image": _b64(data)})),
+    lambda data: http_v2(_b64(data), is_base64=True, content_type="image/jpeg"),
+    lambda data: rest_v1(_b64(data), is_base64=True, content_type="image/jpeg"),
+], ids=["direct", "http-v2-json", "rest-v1-json", "function-url-binary", "rest-v1-binary"])
+def test_every_event_shape_gives_the_same_answer(state, sample_jpegs, lambda_context, make_event):
+    data = sample_jpegs["12.jpg"]
+    expected = h.handler({"image": _b64(data)}, lambda_context)["detections"]
+    out = h.handler(make_event(data), lambda_context)
+    if "statusCode" in out:
+        assert out["statusCode"] == 200 and out["headers"]["content-type"] == "application/json"
+        out = json.loads(out["body"])
+    assert out["detections"] == expected
+
+
+def test_per_request_threshold_and_max_detections(state, sample_jpegs, lambda_context):
+    data = _b64(sample_jpegs["10.jpg"])
+    everything = h.handler({"image": data, "threshold": 0.0}, lambda_context)["detections"]
+    assert len(everything) >= 2
+    top = h.handler({"image": data, "threshold": 0.0, "max_detections": 1}, lambda_context)["detections"]
+    assert top == everything[:1]
+    assert h.handler({"image": data, "threshold": 1.0}, lambda_context)["detections"] == []
+    query = http_v2(sample_jpegs["10.jpg"].hex(), content_type="text/plain")  # not an image
+    assert h.handler(query, lambda_context)["statusCode"] == 400
+
+
+def _exif_rotated_jpeg(record) -> bytes:
+    image = Image.open(record.image_path)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways, displayed rotated 90 CW
+    return _jpeg(image.transpose(Image.Transpose.ROTATE_90), exif=exif, quality=95)
+
+
+def test_exif_rotated_image_gets_boxes_in_the_displayed_frame(state, sample_records, lambda_context):
+    record = sample_records[0]
+    upright = h.handler({"image": _b64(record.image_path.read_bytes()), "threshold": 0.0}, lambda_context)
+    rotated = h.handler({"image": _b64(_exif_rotated_jpeg(record)), "threshold": 0.0}, lambda_context)
+    assert rotated["image"] == upright["image"] == {"width": 499, "height": 666}
+
+
+def _cases(sample_jpegs):
+    jpeg = sample_jpegs["10.jpg"]
+    rgb = Image.open(io.BytesIO(jpeg))
+    bomb = _png(Image.new("1", (30000, 30000)))
+    return [
+        ("truncated-jpeg", {"image": _b64(jpeg[: len(jpeg) // 2])}, 400, "cannot decode"),
+        ("random-bytes", {"image": _b64(np.random.default_rng(0).bytes(5000))}, 400, "not a recognised image"),
+        ("empty-body", http_v2(""), 400, "empty body"),
+        ("empty-image", {"image": ""}, 400, "empty image"),
+        ("not-base64", {"image": "%%%not base64%%%"}, 400, "not valid base64"),
+        ("image-not-string", {"image": 12}, 400, "base64 string"),
+        ("bad-json", http_v2("{not json"), 400, "not valid JSON"),
+        ("json-array", http_v2("[1, 2]"), 400, "not valid JSON|must be an object|request needs"),
+        ("missing-keys", {"picture": "abc"}, 400, "unrecognised event"),
+        ("unknown-shape", ["not", "an", "object"], 400, "JSON object"),
+        ("http-missing-image", http_v2(json.dumps({"threshold": 0.5})), 400, "request needs"),
+        ("bad-threshold", {"image": _b64(jpeg), "threshold": "high"}, 400, "threshold must be a number"),
+        ("threshold-out-of-range", {"image": _b64(jpeg), "threshold": 3}, 400, "within"),
+        ("bad-max-detections", {"image": _b64(jpeg), "max_detections": -1}, 400, "max_detections"),
+        ("bad-s3-uri", {"s3_uri": "https://bucket/key"}, 400, "s3://"),
+        ("bad-s3-ref", {"s3": {"bucket": "b"}}, 400, "bucket"),
+        ("png-bomb-30000x30000", {"image": _b64(bomb)}, 413, "too large|pixels"),
+        ("over-6mb-body", http_v2(_b64(b"\xff" * (6 * 1024 * 1024 + 10)), is_base64=True, content_type="image/jpeg"), 413, "limit"),
+        ("over-6mb-image", {"image": _b64(b"\xff" * (6 * 1024 * 1024 + 10))}, 413, "limit"),
+    ]
+
+
+def test_bad_inputs_table(state, sample_jpegs, lambda_context):
+    for name, event, status, message in _cases(sample_jpegs):
+        out = h.handler(event, lambda_context)
+        body = json.loads(out["body"]) if "body" in out else out
+        assert out["statusCode"] == status, (name, out)
+        assert body["request_id"] == "req-123", name
+        import re
+        assert re.search(message, body["error"]), (name, body["error"])
+        assert "Traceback" not in json.dumps(out), name
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "LA", "I;16", "P", "RGBA"])
+def test_unusual_modes_are_served(state, sample_jpegs, lambda_context, mode):
+    rgb = Image.open(io.BytesIO(sample_jpegs["11.jpg"])).convert("RGB")
+    if mode == "CMYK":
+        data = _jpeg(rgb.convert("CMYK"))
+    elif mode == "I;16":
+        grey = np.asarray(rgb.convert("L"), dtype=np.uint16) * 257
+        data = _png(Image.fromarray(grey))
+        assert Image.open(io.BytesIO(data)).mode.startswith("I")
+    else:
+        data = _png(rgb.convert(mode))
+    out = h.handler({"image": _b64(data), "threshold": 0.0}, lambda_context)
+    assert "error" not in out, out
+    assert out["image"] == {"width": 499, "height": 666} and out["detections"]
+
+
+def test_unexpected_errors_are_500_without_details(state, sample_jpegs, lambda_context, monkeypatch, capsys):
+    def explode(*args, **kwargs):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(state.detector, "predict", explode)
+    out = h.handler({"image": _b64(sample_jpegs["10.jpg"])}, lambda_context)
+    assert out == {"statusCode": 500, "error": "internal error", "request_id": "req-123"}
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert any(e.get("request_id") == "req-123" and "secret internal detail" in e.get("exception", "") for e in logged)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({}, "set MODEL_PATH"),
+    ({"MODEL_PATH": "/nonexistent/model.onnx"}, "MODEL_PATH"),
+    ({"MODEL_S3_URI": "bucket/key"}, "MODEL_S3_URI"),
+    ({"MODEL_BUCKET": "b"}, "MODEL_KEY"),
+    ({"MODEL_KEY": "k"}, "MODEL_BUCKET"),
+    ({"MODEL_S3_URI": "s3://b/k", "SCORE_THRESHOLD": "abc"}, "SCORE_THRESHOLD"),
+    ({"MODEL_S3_URI": "s3://b/k", "SCORE_THRESHOLD": "1.5"}, "SCORE_THRESHOLD"),
+    ({"MODEL_S3_URI": "s3://b/k", "MAX_DETECTIONS": "0"}, "MAX_DETECTIONS"),
+    ({"MODEL_S3_URI": "s3://b/k", "MAX_IMAGE_PIXELS": "lots"}, "MAX_IMAGE_PIXELS"),
+    ({"MODEL_S3_URI": "s3://b/k", "LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ({"MODEL_S3_URI": "s3://b/k", "MODEL_SHA256": "xyz"}, "MODEL_SHA256"),
+])
+def test_bad_configuration_names_the_variable(env, message):
+    with pytest.raises(h.ConfigError, match=message):
+        h.Settings(env)

@@ -188,7 +188,9 @@ def test_unusual_modes_are_served(state, sample_jpegs, lambda_context, mode):
         data = _png(rgb.convert(mode))
     out = h.handler({"image": _b64(data), "threshold": 0.0}, lambda_context)
     assert "error" not in out, out
-    assert out["image"] == {"width": 499, "height": 666} and out["detections"]
+    assert out["image"] == {"width": 499, "height": 666} and isinstance(out["detections"], list)
+    if mode == "RGBA":  # fully opaque: exactly the RGB answer
+        assert out["detections"] == h.handler({"image": _b64(_png(rgb)), "threshold": 0.0}, lambda_context)["detections"]
 
 
 def test_unexpected_errors_are_500_without_details(state, sample_jpegs, lambda_context, monkeypatch, capsys):

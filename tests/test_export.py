@@ -1,0 +1,119 @@
+"""ONNX export: checker, metadata contract, parity with PyTorch, load-time contract errors, INT8."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from helpers.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
+from helpers.export import MIN_SCORE, export_onnx, parity, quantize_int8
+from helpers.models import BLOG_MODEL, build_detector
+from helpers.runtime.classmap import ClassMap
+from helpers.runtime.model import Detector, ModelError
+from helpers.runtime.preprocess import decode_image, preprocess
+from helpers.train import load_checkpoint
+
+BOX_TOLERANCE_PX = 1e-2
+SCORE_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def sample_inputs(sample_records):
+    return [preprocess(decode_image(r.image_path.read_bytes()))[0] for r in sample_records]
+
+
+def test_exported_model_is_checked_and_self_describing(onnx_model, trained):
+    model = onnx.load(str(onnx_model))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version >= 17
+    assert [i.name for i in model.graph.input] == ["images"]
+    assert [o.name for o in model.graph.output] == ["boxes", "scores", "labels"]
+    detector = Detector(onnx_model)
+    assert detector.config == PREPROCESS
+    assert detector.class_map == ClassMap(FRIDGE_CLASSES)
+    assert detector.metadata["model_name"] == trained["model"]
+    assert detector.metadata["weights"] == "none (offline fallback)"
+    assert detector.metadata["created"].startswith("20")
+    outputs = {o.name: o.type for o in detector.session.get_outputs()}
+    assert outputs == {"boxes": "tensor(float)", "scores": "tensor(float)", "labels": "tensor(int64)"}
+
+
+def _assert_parity(rows):
+    assert rows and all(r["unmatched"] == 0 for r in rows), rows
+    assert sum(r["detections_torch"] for r in rows) > 0
+    assert max(r["box_max_abs_diff"] for r in rows) <= BOX_TOLERANCE_PX
+    assert max(r["score_max_abs_diff"] for r in rows) <= SCORE_TOLERANCE
+
+
+def test_parity_small_trained_model_on_every_sample_image(onnx_model, trained, sample_inputs):
+    module = load_checkpoint(trained["checkpoint"])
+    from helpers.models import set_min_score
+
+    set_min_score(module.model, MIN_SCORE)
+    _assert_parity(parity(module.model, Detector(onnx_model).session, sample_inputs, threshold=MIN_SCORE))
+
+
+def test_untrained_blog_retinanet_exports_with_parity(tmp_path, sample_inputs):
+    torch.manual_seed(0)
+    model, _ = build_detector(BLOG_MODEL, 5, 384, weights="none")
+    # Random weights score ~0.01 everywhere (RetinaNet's prior): keep everything for a real comparison.
+    path = export_onnx(model, tmp_path / "retina.onnx", ClassMap(FRIDGE_CLASSES), PREPROCESS, BLOG_MODEL, "none", min_score=0.0)
+    rows = parity(model, Detector(path).session, sample_inputs[:3], threshold=0.0)
+    _assert_parity(rows)
+
+
+def _tiny_model(path, shape, with_metadata=True):
+    """A graph that honours the output names but has the given input shape."""
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, shape)
+    boxes = helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["n", 4])
+    scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n"])
+    labels = helper.make_tensor_value_info("labels", TensorProto.INT64, ["n"])
+    const = lambda name, dims, kind, values: helper.make_node(
+        "Constant", [], [name], value=helper.make_tensor(name + "_v", kind, dims, values))
+    graph = helper.make_graph(
+        [const("boxes", [0, 4], TensorProto.FLOAT, []), const("scores", [0], TensorProto.FLOAT, []),
+         const("labels", [0], TensorProto.INT64, [])],
+        "tiny", [images], [boxes, scores, labels])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if with_metadata:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "helpers.classes", json.dumps(list(FRIDGE_CLASSES))
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("shape", [[1, 3, "height", "width"], [1, 3, 320, 320], ["batch", 3, 384, 384]])
+def test_wrong_or_dynamic_input_shape_fails_at_load(tmp_path, shape):
+    path = _tiny_model(tmp_path / "m.onnx", shape)
+    with pytest.raises(ModelError, match=r"the contract is tensor\(float\) \[1, 3, 384, 384\]"):
+        Detector(path)
+
+
+def test_model_without_metadata_needs_a_class_map(tmp_path):
+    path = _tiny_model(tmp_path / "m.onnx", [1, 3, 384, 384], with_metadata=False)
+    with pytest.raises(ModelError, match="class_map.json"):
+        Detector(path)
+    blog_class_map = tmp_path / "class_map.json"
+    blog_class_map.write_text(json.dumps({"background": 0, "carton": 1, "milk_bottle": 2, "water_bottle": 3, "can": 4}))
+    detector = Detector(path, class_map_path=blog_class_map)
+    assert detector.class_map.names == FRIDGE_CLASSES and detector.config == PreprocessConfig()
+    with pytest.raises(ModelError, match="not found"):
+        Detector(tmp_path / "missing.onnx")
+    (tmp_path / "garbage.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ModelError, match="cannot load"):
+        Detector(tmp_path / "garbage.onnx")
+
+
+def test_int8_model_is_smaller_keeps_the_contract_and_runs(onnx_model, tmp_path, sample_inputs):
+    int8 = quantize_int8(onnx_model, tmp_path / "model_int8.onnx", sample_inputs[:4])
+    assert int8.stat().st_size < 0.5 * onnx_model.stat().st_size
+    quantized = Detector(int8)
+    assert quantized.class_map == Detector(onnx_model).class_map
+    assert "static QDQ" in quantized.metadata["quantization"]
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    boxes, scores, labels = quantized.session.run(None, {"images": sample_inputs[0]})
+    assert boxes.shape[1:] == (4,) and len(boxes) == len(scores) == len(labels)

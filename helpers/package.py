@@ -1,0 +1,237 @@
+"""Build the Lambda deployment .zip: runtime half of helpers + onnxruntime + numpy + Pillow, trimmed.
+
+    python -m helpers.package --arch x86_64 --python 3.12 [--model artifacts/model.onnx]
+
+Deterministic (sorted entries, fixed timestamps and modes, hash-based bytecode): the same inputs give
+the same sha256. Fails (exit 2, one line) when the zip exceeds 50 MB or the tree 250 MB. boto3 is not
+bundled: the managed runtime provides it and the handler imports it only for S3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from helpers.data import PROJECT_ROOT
+
+#: Exact pins of what the zip holds (onnxruntime must match the version tested for parity).
+LAMBDA_REQUIREMENTS = ("onnxruntime==1.32.0", "numpy==2.5.5", "Pillow==13.0.0")
+#: Amazon Linux 2023 (python3.12/3.13 runtimes) has glibc 2.34; pip needs every tag listed.
+MANYLINUX_TAGS = ("manylinux2014", "manylinux_2_17", "manylinux_2_27", "manylinux_2_28", "manylinux_2_34")
+ARCHES = {"x86_64": "x86_64", "arm64": "aarch64"}
+ZIP_LIMIT = 50 * 1000 * 1000  # direct upload quota (AWS counts 50 MB as 50,000,000 bytes here)
+UNZIPPED_LIMIT = 250 * 1000 * 1000
+RUNTIME_FILES = ("helpers/__init__.py", "helpers/config.py", "helpers/runtime")
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+#: What inference never loads, each removal verified by running the result (tests/test_package.py).
+TRIM_GLOBS = (
+    "onnxruntime/capi/libonnxruntime.so.*",  # C-API library; the Python extension links statically
+    "onnxruntime/tools", "onnxruntime/transformers", "onnxruntime/quantization", "onnxruntime/datasets",
+    "onnxruntime/backend", "onnxruntime/ThirdPartyNotices.txt",
+    "google", "flatbuffers", "packaging",  # onnxruntime's protobuf/flatbuffers/packaging: not imported to infer
+    "numpy/*/tests", "numpy/tests", "numpy/_core/include", "numpy/f2py", "numpy/_pyinstaller",
+    "numpy/typing", "numpy/random", "numpy/fft", "numpy/polynomial", "numpy/ma", "numpy/testing",
+    "numpy/_core/_*_tests.*.so", "numpy/_core/_simd.*.so", "numpy/_core/lib",
+    "**/*.pyi", "**/py.typed", "numpy/**/*.pxd", "numpy/**/*.h",
+    "PIL/_avif.*.so", "PIL/_imagingft.*.so", "PIL/_imagingtk.*.so", "PIL/_imagingcms.*.so",  # AVIF, fonts, Tk, ICC
+    "bin",
+)
+
+
+def find_python(version: str) -> Path | None:
+    """A working CPython `version` interpreter: PATH first (pyenv shims may not run), then pyenv's
+    versions folder."""
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        root = os.path.expanduser("~/.pyenv")
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(Path(root, "versions").glob(f"{version}.*/bin/python{version}"), reverse=True)
+    for candidate in filter(None, candidates):
+        check = subprocess.run([str(candidate), "-c", "import sys; print(sys.version_info[:2])"],
+                               capture_output=True, text=True)
+        if check.returncode == 0 and check.stdout.strip() == str(tuple(map(int, version.split(".")))):
+            return Path(candidate)
+    return None
+
+
+def _pip_install(target: Path, arch: str, python: str) -> None:
+    platforms = [arg for tag in MANYLINUX_TAGS for arg in ("--platform", f"{tag}_{ARCHES[arch]}")]
+    command = [
+        sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target), "--no-compile",
+        "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
+        "--abi", f"cp{python.replace('.', '')}", *platforms, *LAMBDA_REQUIREMENTS,
+    ]
+    subprocess.run(command, check=True)
+
+
+def _tree_size(root: Path) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            top = path.relative_to(root).parts[0]
+            sizes[top] = sizes.get(top, 0) + path.stat().st_size
+    return sizes
+
+
+def _needed(library: Path) -> set[str]:
+    out = subprocess.run(["readelf", "-d", str(library)], capture_output=True, text=True).stdout
+    return {line.split("[", 1)[1].split("]", 1)[0] for line in out.splitlines() if "(NEEDED)" in line}
+
+
+def _trim(root: Path) -> None:
+    for pattern in TRIM_GLOBS:
+        for path in sorted(root.glob(pattern), reverse=True):
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    for cache in root.rglob("__pycache__"):
+        shutil.rmtree(cache)
+    for dist_info in root.glob("*.dist-info"):  # keep only the licences
+        for path in sorted(dist_info.rglob("*"), reverse=True):
+            if path.is_file() and "licen" not in path.name.lower() and "licen" not in str(path.parent).lower():
+                path.unlink()
+    # Vendored libraries that no remaining extension needs (e.g. libavif once _avif is gone).
+    for libs_dir in root.glob("*.libs"):
+        needed = set()
+        for extension in root.rglob("*.so*"):
+            if extension.parent != libs_dir:
+                needed |= _needed(extension)
+        for _ in range(3):  # libraries needing libraries
+            needed |= {n for lib in libs_dir.iterdir() if lib.name in needed for n in _needed(lib)}
+        for lib in libs_dir.iterdir():
+            if lib.name not in needed:
+                lib.unlink()
+
+
+def _strip(root: Path) -> None:
+    """strip --strip-unneeded on unstripped objects outside pillow.libs (those break when stripped)."""
+    strip = shutil.which("strip")
+    if not strip:
+        print("warning: no `strip` on PATH; shared objects left unstripped", file=sys.stderr)
+        return
+    for library in sorted(root.rglob("*.so*")):
+        if library.parent.name == "pillow.libs":
+            continue
+        subprocess.run([strip, "--strip-unneeded", str(library)], check=False, capture_output=True)
+
+
+def _add_runtime(root: Path, model: Path | None) -> None:
+    for relative in RUNTIME_FILES:
+        source = PROJECT_ROOT / relative
+        if source.is_dir():
+            shutil.copytree(source, root / relative, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / relative)
+    if model:
+        (root / "model").mkdir(exist_ok=True)
+        shutil.copy2(model, root / "model" / "model.onnx")
+
+
+def _compile(root: Path, python: Path) -> None:
+    """Bytecode the target interpreter uses after unzip: hash-based, so mtimes do not matter, and
+    with source paths as Lambda sees them (/var/task/...), not this build's temporary folder."""
+    subprocess.run(
+        [str(python), "-I", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
+         "-s", str(root), "-p", "/var/task", str(root)],
+        check=True,
+    )
+
+
+def _zip(root: Path, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(path.relative_to(root).as_posix(), ZIP_EPOCH)
+            info.external_attr = (0o755 if os.access(path, os.X_OK) else 0o644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, path.read_bytes(), compresslevel=9)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build(arch: str = "x86_64", python: str = "3.12", model: Path | None = None, out_dir: Path = PROJECT_ROOT / "dist",
+          work_dir: Path | None = None) -> dict:
+    """Build dist/lambda-<arch>.zip; returns the size report (also written next to the zip as JSON)."""
+    if arch not in ARCHES:
+        raise ValueError(f"--arch must be one of {sorted(ARCHES)}, not {arch!r}")
+    if model is not None and not Path(model).is_file():
+        raise ValueError(f"model not found: {model}")
+    interpreter = find_python(python)
+    if interpreter is None:
+        raise ValueError(f"no python{python} interpreter found (PATH or pyenv) to compile bytecode")
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        root = Path(tmp) / "package"
+        _pip_install(root, arch, python)
+        before = _tree_size(root)
+        _trim(root)
+        _strip(root)
+        _add_runtime(root, Path(model) if model else None)
+        _compile(root, interpreter)
+        after = _tree_size(root)
+        out = Path(out_dir) / f"lambda-{arch}.zip"
+        _zip(root, out)
+    report = {
+        "zip": str(out),
+        "sha256": sha256(out),
+        "arch": arch,
+        "python": python,
+        "requirements": list(LAMBDA_REQUIREMENTS),
+        "zipped_bytes": out.stat().st_size,
+        "unzipped_bytes": sum(after.values()),
+        "untrimmed_unzipped_bytes": sum(before.values()),
+        "per_package_before": dict(sorted(before.items())),
+        "per_package_after": dict(sorted(after.items())),
+        "handler": "helpers.runtime.handler.handler",
+        "model_path": "model/model.onnx" if model else None,
+    }
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    if report["zipped_bytes"] > ZIP_LIMIT:
+        raise ValueError(f"{out} is {report['zipped_bytes'] / 1e6:.1f} MB zipped; the direct-upload limit is 50 MB")
+    if report["unzipped_bytes"] > UNZIPPED_LIMIT:
+        raise ValueError(f"{out} unzips to {report['unzipped_bytes'] / 1e6:.1f} MB; the limit is 250 MB")
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{report['zip']}  sha256 {report['sha256'][:16]}…",
+             f"zipped {report['zipped_bytes'] / 2**20:.1f} MiB (limit 50 MB), unzipped "
+             f"{report['unzipped_bytes'] / 2**20:.1f} MiB (limit 250 MB; untrimmed "
+             f"{report['untrimmed_unzipped_bytes'] / 2**20:.1f} MiB)",
+             f"{'package':<28}{'before MiB':>12}{'after MiB':>12}"]
+    for name in sorted(set(report["per_package_before"]) | set(report["per_package_after"])):
+        before = report["per_package_before"].get(name, 0) / 2**20
+        after = report["per_package_after"].get(name, 0) / 2**20
+        if max(before, after) >= 0.05:
+            lines.append(f"{name:<28}{before:>12.1f}{after:>12.1f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Build the Lambda deployment zip.")
+    parser.add_argument("--arch", default="x86_64", choices=sorted(ARCHES))
+    parser.add_argument("--python", default="3.12", choices=("3.12", "3.13"))
+    parser.add_argument("--model", type=Path, help="bundle this ONNX model as model/model.onnx")
+    parser.add_argument("--out-dir", type=Path, default=PROJECT_ROOT / "dist")
+    args = parser.parse_args(argv)
+    try:
+        report = build(args.arch, args.python, args.model, args.out_dir)
+    except (ValueError, subprocess.CalledProcessError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The Lambda zip: built for real, trimmed, deterministic, within quotas, and run in isolated 3.12."""
+
+import base64
+import json
+import zipfile
+
+import pytest
+
+from helpers import package
+from helpers.lambda_local import invoke_zip
+from helpers.runtime import handler as h
+
+PY312 = package.find_python("3.12")
+needs_312 = pytest.mark.skipif(PY312 is None, reason="no CPython 3.12 (PATH or pyenv) to build bytecode and invoke the zip")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    if PY312 is None:
+        pytest.skip("no CPython 3.12 (PATH or pyenv)")
+    out = tmp_path_factory.mktemp("dist")
+    return package.build("x86_64", "3.12", out_dir=out)
+
+
+@needs_312
+def test_zip_is_within_quotas_and_holds_only_the_runtime(built):
+    assert built["zipped_bytes"] < package.ZIP_LIMIT and built["unzipped_bytes"] < package.UNZIPPED_LIMIT
+    assert built["untrimmed_unzipped_bytes"] > 1.5 * built["unzipped_bytes"]
+    names = zipfile.ZipFile(built["zip"]).namelist()
+    helpers_files = {n for n in names if n.startswith("helpers/") and n.endswith(".py")}
+    assert helpers_files == {"helpers/__init__.py", "helpers/config.py", "helpers/runtime/__init__.py",
+                             "helpers/runtime/classmap.py", "helpers/runtime/preprocess.py",
+                             "helpers/runtime/postprocess.py", "helpers/runtime/model.py",
+                             "helpers/runtime/handler.py"}
+    assert not [n for n in names if n.startswith(("boto3/", "botocore/", "torch/", "cv2/", "google/"))]
+    assert not [n for n in names if "libonnxruntime.so" in n or "/tests/" in n]
+    assert any(n.endswith(".cpython-312.pyc") for n in names)
+
+
+@needs_312
+def test_build_is_deterministic(built, tmp_path):
+    again = package.build("x86_64", "3.12", out_dir=tmp_path)
+    assert again["sha256"] == built["sha256"]
+
+
+@needs_312
+def test_isolated_python312_invoke_equals_in_process_handler(built, onnx_model, sample_jpegs):
+    events = [{"image": base64.b64encode(data).decode(), "threshold": 0.01} for data in sample_jpegs.values()]
+    events.append({"image": "%%%"})
+    report = invoke_zip(built["zip"], events, {"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING"})
+    assert report["python"].startswith("3.12")
+    assert report["numpy_file"].startswith(report["numpy_file"].split("/task/")[0] + "/task/")
+    assert report["forbidden_modules_loaded"] == []
+    h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING"})
+    for event, remote in zip(events[:-1], report["responses"]):
+        local = h.handler(event, None)
+        assert remote["detections"] == local["detections"]
+        assert remote["image"] == {"width": 499, "height": 666}
+    assert report["responses"][-1]["statusCode"] == 400
+    assert report["cold_init_ms"] > 0 and len(report["latencies_ms"]) == len(events)
+
+
+@needs_312
+def test_arm64_zip_builds_within_quotas(tmp_path):
+    report = package.build("arm64", "3.12", out_dir=tmp_path)
+    assert report["zipped_bytes"] < package.ZIP_LIMIT
+    names = zipfile.ZipFile(report["zip"]).namelist()
+    assert any("aarch64" in n for n in names if n.endswith(".so"))
+
+
+def test_bad_arguments_fail_before_building(tmp_path):
+    with pytest.raises(ValueError, match="--arch"):
+        package.build("sparc", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="model not found"):
+        package.build("x86_64", model=tmp_path / "missing.onnx", out_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+@needs_312
+def test_oversized_zip_is_refused(tmp_path):
+    big = tmp_path / "big.onnx"
+    big.write_bytes(__import__("os").urandom(30_000_000))  # incompressible: pushes the zip over 50 MB
+    with pytest.raises(ValueError, match="direct-upload limit is 50 MB"):
+        package.build("x86_64", model=big, out_dir=tmp_path / "dist")
+
+
+def test_cli_exits_nonzero_with_one_line(capsys):
+    assert package.main(["--model", "/nonexistent.onnx"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: model not found: /nonexistent.onnx"]

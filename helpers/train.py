@@ -133,6 +133,26 @@ def load_checkpoint(path: str | Path) -> DetectorModule:
     return module.eval()
 
 
+@torch.no_grad()
+def predict(module: DetectorModule, records, batch_size: int = 4):
+    """Eager predictions on records through the valid transform, boxes in letterboxed pixels,
+    plus the targets in the same space (the form torchmetrics wants)."""
+    dataset = DetectionDataset(records, valid_transform(module.preprocess), module.class_map)
+    predictions, targets = [], []
+    for images, batch_targets in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
+        predictions += module.eval()(images)
+        targets += batch_targets
+    return predictions, targets
+
+
+def evaluate(module: DetectorModule, records) -> dict[str, float]:
+    """COCO mAP@[.5:.95], mAP@.5 and per-class AP of a trained module on records."""
+    from helpers.metrics import mean_average_precision
+
+    predictions, targets = predict(module, records)
+    return mean_average_precision(predictions, targets, module.class_map.names)
+
+
 @dataclasses.dataclass
 class TrainConfig:
     model: str = BLOG_MODEL

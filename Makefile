@@ -1,0 +1,24 @@
+# Two commands for a new user (see README):
+#   make run    set up .venv and run the whole series (notebooks 01 -> 05) on the bundled data
+#   make test   set up .venv and run the tests (unit tests + every notebook under nbval, quick mode)
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test setup
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[all]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(BIN)/python -m helpers run-all $(ARGS)
+
+test: setup
+	HELPERS_QUICK=1 $(BIN)/python -m pytest tests notebooks --nbval-lax $(ARGS)

@@ -18,7 +18,7 @@ import onnxruntime as ort
 from helpers.config import PREPROCESS, PreprocessConfig
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.postprocess import to_detections
-from helpers.runtime.preprocess import normalize_lut, preprocess
+from helpers.runtime.preprocess import preprocess
 
 META_PREFIX = "helpers."
 OUTPUT_NAMES = ("boxes", "scores", "labels")
@@ -85,7 +85,6 @@ class Detector:
             raise ModelError(f"{self.path}: no class names in the model metadata; pass a class_map.json")
         self.input_name = self._check_input()
         self.output_names = self._output_names()
-        self.lut = normalize_lut(self.config)
         self.model_id = self.metadata.get("model_name", self.path.stem)
 
     def _check_input(self) -> str:
@@ -113,7 +112,7 @@ class Detector:
     def predict(self, image: np.ndarray, score_threshold: float = 0.5, max_detections: int = 100):
         """RGB uint8 image -> (detections, geometry, timings in ms for preprocess/inference/postprocess)."""
         t0 = time.perf_counter()
-        tensor, geometry = preprocess(image, self.config, self.lut)
+        tensor, geometry = preprocess(image, self.config)
         t1 = time.perf_counter()
         boxes, scores, labels = self.session.run(self.output_names, {self.input_name: tensor})
         t2 = time.perf_counter()

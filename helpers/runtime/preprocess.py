@@ -132,26 +132,31 @@ def _linear_taps(src: int, dst: int, clamp_weights: bool):
 
 def resize_linear(image: np.ndarray, new_height: int, new_width: int) -> np.ndarray:
     """cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_LINEAR) for uint8 HxWxC."""
-    height, width = image.shape[:2]
+    height, width, channels = image.shape
     if (new_height, new_width) == (height, width):
         return image
     x0, x1, wx0, wx1 = _linear_taps(width, new_width, clamp_weights=True)
     y0, y1, wy0, wy1 = _linear_taps(height, new_height, clamp_weights=False)
+    # Work on (rows, width * channels) so every gather is a plain 2-D column take.
+    lanes = np.arange(channels)
+    columns0 = (x0[:, None] * channels + lanes).ravel()
+    columns1 = (x1[:, None] * channels + lanes).ravel()
     # Horizontal pass only on the source rows the vertical pass reads: cost follows the output size.
     rows, row_of = np.unique(np.concatenate([y0, y1]), return_inverse=True)
-    source = image[rows].astype(np.int32)
-    horizontal = source[:, x0] * wx0[None, :, None] + source[:, x1] * wx1[None, :, None]
+    picked = image.reshape(height, width * channels)[rows]
+    horizontal = picked[:, columns0] * np.repeat(wx0, channels)  # uint8 * int32 -> int32
+    horizontal += picked[:, columns1] * np.repeat(wx1, channels)
     horizontal >>= 4
     top = horizontal[row_of[:new_height]]
     bottom = horizontal[row_of[new_height:]]
-    top *= wy0[:, None, None]
+    top *= wy0[:, None]
     top >>= 16
-    bottom *= wy1[:, None, None]
+    bottom *= wy1[:, None]
     bottom >>= 16
     top += bottom
     top += 2
-    top >>= 2
-    return np.clip(top, 0, 255).astype(np.uint8)
+    top >>= 2  # weights sum to 2048 per axis, so 0 <= top <= 255: no clipping needed
+    return top.astype(np.uint8).reshape(new_height, new_width, channels)
 
 
 def letterbox_geometry(height: int, width: int, size: int) -> Letterbox:
@@ -177,22 +182,33 @@ def letterbox(image: np.ndarray, config: PreprocessConfig = PREPROCESS):
     return canvas, geometry
 
 
-def normalize_lut(config: PreprocessConfig = PREPROCESS) -> np.ndarray:
-    """(3, 256) float32 table, computed as albumentations' Normalize does for uint8 input."""
-    mean = np.asarray(config.mean, dtype=np.float32) * config.max_pixel_value
-    denominator = np.reciprocal(np.asarray(config.std, dtype=np.float32) * config.max_pixel_value)
-    return ((np.arange(256, dtype=np.float32) - mean[:, None]) * denominator[:, None]).astype(
-        np.float32
-    )
+def normalization(config: PreprocessConfig = PREPROCESS) -> tuple[np.ndarray, np.ndarray]:
+    """(mean * max_pixel_value, 1 / (std * max_pixel_value)) in float32, as albumentations computes
+    them; (pixel - mean) * denominator in float32 then equals its uint8 lookup table exactly."""
+    mean = np.asarray(config.mean, dtype=np.float32) * np.float32(config.max_pixel_value)
+    denominator = np.reciprocal(np.asarray(config.std, dtype=np.float32) * np.float32(config.max_pixel_value))
+    return mean.astype(np.float32), denominator.astype(np.float32)
 
 
-def to_model_input(letterboxed: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """uint8 (S, S, 3) -> normalised float32 (1, 3, S, S), channel by channel through the table."""
-    planes = [lut[c][letterboxed[:, :, c]] for c in range(3)]
-    return np.stack(planes)[None]
+def preprocess(image: np.ndarray, config: PreprocessConfig = PREPROCESS):
+    """RGB uint8 image -> (model input float32 1x3xSxS, Letterbox).
 
-
-def preprocess(image: np.ndarray, config: PreprocessConfig = PREPROCESS, lut=None):
-    """RGB uint8 image -> (model input float32 1x3xSxS, Letterbox)."""
-    canvas, geometry = letterbox(image, config)
-    return to_model_input(canvas, normalize_lut(config) if lut is None else lut), geometry
+    Equal to letterbox() followed by albumentations Normalize and HWC->CHW, but normalises only the
+    resized region and fills the padding with the normalised pad colour (it is constant)."""
+    if config.interpolation != "linear":
+        raise ValueError(f"only 'linear' interpolation is implemented, not {config.interpolation!r}")
+    size = config.image_size
+    geometry = letterbox_geometry(image.shape[0], image.shape[1], size)
+    resized = resize_linear(image, geometry.new_height, geometry.new_width)
+    mean, denominator = normalization(config)
+    pad = (np.asarray(config.pad_fill, dtype=np.uint8).astype(np.float32) - mean) * denominator
+    tensor = np.empty((1, 3, size, size), dtype=np.float32)
+    top, left = geometry.pad_top, geometry.pad_left
+    bottom, right = top + geometry.new_height, left + geometry.new_width
+    for c in range(3):
+        plane = tensor[0, c]
+        plane[:top], plane[bottom:], plane[:, :left], plane[:, right:] = pad[c], pad[c], pad[c], pad[c]
+        region = plane[top:bottom, left:right]
+        np.subtract(resized[:, :, c], mean[c], out=region, dtype=np.float32)
+        region *= denominator[c]
+    return tensor, geometry

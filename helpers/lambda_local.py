@@ -23,7 +23,7 @@ from pathlib import Path
 from helpers.package import find_python
 
 DRIVER = r'''
-import importlib, json, resource, sys, time
+import importlib, json, sys, time
 package_dir, handler_name, events_path, results_path = sys.argv[1:5]
 sys.path = [package_dir] + [p for p in sys.path if p.startswith(sys.base_prefix)]
 t0 = time.perf_counter()
@@ -32,6 +32,12 @@ t1 = time.perf_counter()
 module_name, function_name = handler_name.rsplit(".", 1)
 handler = getattr(importlib.import_module(module_name), function_name)
 t2 = time.perf_counter()
+
+def peak_rss_mb():
+    # VmHWM belongs to this process image; ru_maxrss would carry over the parent's peak across exec.
+    with open("/proc/self/status") as status:
+        line = next(l for l in status if l.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 class Context:
     aws_request_id = "local-invoke"
@@ -56,7 +62,7 @@ with open(results_path, "w") as f:
         "cold_init_ms": (t2 - t0) * 1e3,
         "latencies_ms": latencies,
         "responses": responses,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "numpy_file": numpy.__file__,
         "forbidden_modules_loaded": outside,
     }, f)

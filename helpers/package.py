@@ -71,7 +71,10 @@ def _pip_install(target: Path, arch: str, python: str) -> None:
         "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
         "--abi", f"cp{python.replace('.', '')}", *platforms, *LAMBDA_REQUIREMENTS,
     ]
-    subprocess.run(command, check=True)
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        last = (completed.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise ValueError(f"pip could not install {', '.join(LAMBDA_REQUIREMENTS)} for {arch}/cp{python}: {last}")
 
 
 def _tree_size(root: Path) -> dict[str, int]:

@@ -34,6 +34,16 @@ def onnx_model(trained, tmp_path_factory):
     return export_checkpoint(trained["checkpoint"], tmp_path_factory.mktemp("onnx") / "model.onnx")
 
 
+@pytest.fixture(scope="session")
+def lambda_zip(tmp_path_factory):
+    """The real x86_64 deployment zip (no model inside), built once per test session."""
+    from helpers import package
+
+    if package.find_python("3.12") is None:
+        pytest.skip("no CPython 3.12 (PATH or pyenv) to build the zip")
+    return package.build("x86_64", "3.12", out_dir=tmp_path_factory.mktemp("dist"))
+
+
 class LambdaContext:
     """The attributes of the Lambda context object the handler uses."""
 

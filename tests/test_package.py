@@ -15,11 +15,8 @@ needs_312 = pytest.mark.skipif(PY312 is None, reason="no CPython 3.12 (PATH or p
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    if PY312 is None:
-        pytest.skip("no CPython 3.12 (PATH or pyenv)")
-    out = tmp_path_factory.mktemp("dist")
-    return package.build("x86_64", "3.12", out_dir=out)
+def built(lambda_zip):
+    return lambda_zip
 
 
 @needs_312

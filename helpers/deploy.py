@@ -1,0 +1,267 @@
+"""Deploy and tear down the detector stack with boto3: S3 uploads, change sets, waiting, smoke test.
+
+    python -m helpers.deploy up --bucket my-bucket --zip dist/lambda-x86_64.zip --model artifacts/full/model.onnx
+    python -m helpers.deploy down --bucket my-bucket
+    (add --endpoint-url http://127.0.0.1:5000 to talk to a moto server instead of AWS)
+
+Uploads are content-addressed (key contains the sha256 prefix), so a new zip or model changes the
+stack's parameters and the change set updates the function; unchanged inputs give "no changes".
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import re
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+from helpers.data import PROJECT_ROOT, SAMPLE_DIR
+from helpers.package import UNZIPPED_LIMIT, ZIP_LIMIT
+
+TEMPLATE = PROJECT_ROOT / "cloudformation" / "template.yaml"
+HANDLER = "helpers.runtime.handler.handler"
+ARCH_MARKERS = {"x86_64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class DeployError(ValueError):
+    """Bad input, detected before anything is created."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def validate_inputs(bucket: str, zip_path: Path, model_path: Path, architecture: str, service_name: str) -> None:
+    """Every check that needs no AWS call: fail before anything is uploaded or created."""
+    if not bucket or not BUCKET_RE.match(bucket):
+        raise DeployError(f"--bucket must be an S3 bucket name (3-63 lowercase letters, digits, '.', '-'), got {bucket!r}")
+    if not re.match(r"^[a-zA-Z0-9-_]{1,40}$", service_name):
+        raise DeployError(f"--service-name must be 1-40 letters, digits, '-' or '_', got {service_name!r}")
+    if architecture not in ARCH_MARKERS:
+        raise DeployError(f"--arch must be x86_64 or arm64, got {architecture!r}")
+    if not Path(zip_path).is_file():
+        raise DeployError(f"zip not found: {zip_path}")
+    if not Path(model_path).is_file():
+        raise DeployError(f"model not found: {model_path}")
+    size = Path(zip_path).stat().st_size
+    if size > ZIP_LIMIT:
+        raise DeployError(f"{zip_path} is {size / 1e6:.1f} MB; Lambda accepts at most 50 MB zipped")
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            names = zf.namelist()
+            unzipped = sum(i.file_size for i in zf.infolist())
+    except zipfile.BadZipFile:
+        raise DeployError(f"{zip_path} is not a zip file") from None
+    if unzipped > UNZIPPED_LIMIT:
+        raise DeployError(f"{zip_path} unzips to {unzipped / 1e6:.1f} MB; Lambda accepts at most 250 MB")
+    module = HANDLER.rsplit(".", 1)[0].replace(".", "/") + ".py"
+    if module not in names:
+        raise DeployError(f"{zip_path} has no {module}: the template's handler {HANDLER} would not import")
+    extensions = [n for n in names if n.endswith(".so") and "cpython-3" in n]
+    other = next(a for a in ARCH_MARKERS if a != architecture)
+    if any(ARCH_MARKERS[other] in n for n in extensions):
+        raise DeployError(f"{zip_path} was built for {other}, not {architecture} (python -m helpers.package --arch {architecture})")
+
+
+class Deployer:
+    def __init__(self, region: str | None = None, endpoint_url: str | None = None, log=print):
+        import boto3
+
+        session = boto3.session.Session(region_name=region)
+        self.region = session.region_name or "us-east-1"
+        kwargs = {"endpoint_url": endpoint_url, "region_name": self.region}
+        self.s3 = session.client("s3", **kwargs)
+        self.cloudformation = session.client("cloudformation", **kwargs)
+        self.lambda_ = session.client("lambda", **kwargs)
+        self.endpoint_url = endpoint_url
+        self.log = log
+
+    # ---- S3 -------------------------------------------------------------------------------
+
+    def ensure_bucket(self, bucket: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.s3.head_bucket(Bucket=bucket)
+        except ClientError as err:
+            if err.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+            self.log(f"creating bucket s3://{bucket}")
+            config = {} if self.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
+            self.s3.create_bucket(Bucket=bucket, **config)
+
+    def upload(self, bucket: str, path: Path, prefix: str) -> tuple[str, str]:
+        """Upload once per content: key <prefix>/<stem>-<sha12><suffix>, with SHA-256 checked by S3."""
+        from botocore.exceptions import ClientError
+
+        digest = _sha256(path)
+        key = f"{prefix}/{path.stem}-{digest[:12]}{path.suffix}"
+        try:
+            head = self.s3.head_object(Bucket=bucket, Key=key)
+            if head.get("Metadata", {}).get("sha256") == digest:
+                self.log(f"s3://{bucket}/{key} already uploaded")
+                return key, digest
+        except ClientError:
+            pass
+        self.log(f"uploading {path.name} ({path.stat().st_size / 1e6:.1f} MB) to s3://{bucket}/{key}")
+        with open(path, "rb") as body:
+            self.s3.put_object(
+                Bucket=bucket, Key=key, Body=body, Metadata={"sha256": digest},
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode(),
+            )
+        return key, digest
+
+    # ---- CloudFormation -------------------------------------------------------------------
+
+    def _stack(self, name: str) -> dict | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            stack = self.cloudformation.describe_stacks(StackName=name)["Stacks"][0]
+        except ClientError as err:
+            if "does not exist" in str(err):
+                return None
+            raise
+        return None if stack["StackStatus"] == "REVIEW_IN_PROGRESS" else stack
+
+    def apply(self, stack_name: str, parameters: dict[str, str]) -> dict[str, str]:
+        """Create or update through a change set, wait with progress, return the outputs."""
+        existing = self._stack(stack_name)
+        change_set = f"deploy-{int(time.time())}"
+        self.cloudformation.create_change_set(
+            StackName=stack_name,
+            ChangeSetName=change_set,
+            ChangeSetType="UPDATE" if existing else "CREATE",
+            TemplateBody=TEMPLATE.read_text(),
+            Parameters=[{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()],
+            Capabilities=["CAPABILITY_NAMED_IAM"],
+        )
+        description = self._wait_change_set(stack_name, change_set)
+        if description is None:
+            self.log("no changes: the stack already matches")
+            return self.outputs(stack_name)
+        for change in description.get("Changes", []):
+            detail = change.get("ResourceChange", {})
+            self.log(f"  {detail.get('Action', '?'):8} {detail.get('LogicalResourceId')} ({detail.get('ResourceType')})")
+        self.cloudformation.execute_change_set(StackName=stack_name, ChangeSetName=change_set)
+        self._wait_stack(stack_name, "stack_update_complete" if existing else "stack_create_complete")
+        return self.outputs(stack_name)
+
+    def _wait_change_set(self, stack_name: str, change_set: str) -> dict | None:
+        while True:
+            description = self.cloudformation.describe_change_set(StackName=stack_name, ChangeSetName=change_set)
+            status = description["Status"]
+            if status == "CREATE_COMPLETE":
+                return description
+            if status == "FAILED":
+                reason = description.get("StatusReason", "")
+                if "didn't contain changes" in reason or "No updates" in reason:
+                    self.cloudformation.delete_change_set(StackName=stack_name, ChangeSetName=change_set)
+                    return None
+                raise RuntimeError(f"change set failed: {reason}")
+            time.sleep(1)
+
+    def _wait_stack(self, stack_name: str, waiter: str) -> None:
+        """Print new stack events until the stack settles; stack_name may be a stack id (deletes)."""
+        seen: set[str] = set()
+        waiter_obj = self.cloudformation.get_waiter(waiter)
+        deadline = time.time() + 1800
+        while time.time() < deadline:
+            events = self.cloudformation.describe_stack_events(StackName=stack_name)["StackEvents"]
+            for event in reversed(events):
+                if event["EventId"] not in seen:
+                    seen.add(event["EventId"])
+                    self.log(f"  {event['ResourceStatus']:24} {event['LogicalResourceId']}")
+            status = self.cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]["StackStatus"]
+            if status.endswith("_COMPLETE") or status.endswith("_FAILED"):
+                break
+            time.sleep(2)
+        waiter_obj.wait(StackName=stack_name, WaiterConfig={"Delay": 2, "MaxAttempts": 5})
+
+    def outputs(self, stack_name: str) -> dict[str, str]:
+        stack = self.cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
+        return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", []) or []}
+
+    def smoke_test(self, function_name: str, image: Path = SAMPLE_DIR / "images" / "10.jpg") -> dict:
+        """One real request through Lambda Invoke (real AWS only: moto's invoke needs Docker)."""
+        payload = json.dumps({"image": base64.b64encode(image.read_bytes()).decode()})
+        response = self.lambda_.invoke(FunctionName=function_name, Payload=payload.encode())
+        return json.loads(response["Payload"].read())
+
+    # ---- whole operations -----------------------------------------------------------------
+
+    def up(self, stack_name: str, bucket: str, zip_path: Path, model_path: Path, architecture: str = "x86_64",
+           service_name: str = "fridge-detector", smoke: bool | None = None, **parameters) -> dict:
+        validate_inputs(bucket, zip_path, model_path, architecture, service_name)
+        self.ensure_bucket(bucket)
+        code_key, _ = self.upload(bucket, Path(zip_path), stack_name)
+        model_key, model_sha = self.upload(bucket, Path(model_path), stack_name)
+        outputs = self.apply(stack_name, {
+            "ServiceName": service_name, "CodeBucket": bucket, "CodeKey": code_key,
+            "ModelBucket": bucket, "ModelKey": model_key, "ModelSha256": model_sha,
+            "Architecture": architecture, **parameters,
+        })
+        self.log(json.dumps(outputs, indent=2))
+        if smoke if smoke is not None else self.endpoint_url is None:
+            result = self.smoke_test(outputs["FunctionName"])
+            self.log(f"smoke test: {json.dumps(result)[:300]}")
+            outputs["smoke_test"] = result
+        return outputs
+
+    def down(self, stack_name: str, bucket: str) -> None:
+        """Delete the stack, then every object this tool uploaded for it."""
+        stack = self._stack(stack_name)
+        if stack:
+            self.cloudformation.delete_stack(StackName=stack_name)
+            self._wait_stack(stack["StackId"], "stack_delete_complete")
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=f"{stack_name}/"):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                self.s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+                self.log(f"deleted {len(keys)} objects under s3://{bucket}/{stack_name}/")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Deploy or tear down the detector stack.")
+    parser.add_argument("action", choices=("up", "down"))
+    parser.add_argument("--stack-name", default="fridge-detector")
+    parser.add_argument("--service-name", default="fridge-detector")
+    parser.add_argument("--bucket", required=True, help="S3 bucket for the zip and the model (created if missing)")
+    parser.add_argument("--zip", type=Path, default=PROJECT_ROOT / "dist" / "lambda-x86_64.zip")
+    parser.add_argument("--model", type=Path, default=PROJECT_ROOT / "artifacts" / "full" / "model.onnx")
+    parser.add_argument("--arch", default="x86_64")
+    parser.add_argument("--memory", type=int, default=2048)
+    parser.add_argument("--function-url", choices=("yes", "no"), default="no")
+    parser.add_argument("--url-auth", choices=("AWS_IAM", "NONE"), default="AWS_IAM")
+    parser.add_argument("--region")
+    parser.add_argument("--endpoint-url", help="e.g. a moto server; default: real AWS")
+    args = parser.parse_args(argv)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        deployer = Deployer(args.region, args.endpoint_url)
+        if args.action == "up":
+            deployer.up(args.stack_name, args.bucket, args.zip, args.model, args.arch, args.service_name,
+                        MemorySize=str(args.memory), EnableFunctionUrl=args.function_url, FunctionUrlAuthType=args.url_auth)
+        else:
+            deployer.down(args.stack_name, args.bucket)
+    except (DeployError, RuntimeError, BotoCoreError, ClientError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,173 @@
+"""CloudFormation template (cfn-lint, least privilege, taskcat config) and the deploy tool against moto."""
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from cfnlint.decode import cfn_yaml
+
+from helpers import deploy
+
+TEMPLATE = deploy.TEMPLATE
+ROOT = TEMPLATE.parent.parent
+
+
+def test_cfn_lint_has_zero_findings():
+    cfn_lint = Path(sys.executable).parent / "cfn-lint"
+    result = subprocess.run([str(cfn_lint), str(TEMPLATE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def _statements(template):
+    for name, resource in template["Resources"].items():
+        for policy in resource.get("Properties", {}).get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                yield name, statement
+
+
+def test_role_is_least_privilege_without_wildcards():
+    template = cfn_yaml.load(str(TEMPLATE))
+    role = template["Resources"]["ExecutionRole"]["Properties"]
+    assert "ManagedPolicyArns" not in role  # no AWSLambdaExecute / AWSLambdaBasicExecutionRole
+    actions = set()
+    for name, statement in _statements(template):
+        assert statement["Effect"] == "Allow"
+        statement_actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert not any("*" in a for a in statement_actions), statement
+        actions |= set(statement_actions)
+        resource = statement["Resource"]
+        if statement_actions == ["s3:GetObject"]:
+            assert resource == {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ModelBucket}/${ModelKey}"}
+        else:  # logs: only the stack's own log group
+            assert resource == {"Fn::GetAtt": ["LogGroup", "Arn"]}
+        assert "*" not in str(resource)
+    assert actions == {"s3:GetObject", "logs:CreateLogStream", "logs:PutLogEvents"}
+    assert template["Resources"]["LogGroup"]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_public_url_gets_both_permissions_and_a_concurrency_cap():
+    template = cfn_yaml.load(str(TEMPLATE))
+    resources = template["Resources"]
+    assert resources["FunctionUrl"]["Properties"]["AuthType"] == {"Ref": "FunctionUrlAuthType"}
+    assert template["Parameters"]["FunctionUrlAuthType"]["Default"] == "AWS_IAM"
+    url_permission = resources["PublicUrlInvokePermission"]
+    invoke_permission = resources["PublicUrlFunctionPermission"]
+    assert url_permission["Condition"] == invoke_permission["Condition"] == "PublicUrl"
+    assert url_permission["Properties"]["Action"] == "lambda:InvokeFunctionUrl"
+    assert url_permission["Properties"]["FunctionUrlAuthType"] == "NONE"
+    assert invoke_permission["Properties"]["Action"] == "lambda:InvokeFunction"
+    assert invoke_permission["Properties"]["InvokedViaFunctionUrl"] is True
+    concurrency = resources["Function"]["Properties"]["ReservedConcurrentExecutions"]
+    assert concurrency == {"Fn::If": ["PublicUrl", {"Ref": "PublicReservedConcurrency"}, {"Ref": "AWS::NoValue"}]}
+
+
+def test_taskcat_config_follows_the_documented_format():
+    config = yaml.safe_load((ROOT / ".taskcat.yml").read_text())
+    assert set(config) <= {"general", "project", "tests"}
+    assert config["project"]["name"] and config["project"]["regions"]
+    parameters = set(cfn_yaml.load(str(TEMPLATE))["Parameters"])
+    for name, test in config["tests"].items():
+        assert (ROOT / test["template"]).resolve() == TEMPLATE.resolve()
+        assert set(test["parameters"]) <= parameters, set(test["parameters"]) - parameters
+        required = {p for p, spec in cfn_yaml.load(str(TEMPLATE))["Parameters"].items() if "Default" not in spec}
+        assert required <= set(test["parameters"])
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    from moto.server import ThreadedMotoServer
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="eu-central-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+    for key, value in saved.items():
+        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+def _clients(url):
+    return {name: boto3.client(name, endpoint_url=url, region_name="eu-central-1") for name in ("s3", "lambda", "iam", "cloudformation")}
+
+
+def test_deploy_describe_update_teardown_cycle(moto_url, lambda_zip, onnx_model):
+    log = []
+    deployer = deploy.Deployer("eu-central-1", moto_url, log=log.append)
+    zip_path = Path(lambda_zip["zip"])
+    outputs = deployer.up("fridge-test", "fridge-artifacts", zip_path, onnx_model, "x86_64", "fridge-test", MemorySize="2048")
+    c = _clients(moto_url)
+    config = c["lambda"].get_function(FunctionName="fridge-test")["Configuration"]
+    assert config["Runtime"] == "python3.12"
+    assert config["Architectures"] == ["x86_64"]
+    assert config["MemorySize"] == 2048
+    module, function = config["Handler"].rsplit(".", 1)
+    assert module.replace(".", "/") + ".py" in zipfile.ZipFile(zip_path).namelist()
+    assert function == "handler" and lambda_zip["handler"] == config["Handler"]
+    env = config["Environment"]["Variables"]
+    assert env["MODEL_BUCKET"] == "fridge-artifacts" and env["MODEL_KEY"].startswith("fridge-test/model-")
+    assert env["MODEL_SHA256"] == deploy._sha256(onnx_model) and env["SCORE_THRESHOLD"] == "0.5"
+    role = config["Role"].rsplit("/", 1)[1]
+    policy = c["iam"].get_role_policy(RoleName=role, PolicyName="read-model-and-write-logs")["PolicyDocument"]
+    if isinstance(policy, str):  # moto 5.2 returns a stack-created inline policy as a Python repr
+        policy = ast.literal_eval(policy)
+    resources = {s["Sid"]: s["Resource"] for s in policy["Statement"]}
+    assert resources["ReadTheModelObjectOnly"] == f"arn:aws:s3:::fridge-artifacts/{env['MODEL_KEY']}"
+    assert resources["WriteOwnLogGroupOnly"].endswith(":log-group:/aws/lambda/fridge-test")
+    assert c["iam"].list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
+    uploaded = c["s3"].head_object(Bucket="fridge-artifacts", Key=env["MODEL_KEY"])
+    assert uploaded["Metadata"]["sha256"] == env["MODEL_SHA256"]
+    assert "smoke_test" not in outputs  # needs real AWS
+
+    # Update through a change set: memory changes, the uploads are reused.
+    deployer.up("fridge-test", "fridge-artifacts", zip_path, onnx_model, "x86_64", "fridge-test", MemorySize="3008")
+    assert c["lambda"].get_function(FunctionName="fridge-test")["Configuration"]["MemorySize"] == 3008
+    assert any("already uploaded" in line for line in log)
+
+    deployer.down("fridge-test", "fridge-artifacts")
+    assert c["s3"].list_objects_v2(Bucket="fridge-artifacts", Prefix="fridge-test/").get("KeyCount", 0) == 0
+    stacks = c["cloudformation"].list_stacks()["StackSummaries"]
+    assert all(s["StackStatus"] == "DELETE_COMPLETE" for s in stacks if s["StackName"] == "fridge-test")
+    with pytest.raises(c["lambda"].exceptions.ResourceNotFoundException):
+        c["lambda"].get_function(FunctionName="fridge-test")
+
+
+def test_bad_parameters_fail_before_anything_is_created(moto_url, lambda_zip, onnx_model, tmp_path):
+    deployer = deploy.Deployer("eu-central-1", moto_url, log=lambda _: None)
+    zip_path = Path(lambda_zip["zip"])
+    before = _clients(moto_url)["s3"].list_buckets()["Buckets"]
+    with pytest.raises(deploy.DeployError, match="--bucket"):
+        deployer.up("bad", "", zip_path, onnx_model)
+    with pytest.raises(deploy.DeployError, match="built for x86_64, not arm64"):
+        deployer.up("bad", "bad-bucket", zip_path, onnx_model, architecture="arm64")
+    with pytest.raises(deploy.DeployError, match="--arch"):
+        deployer.up("bad", "bad-bucket", zip_path, onnx_model, architecture="sparc")
+    big = tmp_path / "big.zip"
+    with zipfile.ZipFile(big, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("helpers/runtime/handler.py", "")
+        zf.writestr("blob.bin", os.urandom(51_000_000))
+    with pytest.raises(deploy.DeployError, match="at most 50 MB"):
+        deployer.up("bad", "bad-bucket", big, onnx_model)
+    no_handler = tmp_path / "nohandler.zip"
+    with zipfile.ZipFile(no_handler, "w") as zf:
+        zf.writestr("other.py", "")
+    with pytest.raises(deploy.DeployError, match="would not import"):
+        deployer.up("bad", "bad-bucket", no_handler, onnx_model)
+    with pytest.raises(deploy.DeployError, match="model not found"):
+        deployer.up("bad", "bad-bucket", zip_path, tmp_path / "missing.onnx")
+    assert _clients(moto_url)["s3"].list_buckets()["Buckets"] == before
+
+
+def test_cli_errors_are_one_line(capsys):
+    assert deploy.main(["up", "--bucket", "Not_A_Bucket", "--endpoint-url", "http://127.0.0.1:9"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --bucket must be an S3 bucket name (3-63 lowercase letters, digits, '.', '-'), got 'Not_A_Bucket'"]

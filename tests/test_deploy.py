@@ -2,7 +2,6 @@
 
 import ast
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -83,17 +82,8 @@ def test_taskcat_config_follows_the_documented_format():
 
 @pytest.fixture(scope="module")
 def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="eu-central-1")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-    for key, value in saved.items():
-        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    with deploy.moto_server("eu-central-1") as url:
+        yield url
 
 
 def _clients(url):
@@ -127,6 +117,7 @@ def test_deploy_describe_update_teardown_cycle(moto_url, lambda_zip, onnx_model)
     uploaded = c["s3"].head_object(Bucket="fridge-artifacts", Key=env["MODEL_KEY"])
     assert uploaded["Metadata"]["sha256"] == env["MODEL_SHA256"]
     assert "smoke_test" not in outputs  # needs real AWS
+    assert outputs["FunctionName"] == "fridge-test" and outputs["FunctionArn"] == config["FunctionArn"]
 
     # Update through a change set: memory changes, the uploads are reused.
     deployer.up("fridge-test", "fridge-artifacts", zip_path, onnx_model, "x86_64", "fridge-test", MemorySize="3008")

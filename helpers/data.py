@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import random
 import shutil
 import urllib.request
@@ -13,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from helpers.config import FRIDGE_CLASSES
+from helpers.runtime.checksum import sha256_file
 from helpers.runtime.classmap import ClassMap
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -121,14 +121,6 @@ def split(records: list[Record], valid_fraction: float = 0.2, seed: int = 42):
     train = [r for i, r in enumerate(records) if i not in valid_ids]
     valid = [r for i, r in enumerate(records) if i in valid_ids]
     return train, valid
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download(

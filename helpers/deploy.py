@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from helpers.data import PROJECT_ROOT, SAMPLE_DIR
 from helpers.package import UNZIPPED_LIMIT, ZIP_LIMIT
+from helpers.runtime.checksum import sha256_file
 
 TEMPLATE = PROJECT_ROOT / "cloudformation" / "template.yaml"
 HANDLER = "helpers.runtime.handler.handler"
@@ -34,14 +34,6 @@ BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 class DeployError(ValueError):
     """Bad input, detected before anything is created."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def validate_inputs(bucket: str, zip_path: Path, model_path: Path, architecture: str, service_name: str) -> None:
@@ -133,7 +125,7 @@ class Deployer:
         """Upload once per content: key <prefix>/<stem>-<sha12><suffix>, with SHA-256 checked by S3."""
         from botocore.exceptions import ClientError
 
-        digest = _sha256(path)
+        digest = sha256_file(path)
         key = f"{prefix}/{path.stem}-{digest[:12]}{path.suffix}"
         try:
             head = self.s3.head_object(Bucket=bucket, Key=key)

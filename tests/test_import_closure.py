@@ -6,6 +6,7 @@ import sys
 
 RUNTIME_MODULES = [
     "helpers.config",
+    "helpers.runtime.checksum",
     "helpers.runtime.classmap",
     "helpers.runtime.preprocess",
     "helpers.runtime.postprocess",

@@ -26,7 +26,7 @@ def test_zip_is_within_quotas_and_holds_only_the_runtime(built):
     names = zipfile.ZipFile(built["zip"]).namelist()
     helpers_files = {n for n in names if n.startswith("helpers/") and n.endswith(".py")}
     assert helpers_files == {"helpers/__init__.py", "helpers/config.py", "helpers/runtime/__init__.py",
-                             "helpers/runtime/classmap.py", "helpers/runtime/preprocess.py",
+                             "helpers/runtime/checksum.py", "helpers/runtime/classmap.py", "helpers/runtime/preprocess.py",
                              "helpers/runtime/postprocess.py", "helpers/runtime/model.py",
                              "helpers/runtime/handler.py"}
     assert not [n for n in names if n.startswith(("boto3/", "botocore/", "torch/", "cv2/", "google/"))]

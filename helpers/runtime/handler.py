@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+from helpers.runtime.checksum import sha256_file
 from helpers.runtime.model import Detector
 from helpers.runtime.preprocess import ImageError, ImageTooLarge, decode_image
 
@@ -155,14 +155,6 @@ class Settings:
             raise ConfigError("set MODEL_PATH, MODEL_S3_URI or MODEL_BUCKET + MODEL_KEY")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _s3_client():
     import boto3  # provided by the Lambda runtime; imported only when S3 is used
 
@@ -175,13 +167,13 @@ def _fetch_model(settings: Settings, logger) -> Path:
     else:
         bucket, key = settings.model_s3
         path = settings.cache_dir / Path(key).name
-        if not (path.is_file() and settings.model_sha256 and _sha256(path) == settings.model_sha256):
+        if not (path.is_file() and settings.model_sha256 and sha256_file(path) == settings.model_sha256):
             settings.cache_dir.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(".part")
             _s3_client().download_file(bucket, key, str(partial))
             partial.replace(path)
             logger.info("model downloaded", extra={"fields": {"bucket": bucket, "key": key}})
-    if settings.model_sha256 and (actual := _sha256(path)) != settings.model_sha256:
+    if settings.model_sha256 and (actual := sha256_file(path)) != settings.model_sha256:
         raise ConfigError(f"MODEL_SHA256 mismatch: {path} has {actual}")
     return path
 

@@ -1,0 +1,60 @@
+"""The handler's S3 paths against a local moto server: model download at init, images by reference."""
+
+import base64
+import os
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from helpers.deploy import moto_server
+from helpers.runtime import handler as h
+from helpers.runtime.checksum import sha256_file
+
+
+@pytest.fixture(scope="module")
+def s3(onnx_model, sample_jpegs):
+    with moto_server("eu-central-1") as url:
+        os.environ["AWS_ENDPOINT_URL_S3"] = url
+        client = boto3.client("s3", endpoint_url=url, region_name="eu-central-1")
+        client.create_bucket(Bucket="models", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        client.upload_file(str(onnx_model), "models", "fridge/model.onnx")
+        client.put_object(Bucket="models", Key="images/10.jpg", Body=sample_jpegs["10.jpg"])
+        yield client
+        del os.environ["AWS_ENDPOINT_URL_S3"]
+
+
+def test_model_is_downloaded_once_and_verified(s3, onnx_model, tmp_path, capsys):
+    env = {"MODEL_BUCKET": "models", "MODEL_KEY": "fridge/model.onnx", "MODEL_SHA256": sha256_file(onnx_model),
+           "MODEL_CACHE_DIR": str(tmp_path), "LOG_LEVEL": "INFO"}
+    state = h.init(env)
+    assert (tmp_path / "model.onnx").is_file() and state.detector.path == tmp_path / "model.onnx"
+    assert "model downloaded" in capsys.readouterr().out
+    h.init(env)  # a warm /tmp with a matching checksum: no second download
+    assert "model downloaded" not in capsys.readouterr().out
+    h.init({**env, "MODEL_S3_URI": "s3://models/fridge/model.onnx", "MODEL_BUCKET": "", "MODEL_KEY": ""})
+    with pytest.raises(h.ConfigError, match="MODEL_SHA256 mismatch"):
+        h.init({**env, "MODEL_SHA256": "0" * 64})
+
+
+def test_images_by_s3_reference(s3, onnx_model, sample_jpegs, lambda_context):
+    h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING"})
+    direct = h.handler({"image": base64.b64encode(sample_jpegs["10.jpg"]).decode(), "threshold": 0.01}, lambda_context)
+    by_ref = h.handler({"s3": {"bucket": "models", "key": "images/10.jpg"}, "threshold": 0.01}, lambda_context)
+    by_uri = h.handler({"s3_uri": "s3://models/images/10.jpg", "threshold": 0.01}, lambda_context)
+    assert direct["detections"] == by_ref["detections"] == by_uri["detections"]
+    missing_key = h.handler({"s3_uri": "s3://models/images/nope.jpg"}, lambda_context)
+    assert missing_key["statusCode"] == 404 and "not found" in missing_key["error"]
+    missing_bucket = h.handler({"s3": {"bucket": "no-such-bucket", "key": "x.jpg"}}, lambda_context)
+    assert missing_bucket["statusCode"] == 404
+
+
+def test_access_denied_is_403(s3, onnx_model, lambda_context, monkeypatch):
+    h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING"})
+    client = boto3.client("s3", region_name="eu-central-1")
+    stubber = Stubber(client)  # moto does not enforce IAM: botocore's stubber answers as S3 would
+    stubber.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
+    stubber.activate()
+    monkeypatch.setattr(h, "_s3_client", lambda: client)
+    out = h.handler({"s3_uri": "s3://private/secret.jpg"}, lambda_context)
+    assert out["statusCode"] == 403 and out["error"] == "access denied to s3://private/secret.jpg"

@@ -24,7 +24,7 @@ import torch
 from torchvision.ops import box_iou
 
 from helpers.config import PreprocessConfig
-from helpers.models import set_min_score
+from helpers.models import set_serving_thresholds
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.model import CONTRACT, META_PREFIX, OUTPUT_NAMES
 
@@ -60,12 +60,12 @@ def export_onnx(
     The graph keeps detections down to `min_score` (the detector is changed in place) so that the
     serving threshold, not a value frozen at export, decides what users see.
     """
-    set_min_score(detector, min_score)
+    set_serving_thresholds(detector, min_score)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     size = preprocess.image_size
     example = torch.zeros(1, 3, size, size)
-    wrapper = _ExportWrapper(detector.eval())
+    wrapper = _ExportWrapper(detector).eval()  # the exporter restores the wrapper's mode afterwards
     # torchvision detectors trigger dozens of TracerWarnings that are expected for a fixed input
     # size; the parity check below is what proves the trace right.
     with torch.no_grad(), warnings.catch_warnings():

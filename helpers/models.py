@@ -79,9 +79,16 @@ def build_detector(
     return model, used
 
 
-def set_min_score(model: torch.nn.Module, min_score: float) -> None:
-    """The detector's own score cut-off before NMS (torchvision default 0.05)."""
+def set_serving_thresholds(model: torch.nn.Module, min_score: float) -> None:
+    """Thresholds for the exported graph (applied in place, so eager parity runs see them too).
+
+    min_score: the detector's own score cut-off (torchvision default 0.05); low, so that the serving
+    threshold decides. Faster R-CNN's RPN score threshold (0.05 for the mobilenet models) goes to 0:
+    an image with no proposal above it (a blank image) would reach a Reshape(0, -1) in the traced
+    graph, which ONNX cannot resolve for an empty tensor; with 0 the RPN always keeps its top-N.
+    """
     if hasattr(model, "roi_heads"):
         model.roi_heads.score_thresh = min_score
+        model.rpn.score_thresh = 0.0
     else:
         model.score_thresh = min_score

@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision.ops import box_iou
 
 from helpers.export import MIN_SCORE
-from helpers.models import set_min_score
+from helpers.models import set_serving_thresholds
 from helpers.runtime import handler as h
 from helpers.runtime.postprocess import restore_boxes
 from helpers.runtime.preprocess import decode_image, preprocess
@@ -69,7 +69,7 @@ def rest_v1(body, is_base64=False, content_type="application/json"):
 
 def test_detections_equal_the_pytorch_model(state, trained, sample_records, lambda_context):
     module = load_checkpoint(trained["checkpoint"])
-    set_min_score(module.model, MIN_SCORE)  # as export does
+    set_serving_thresholds(module.model, MIN_SCORE)  # as export does
     compared = 0
     for record in sample_records:
         data = record.image_path.read_bytes()
@@ -88,7 +88,8 @@ def test_detections_equal_the_pytorch_model(state, trained, sample_records, lamb
             # Boxes are rounded to 0.01 px in the response: IoU >= 0.99 holds from ~2 px up.
             big = (ours[:, 2:] - ours[:, :2]).min(axis=1) >= 2
             assert (iou[torch.from_numpy(big)] >= 0.99).all()
-            assert np.abs(ours - boxes[area][match.numpy()]).max() <= 0.01
+            # 0.005 px of rounding plus ORT-vs-torch float error scaled by 1/0.577 to original pixels
+            assert np.abs(ours - boxes[area][match.numpy()]).max() <= 0.02
             compared += int(big.sum())
         assert set(out["timings_ms"]) == {"decode", "preprocess", "inference", "postprocess", "total"}
         json.dumps(out)
@@ -173,6 +174,11 @@ def test_bad_inputs_table(state, sample_jpegs, lambda_context):
         import re
         assert re.search(message, body["error"]), (name, body["error"])
         assert "Traceback" not in json.dumps(out), name
+
+
+def test_blank_image_gets_an_empty_answer_not_an_error(state, lambda_context):
+    out = h.handler({"image": _b64(_png(Image.new("RGB", (640, 480), "white")))}, lambda_context)
+    assert "error" not in out and out["image"] == {"width": 640, "height": 480}
 
 
 @pytest.mark.parametrize("mode", ["CMYK", "LA", "I;16", "P", "RGBA"])

@@ -95,7 +95,7 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": samples[len(samples) // 2], "p90_ms": samples[min(len(samples) - 1, int(0.9 * len(samples)))]}
 
 
-def gemm_peak_gflops(threads: int, n: int = 1024, repeats: int = 10) -> float:
+def gemm_peak_gflops(threads: int, n: int = 2048, repeats: int = 10) -> float:
     """ONNX Runtime fp32 MatMul n^3 throughput: the ceiling for a conv-heavy fp32 model here."""
     import onnx
     import onnxruntime as ort
@@ -130,8 +130,9 @@ def model_gflops(module, size: int) -> float:
 
 # ---- the whole benchmark ---------------------------------------------------------------------------
 
-LAMBDA_PRICE = {  # us-east-1 on-demand, as published by AWS (checked 2026-11); verify for your region
-    "date": "2026-11",
+LAMBDA_PRICE = {  # AWS list prices, us-east-1 on-demand, unchanged since Dec 2020 as far as we know;
+    # this machine is offline and cannot re-check them: verify on aws.amazon.com/lambda/pricing
+    "date": "list prices as of Dec 2020 (not re-checked offline)",
     "x86_64_gb_second_usd": 0.0000166667,
     "arm64_gb_second_usd": 0.0000133334,
     "per_million_requests_usd": 0.20,
@@ -358,7 +359,7 @@ def write_markdown(results: dict, path: Path, plot_path: Path) -> None:
     one = results["inference"][f"{serving} @ 1"]["ort_fp32"]["p50_ms"] + overhead
     two = results["inference"][f"{serving} @ 2"]["ort_fp32"]["p50_ms"] + overhead
     lines += ["", f"## Estimated cost per 1M requests ({serving}, 0.3 MP images)", "",
-              f"Prices: us-east-1 on-demand as of {LAMBDA_PRICE['date']} (x86_64 ${LAMBDA_PRICE['x86_64_gb_second_usd']}/GB-s, "
+              f"Prices: us-east-1 on-demand, {LAMBDA_PRICE['date']} (x86_64 ${LAMBDA_PRICE['x86_64_gb_second_usd']}/GB-s, "
               f"${LAMBDA_PRICE['per_million_requests_usd']} per 1M requests). Assumption: Lambda gives 1 vCPU per 1,769 MB; below that "
               "latency grows in proportion; 1-thread latency from 1,769 MB, 2-thread latency from 3,538 MB. Latency = "
               "measured ORT FP32 inference + measured decode/pre/postprocess.", "",

@@ -104,7 +104,7 @@ def write_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
         entry.key, entry.value = full_key, value
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+def export_checkpoint(checkpoint: str | Path, out: str | Path, min_score: float = MIN_SCORE) -> Path:
     from helpers.train import load_checkpoint
 
     module = load_checkpoint(checkpoint)
@@ -115,6 +115,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
         module.preprocess,
         module.hparams.model_name,
         module.hparams.weights_used,
+        min_score,
     )
 
 

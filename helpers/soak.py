@@ -20,14 +20,17 @@ def rss_mb() -> float:
 
 
 def main(argv=None) -> int:
-    from helpers.pipeline import ensure_onnx
     from helpers.runtime import handler
 
     parser = argparse.ArgumentParser(prog="python -m helpers soak", description=__doc__)
     parser.add_argument("--model", type=Path, help="ONNX model (default: the pipeline's model.onnx)")
     parser.add_argument("--invocations", type=int, default=1000)
     args = parser.parse_args(argv)
-    model = args.model or ensure_onnx()
+    if args.model is None:  # only then pay for the dev side (torch) in this process
+        from helpers.pipeline import ensure_onnx
+
+        args.model = ensure_onnx()
+    model = args.model
     handler.init({"MODEL_PATH": str(model), "LOG_LEVEL": "ERROR"})
     images = [base64.b64encode(p.read_bytes()).decode() for p in sorted((SAMPLE_DIR / "images").glob("*.jpg"))]
     events = [{"image": image} for image in images] + [{"image": "not base64"}, {"s3_uri": "bad"}]

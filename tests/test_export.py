@@ -9,7 +9,7 @@ import torch
 from onnx import TensorProto, helper
 
 from helpers.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
-from helpers.export import MIN_SCORE, export_onnx, parity, quantize_int8
+from helpers.export import export_onnx, parity, quantize_int8
 from helpers.models import BLOG_MODEL, build_detector, set_serving_thresholds
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.model import Detector, ModelError
@@ -50,21 +50,21 @@ def _assert_parity(rows):
 
 def test_parity_small_trained_model_on_every_sample_image(onnx_model, trained, sample_inputs):
     module = load_checkpoint(trained["checkpoint"])
-    set_serving_thresholds(module.model, MIN_SCORE)
-    _assert_parity(parity(module.model, Detector(onnx_model).session, sample_inputs, threshold=MIN_SCORE))
+    set_serving_thresholds(module.model, 0.0)  # the fixture was exported with min_score=0
+    _assert_parity(parity(module.model, Detector(onnx_model).session, sample_inputs, threshold=0.0))
 
 
 def test_blank_and_uniform_images_do_not_break_the_graph(onnx_model, trained):
     """Tracing bakes shapes in: an image without proposals once hit Reshape(0, -1) in ONNX Runtime."""
     detector = Detector(onnx_model)
     module = load_checkpoint(trained["checkpoint"])
-    set_serving_thresholds(module.model, MIN_SCORE)
+    set_serving_thresholds(module.model, 0.0)
     inputs = [np.zeros((1, 3, 384, 384), np.float32)]
     inputs += [preprocess(np.full((200, 300, 3), value, np.uint8))[0] for value in (0, 255)]
     for tensor in inputs:
         boxes, scores, labels = detector.session.run(None, {"images": tensor})
         assert boxes.shape == (len(scores), 4) and labels.shape == scores.shape
-    _assert_parity_or_empty(parity(module.model, detector.session, inputs, threshold=MIN_SCORE))
+    _assert_parity_or_empty(parity(module.model, detector.session, inputs, threshold=0.0))
 
 
 def _assert_parity_or_empty(rows):

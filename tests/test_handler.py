@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
+from helpers.export import match_detections, tie_explained
 from helpers.models import set_serving_thresholds
 from helpers.runtime import handler as h
 from helpers.runtime.postprocess import restore_boxes
@@ -69,6 +70,7 @@ def rest_v1(body, is_base64=False, content_type="application/json"):
 def test_detections_equal_the_pytorch_model(state, trained, sample_records, lambda_context):
     module = load_checkpoint(trained["checkpoint"])
     set_serving_thresholds(module.model, THRESHOLD)  # as the fixture's export did
+    cap = module.model.roi_heads.detections_per_img
     compared = 0
     for record in sample_records:
         data = record.image_path.read_bytes()
@@ -76,20 +78,26 @@ def test_detections_equal_the_pytorch_model(state, trained, sample_records, lamb
         assert out["image"] == {"width": 499, "height": 666}
         tensor, geometry = preprocess(decode_image(data))
         with torch.no_grad():
-            eager = module.model([torch.from_numpy(tensor[0])])[0]
-        keep = eager["scores"] >= THRESHOLD
-        boxes = restore_boxes(eager["boxes"][keep].numpy(), geometry)
+            raw = module.model([torch.from_numpy(tensor[0])])[0]
+        boxes = restore_boxes(raw["boxes"].numpy(), geometry)
         area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        ours = np.array([d["box"] for d in out["detections"]]).reshape(-1, 4)
-        assert len(ours) == int(area.sum())
-        if len(ours):
-            iou, match = box_iou(torch.tensor(ours), torch.tensor(boxes[area])).max(dim=1)
-            # Boxes are rounded to 0.01 px in the response: IoU >= 0.99 holds from ~2 px up.
-            big = (ours[:, 2:] - ours[:, :2]).min(axis=1) >= 2
-            assert (iou[torch.from_numpy(big)] >= 0.99).all()
-            # 0.005 px of rounding plus ORT-vs-torch float error scaled by 1/0.577 to original pixels
-            assert np.abs(ours - boxes[area][match.numpy()]).max() <= 0.02
-            compared += int(big.sum())
+        eager = {"boxes": boxes[area], "scores": raw["scores"].numpy()[area], "labels": raw["labels"].numpy()[area]}
+        ours = {
+            "boxes": np.array([d["box"] for d in out["detections"]]).reshape(-1, 4),
+            "scores": np.array([d["score"] for d in out["detections"]]),
+            "labels": np.array([state.detector.class_map.id(d["label"]) for d in out["detections"]]),
+        }
+        # 0.005 px of rounding plus ORT-vs-torch float error scaled by 1/0.577 to original pixels
+        pairs, only_ours, only_eager = match_detections(ours, eager, max_distance=0.02)
+        # Weak (quick-mode) models rank near-equal scores: unmatched detections must be such ties.
+        assert all(tie_explained(i, ours, eager, len(raw["scores"]) >= cap) for i in only_ours)
+        assert all(tie_explained(j, eager, ours, len(raw["scores"]) >= cap) for j in only_eager)
+        assert len(pairs) >= 0.9 * len(ours["scores"])
+        for i, j in pairs:
+            a, b = torch.tensor(ours["boxes"][i : i + 1]), torch.tensor(eager["boxes"][j : j + 1])
+            if (a[0, 2:] - a[0, :2]).min() >= 2:  # IoU >= 0.99 holds from ~2 px up at 0.01 px rounding
+                assert float(box_iou(a, b)) >= 0.99
+        compared += len(pairs)
         assert set(out["timings_ms"]) == {"decode", "preprocess", "inference", "postprocess", "total"}
         json.dumps(out)
     assert compared > 0

@@ -116,6 +116,10 @@ def main(argv=None) -> int:
     parser.add_argument("--model-path", default="model/model.onnx", help="MODEL_PATH inside the zip")
     parser.add_argument("--repeat", type=int, default=1, help="send each image this many times")
     args = parser.parse_args(argv)
+    missing = [p for p in [args.zip, *args.images] if not Path(p).is_file()]
+    if missing:
+        print(f"error: file not found: {missing[0]}", file=sys.stderr)
+        return 2
     events = [{"image": base64.b64encode(Path(p).read_bytes()).decode()} for p in args.images] * args.repeat
     try:
         report = invoke_zip(args.zip, events, {"MODEL_PATH": args.model_path})

@@ -97,7 +97,6 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 
 def gemm_peak_gflops(threads: int, n: int = 2048, repeats: int = 10) -> float:
     """ONNX Runtime fp32 MatMul n^3 throughput: the ceiling for a conv-heavy fp32 model here."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 

@@ -10,7 +10,6 @@ bundled: the managed runtime provides it and the handler imports it only for S3.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ import zipfile
 from pathlib import Path
 
 from helpers.data import PROJECT_ROOT
+from helpers.runtime.checksum import sha256_file
 
 #: Exact pins of what the zip holds (onnxruntime must match the version tested for parity).
 LAMBDA_REQUIREMENTS = ("onnxruntime==1.32.0", "numpy==2.5.5", "Pillow==13.0.0")
@@ -159,10 +159,6 @@ def _zip(root: Path, out: Path) -> None:
             zf.writestr(info, path.read_bytes(), compresslevel=9)
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def build(arch: str = "x86_64", python: str = "3.12", model: Path | None = None, out_dir: Path = PROJECT_ROOT / "dist",
           work_dir: Path | None = None) -> dict:
     """Build dist/lambda-<arch>.zip; returns the size report (also written next to the zip as JSON)."""
@@ -186,7 +182,7 @@ def build(arch: str = "x86_64", python: str = "3.12", model: Path | None = None,
         _zip(root, out)
     report = {
         "zip": str(out),
-        "sha256": sha256(out),
+        "sha256": sha256_file(out),
         "arch": arch,
         "python": python,
         "requirements": list(LAMBDA_REQUIREMENTS),

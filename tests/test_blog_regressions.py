@@ -1,6 +1,5 @@
 """Each defect of the blog post's handler, shown on real images, next to ours doing it right."""
 
-import io
 import json
 
 import numpy as np

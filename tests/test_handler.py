@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -147,7 +148,6 @@ def test_exif_rotated_image_gets_boxes_in_the_displayed_frame(state, sample_reco
 
 def _cases(sample_jpegs):
     jpeg = sample_jpegs["10.jpg"]
-    rgb = Image.open(io.BytesIO(jpeg))
     bomb = _png(Image.new("1", (30000, 30000)))
     return [
         ("truncated-jpeg", {"image": _b64(jpeg[: len(jpeg) // 2])}, 400, "cannot decode"),
@@ -178,7 +178,6 @@ def test_bad_inputs_table(state, sample_jpegs, lambda_context):
         body = json.loads(out["body"]) if "body" in out else out
         assert out["statusCode"] == status, (name, out)
         assert body["request_id"] == "req-123", name
-        import re
         assert re.search(message, body["error"]), (name, body["error"])
         assert "Traceback" not in json.dumps(out), name
 

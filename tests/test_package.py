@@ -1,7 +1,6 @@
 """The Lambda zip: built for real, trimmed, deterministic, within quotas, and run in isolated 3.12."""
 
 import base64
-import json
 import zipfile
 
 import pytest

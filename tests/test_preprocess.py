@@ -2,7 +2,6 @@
 
 import io
 
-import albumentations as A
 import cv2
 import numpy as np
 import pytest

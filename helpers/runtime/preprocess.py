@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -130,8 +132,28 @@ def _linear_taps(src: int, dst: int, clamp_weights: bool):
     return np.clip(index, 0, src - 1), np.clip(index + 1, 0, src - 1), w0, w1
 
 
+def _workers() -> int:
+    try:
+        return max(1, min(2, len(os.sched_getaffinity(0))))
+    except AttributeError:  # not Linux
+        return 1
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="resize")
+    return _POOL
+
+
 def resize_linear(image: np.ndarray, new_height: int, new_width: int) -> np.ndarray:
-    """cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_LINEAR) for uint8 HxWxC."""
+    """cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_LINEAR) for uint8 HxWxC.
+
+    Output rows are split between the CPUs this process may use (NumPy releases the GIL in these
+    loops): Lambda gives 2 vCPUs from 3,538 MB, and the split changes no arithmetic."""
     height, width, channels = image.shape
     if (new_height, new_width) == (height, width):
         return image
@@ -139,24 +161,35 @@ def resize_linear(image: np.ndarray, new_height: int, new_width: int) -> np.ndar
     y0, y1, wy0, wy1 = _linear_taps(height, new_height, clamp_weights=False)
     # Work on (rows, width * channels) so every gather is a plain 2-D column take.
     lanes = np.arange(channels)
-    columns0 = (x0[:, None] * channels + lanes).ravel()
-    columns1 = (x1[:, None] * channels + lanes).ravel()
-    # Horizontal pass only on the source rows the vertical pass reads: cost follows the output size.
-    rows, row_of = np.unique(np.concatenate([y0, y1]), return_inverse=True)
-    picked = image.reshape(height, width * channels)[rows]
-    horizontal = picked[:, columns0] * np.repeat(wx0, channels)  # uint8 * int32 -> int32
-    horizontal += picked[:, columns1] * np.repeat(wx1, channels)
-    horizontal >>= 4
-    top = horizontal[row_of[:new_height]]
-    bottom = horizontal[row_of[new_height:]]
-    top *= wy0[:, None]
-    top >>= 16
-    bottom *= wy1[:, None]
-    bottom >>= 16
-    top += bottom
-    top += 2
-    top >>= 2  # weights sum to 2048 per axis, so 0 <= top <= 255: no clipping needed
-    return top.astype(np.uint8).reshape(new_height, new_width, channels)
+    columns = ((x0[:, None] * channels + lanes).ravel(), (x1[:, None] * channels + lanes).ravel())
+    weights = (np.repeat(wx0, channels), np.repeat(wx1, channels))
+    flat = image.reshape(height, width * channels)
+
+    def rows(lo: int, hi: int) -> np.ndarray:
+        # Horizontal pass only on the source rows these output rows read: cost follows the output.
+        needed, row_of = np.unique(np.concatenate([y0[lo:hi], y1[lo:hi]]), return_inverse=True)
+        picked = flat[needed]
+        horizontal = picked[:, columns[0]] * weights[0]  # uint8 * int32 -> int32
+        horizontal += picked[:, columns[1]] * weights[1]
+        horizontal >>= 4
+        top = horizontal[row_of[: hi - lo]]
+        bottom = horizontal[row_of[hi - lo :]]
+        top *= wy0[lo:hi, None]
+        top >>= 16
+        bottom *= wy1[lo:hi, None]
+        bottom >>= 16
+        top += bottom
+        top += 2
+        top >>= 2  # weights sum to 2048 per axis, so 0 <= top <= 255: no clipping needed
+        return top.astype(np.uint8)
+
+    workers = _workers() if new_height >= 64 else 1
+    bounds = np.linspace(0, new_height, workers + 1).astype(int)
+    if workers == 1:
+        out = rows(0, new_height)
+    else:
+        out = np.concatenate(list(_pool().map(rows, bounds[:-1], bounds[1:])))
+    return out.reshape(new_height, new_width, channels)
 
 
 def letterbox_geometry(height: int, width: int, size: int) -> Letterbox:

@@ -148,8 +148,8 @@ class Settings:
                 raise ConfigError(f"MODEL_S3_URI: {err}") from None
         elif env.get("MODEL_BUCKET") or env.get("MODEL_KEY"):
             if not (env.get("MODEL_BUCKET") and env.get("MODEL_KEY")):
-                missing = "MODEL_KEY" if env.get("MODEL_BUCKET") else "MODEL_BUCKET"
-                raise ConfigError(f"{missing} is required with {'MODEL_BUCKET' if missing == 'MODEL_KEY' else 'MODEL_KEY'}")
+                given, missing = ("MODEL_BUCKET", "MODEL_KEY") if env.get("MODEL_BUCKET") else ("MODEL_KEY", "MODEL_BUCKET")
+                raise ConfigError(f"{missing} is required with {given}")
             self.model_s3 = (env["MODEL_BUCKET"], env["MODEL_KEY"])
         else:
             raise ConfigError("set MODEL_PATH, MODEL_S3_URI or MODEL_BUCKET + MODEL_KEY")
@@ -167,12 +167,13 @@ def _fetch_model(settings: Settings, logger) -> Path:
     else:
         bucket, key = settings.model_s3
         path = settings.cache_dir / Path(key).name
-        if not (path.is_file() and settings.model_sha256 and sha256_file(path) == settings.model_sha256):
-            settings.cache_dir.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".part")
-            _s3_client().download_file(bucket, key, str(partial))
-            partial.replace(path)
-            logger.info("model downloaded", extra={"fields": {"bucket": bucket, "key": key}})
+        if path.is_file() and settings.model_sha256 and sha256_file(path) == settings.model_sha256:
+            return path  # a warm /tmp already holds the verified model: hash it once, not twice
+        settings.cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part")
+        _s3_client().download_file(bucket, key, str(partial))
+        partial.replace(path)
+        logger.info("model downloaded", extra={"fields": {"bucket": bucket, "key": key}})
     if settings.model_sha256 and (actual := sha256_file(path)) != settings.model_sha256:
         raise ConfigError(f"MODEL_SHA256 mismatch: {path} has {actual}")
     return path
@@ -231,12 +232,15 @@ def _parameters(source: dict, settings: Settings) -> dict:
     return params
 
 
+def _within_limit(data: bytes, what: str, settings: Settings) -> bytes:
+    if len(data) > settings.max_image_bytes:
+        raise PayloadTooLarge(f"{what} is {len(data)} bytes; limit {settings.max_image_bytes} (send large images by S3 reference)")
+    return data
+
+
 def _image_from_request(request: dict, settings: Settings) -> bytes:
     if "image" in request:
-        data = _b64(request["image"], "image")
-        if len(data) > settings.max_image_bytes:
-            raise PayloadTooLarge(f"image is {len(data)} bytes; limit {settings.max_image_bytes} (send large images by S3 reference)")
-        return data
+        return _within_limit(_b64(request["image"], "image"), "image", settings)
     if "s3" in request or "s3_uri" in request:
         if "s3_uri" in request:
             try:
@@ -293,9 +297,7 @@ def _parse(event, settings: Settings) -> tuple[bytes, dict]:
         if not isinstance(request, dict):
             raise RequestError("JSON body must be an object")
         return _image_from_request(request, settings), _parameters({**query, **request}, settings)
-    if len(raw) > settings.max_image_bytes:
-        raise PayloadTooLarge(f"body is {len(raw)} bytes; limit {settings.max_image_bytes} (send large images by S3 reference)")
-    return raw, _parameters(query, settings)
+    return _within_limit(raw, "body", settings), _parameters(query, settings)
 
 
 # ---- handler ------------------------------------------------------------------------------------
@@ -324,7 +326,7 @@ def handler(event, context):
         t1 = time.perf_counter()
         detections, _, timings = state.detector.predict(image, params["threshold"], params["max_detections"])
         total = (time.perf_counter() - started) * 1e3
-        timings_ms = {"decode": (t1 - t0) * 1e3, **{k.removesuffix("_ms"): v for k, v in timings.items()}, "total": total}
+        timings_ms = {"decode": (t1 - t0) * 1e3, **timings, "total": total}
         payload = {
             "detections": detections,
             "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},

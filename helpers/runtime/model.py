@@ -121,8 +121,8 @@ class Detector:
         )
         t3 = time.perf_counter()
         timings = {
-            "preprocess_ms": (t1 - t0) * 1e3,
-            "inference_ms": (t2 - t1) * 1e3,
-            "postprocess_ms": (t3 - t2) * 1e3,
+            "preprocess": (t1 - t0) * 1e3,
+            "inference": (t2 - t1) * 1e3,
+            "postprocess": (t3 - t2) * 1e3,
         }
         return detections, geometry, timings

@@ -201,13 +201,18 @@ def letterbox_geometry(height: int, width: int, size: int) -> Letterbox:
     )
 
 
-def letterbox(image: np.ndarray, config: PreprocessConfig = PREPROCESS):
-    """RGB uint8 (H, W, 3) -> (size x size x 3 uint8 padded with config.pad_fill, Letterbox)."""
+def _resize_into_letterbox(image: np.ndarray, config: PreprocessConfig):
+    """The LongestMaxSize step: (resized uint8 image, Letterbox), both from config."""
     if config.interpolation != "linear":
         raise ValueError(f"only 'linear' interpolation is implemented, not {config.interpolation!r}")
+    geometry = letterbox_geometry(image.shape[0], image.shape[1], config.image_size)
+    return resize_linear(image, geometry.new_height, geometry.new_width), geometry
+
+
+def letterbox(image: np.ndarray, config: PreprocessConfig = PREPROCESS):
+    """RGB uint8 (H, W, 3) -> (size x size x 3 uint8 padded with config.pad_fill, Letterbox)."""
+    resized, geometry = _resize_into_letterbox(image, config)
     size = config.image_size
-    geometry = letterbox_geometry(image.shape[0], image.shape[1], size)
-    resized = resize_linear(image, geometry.new_height, geometry.new_width)
     canvas = np.empty((size, size, 3), dtype=np.uint8)
     canvas[...] = np.asarray(config.pad_fill, dtype=np.uint8)
     top, left = geometry.pad_top, geometry.pad_left
@@ -220,7 +225,7 @@ def normalization(config: PreprocessConfig = PREPROCESS) -> tuple[np.ndarray, np
     them; (pixel - mean) * denominator in float32 then equals its uint8 lookup table exactly."""
     mean = np.asarray(config.mean, dtype=np.float32) * np.float32(config.max_pixel_value)
     denominator = np.reciprocal(np.asarray(config.std, dtype=np.float32) * np.float32(config.max_pixel_value))
-    return mean.astype(np.float32), denominator.astype(np.float32)
+    return mean, denominator
 
 
 def preprocess(image: np.ndarray, config: PreprocessConfig = PREPROCESS):
@@ -228,11 +233,8 @@ def preprocess(image: np.ndarray, config: PreprocessConfig = PREPROCESS):
 
     Equal to letterbox() followed by albumentations Normalize and HWC->CHW, but normalises only the
     resized region and fills the padding with the normalised pad colour (it is constant)."""
-    if config.interpolation != "linear":
-        raise ValueError(f"only 'linear' interpolation is implemented, not {config.interpolation!r}")
+    resized, geometry = _resize_into_letterbox(image, config)
     size = config.image_size
-    geometry = letterbox_geometry(image.shape[0], image.shape[1], size)
-    resized = resize_linear(image, geometry.new_height, geometry.new_width)
     mean, denominator = normalization(config)
     pad = (np.asarray(config.pad_fill, dtype=np.uint8).astype(np.float32) - mean) * denominator
     tensor = np.empty((1, 3, size, size), dtype=np.float32)

@@ -21,7 +21,7 @@ from PIL import Image
 from helpers import blog
 from helpers.config import PREPROCESS
 from helpers.runtime.preprocess import decode_image, preprocess
-from helpers.timing import measure
+from helpers.timing import measure, percentiles
 
 
 def preprocessing_comparison(image: np.ndarray, repeats: int = 30) -> dict[str, dict]:
@@ -35,15 +35,14 @@ def preprocessing_comparison(image: np.ndarray, repeats: int = 30) -> dict[str, 
         out = albu(image=image, bboxes=np.zeros((0, 4)), labels=[])["image"]
         return np.ascontiguousarray(out.transpose(2, 0, 1))[None]
 
-    results = {
+    return {
         "ours": measure(lambda: preprocess(image), repeats),
         "albumentations": measure(albumentations_path, repeats),
         "blog": measure(lambda: blog.preprocess(pil), repeats),
     }
-    return results
 
 
-def synthetic_photo(megapixels: float, seed: int = 0) -> bytes:
+def synthetic_photo(megapixels: float) -> bytes:
     """A JPEG of about `megapixels` made by tiling a real sample image (4:3 landscape)."""
     from helpers.data import SAMPLE_DIR
 
@@ -87,12 +86,7 @@ def inference_comparison(module, fp32_path: Path, int8_path: Path, tensor: np.nd
                 start = time.perf_counter()
                 fn()
                 results[name].append((time.perf_counter() - start) * 1e3)
-    return {name: _percentiles(samples) for name, samples in results.items()}
-
-
-def _percentiles(samples: list[float]) -> dict[str, float]:
-    samples = sorted(samples)
-    return {"p50_ms": samples[len(samples) // 2], "p90_ms": samples[min(len(samples) - 1, int(0.9 * len(samples)))]}
+    return {name: percentiles(samples) for name, samples in results.items()}
 
 
 def gemm_peak_gflops(threads: int, n: int = 2048, repeats: int = 10) -> float:
@@ -194,12 +188,11 @@ def run(out_dir: Path, small_checkpoint: Path | None, repeats: int) -> dict:
     models["retinanet_resnet50_fpn (blog, random weights)"] = (
         retinanet, export_onnx(retinanet, out_dir / "retinanet.onnx", ClassMap(FRIDGE_CLASSES),
                                PREPROCESS, BLOG_MODEL, "none (random init)"))
-    small_accuracy = None
+    trained = None
     if small_checkpoint and Path(small_checkpoint).is_file():
         module = load_checkpoint(small_checkpoint)
-        path = export_checkpoint(small_checkpoint, out_dir / "small.onnx")
-        models[f"{module.hparams.model_name} (trained)"] = (module.model.eval(), path)
-        small_accuracy = (module, path)
+        trained = f"{module.hparams.model_name} (trained)"
+        models[trained] = (module.model.eval(), export_checkpoint(small_checkpoint, out_dir / "small.onnx"))
     for name, (module, path) in models.items():
         int8_path = quantize_int8(path, path.with_name(path.stem + "_int8.onnx"), calibration)
         models[name] = (module, path, int8_path)
@@ -215,17 +208,17 @@ def run(out_dir: Path, small_checkpoint: Path | None, repeats: int) -> dict:
     results["gemm_peak_gflops_2_threads"] = gemm_peak_gflops(2)
     results["retinanet_gflops"] = model_gflops(retinanet, 384)
 
-    if small_accuracy:
-        module, path = small_accuracy
+    if trained:
+        _, path, int8_path = models[trained]
         print("INT8 accuracy ...", flush=True)
-        synthetic_dir = Path(small_checkpoint).parent / "synthetic"
-        holdout = fridge_data.parse_voc(synthetic_dir / "annotations", synthetic_dir / "images")
-        n_train = int(round(len(holdout) / 1.1))  # train() writes n + n//10 images; the tail is the hold-out
-        evaluation_set = holdout[n_train:] + records
+        train_dir = Path(small_checkpoint).parent
+        n_holdout = json.loads((train_dir / "summary.json").read_text())["n_valid_synthetic"]
+        synthetic = fridge_data.parse_voc(train_dir / "synthetic" / "annotations", train_dir / "synthetic" / "images")
+        evaluation_set = synthetic[len(synthetic) - n_holdout :] + records  # train() puts the hold-out last
         results["int8_accuracy"] = {
-            "images": f"{len(holdout) - n_train} synthetic hold-out + 6 real",
+            "images": f"{n_holdout} synthetic hold-out + {len(records)} real",
             "fp32": evaluate_detector(Detector(path), evaluation_set),
-            "int8": evaluate_detector(Detector(path.with_name(path.stem + "_int8.onnx")), evaluation_set),
+            "int8": evaluate_detector(Detector(int8_path), evaluation_set),
         }
 
     print("zips ...", flush=True)
@@ -233,7 +226,7 @@ def run(out_dir: Path, small_checkpoint: Path | None, repeats: int) -> dict:
     for arch in ("x86_64", "arm64"):
         report = build(arch, "3.12", out_dir=out_dir / "dist")
         results["zips"][arch] = {k: report[k] for k in ("zipped_bytes", "unzipped_bytes", "untrimmed_unzipped_bytes", "sha256")}
-    serving_model = small_accuracy[1] if small_accuracy else models[next(iter(models))][1]
+    serving_model = models[trained or next(iter(models))][1]
     print("cold init of the zip in isolated Python 3.12 ...", flush=True)
     colds = []
     for _ in range(3):
@@ -246,13 +239,13 @@ def run(out_dir: Path, small_checkpoint: Path | None, repeats: int) -> dict:
         "import_handler_and_init_ms": float(np.median([r["import_handler_and_init_ms"] for r in colds])),
         "cold_init_ms": float(np.median([r["cold_init_ms"] for r in colds])),
         "first_request_ms": float(np.median([r["latencies_ms"][0] for r in colds])),
-        "warm": _percentiles([x for r in colds for x in r["latencies_ms"][2:]]),
+        "warm": percentiles([x for r in colds for x in r["latencies_ms"][2:]]),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in colds),
         "model": serving_model.name,
     }
 
     print("latency by image size ...", flush=True)
-    state = lambda_handler.init({"MODEL_PATH": str(serving_model), "LOG_LEVEL": "WARNING", "MAX_IMAGE_BYTES": str(50 << 20)})
+    lambda_handler.init({"MODEL_PATH": str(serving_model), "LOG_LEVEL": "WARNING", "MAX_IMAGE_BYTES": str(50 << 20)})
     results["by_size"] = {}
     for megapixels in (0.3, 1, 4, 12):
         jpeg = synthetic_photo(megapixels)
@@ -262,7 +255,6 @@ def run(out_dir: Path, small_checkpoint: Path | None, repeats: int) -> dict:
             "jpeg_mb": len(jpeg) / 1e6,
             **{k: float(np.median([t[k] for t in timings])) for k in timings[0]},
         }
-    del state
     return results
 
 

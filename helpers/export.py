@@ -6,7 +6,7 @@ Contract of every exported model (also written into its metadata as `helpers.con
   output `scores`  float32 [N]
   output `labels`  int64   [N], 1..C (0 is background and never returned)
 
-CLI: python -m helpers.export artifacts/train/best.ckpt --out artifacts/model.onnx [--int8]
+CLI: python -m helpers.export artifacts/train/best.ckpt --out artifacts/model.onnx
 """
 
 from __future__ import annotations
@@ -244,6 +244,13 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, calibration_inpu
     return out_path
 
 
+def detections_to_arrays(detections: list[dict], class_map: ClassMap) -> dict[str, np.ndarray]:
+    """The handler's JSON detections back to arrays (boxes [N,4], scores [N], labels [N] ids)."""
+    return {
+        "boxes": np.array([d["box"] for d in detections], dtype=np.float64).reshape(-1, 4),
+        "scores": np.array([d["score"] for d in detections], dtype=np.float64),
+        "labels": np.array([class_map.id(d["label"]) for d in detections], dtype=np.int64),
+    }
 
 
 def evaluate_detector(detector, records) -> dict[str, float]:
@@ -255,10 +262,11 @@ def evaluate_detector(detector, records) -> dict[str, float]:
     predictions, targets = [], []
     for record in records:
         detections, _, _ = detector.predict(decode_image(record.image_path.read_bytes()), 0.0, 1000)
+        arrays = detections_to_arrays(detections, detector.class_map)
         predictions.append({
-            "boxes": torch.tensor([d["box"] for d in detections], dtype=torch.float32).reshape(-1, 4),
-            "scores": torch.tensor([d["score"] for d in detections], dtype=torch.float32),
-            "labels": torch.tensor([detector.class_map.id(d["label"]) for d in detections], dtype=torch.int64),
+            "boxes": torch.tensor(arrays["boxes"], dtype=torch.float32),
+            "scores": torch.tensor(arrays["scores"], dtype=torch.float32),
+            "labels": torch.from_numpy(arrays["labels"]),
         })
         targets.append({
             "boxes": torch.tensor(record.boxes, dtype=torch.float32).reshape(-1, 4),

@@ -102,16 +102,13 @@ def _trim(root: Path) -> None:
             if path.is_file() and "licen" not in path.name.lower() and "licen" not in str(path.parent).lower():
                 path.unlink()
     # Vendored libraries that no remaining extension needs (e.g. libavif once _avif is gone).
-    for libs_dir in root.glob("*.libs"):
-        needed = set()
-        for extension in root.rglob("*.so*"):
-            if extension.parent != libs_dir:
-                needed |= _needed(extension)
-        for _ in range(3):  # libraries needing libraries
-            needed |= {n for lib in libs_dir.iterdir() if lib.name in needed for n in _needed(lib)}
-        for lib in libs_dir.iterdir():
-            if lib.name not in needed:
-                lib.unlink()
+    vendored = [lib for libs_dir in root.glob("*.libs") for lib in libs_dir.iterdir()]
+    needed = set().union(*(_needed(so) for so in root.rglob("*.so*") if not so.parent.name.endswith(".libs")))
+    while more := {n for lib in vendored if lib.name in needed for n in _needed(lib)} - needed:
+        needed |= more  # libraries needing libraries
+    for lib in vendored:
+        if lib.name not in needed:
+            lib.unlink()
 
 
 def _strip(root: Path) -> None:

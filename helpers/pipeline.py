@@ -56,7 +56,8 @@ def calibration_inputs(limit: int = 8):
     from helpers import data as fridge_data
     from helpers.runtime.preprocess import decode_image, preprocess
 
-    train_records, _ = fridge_data.split(fridge_data.load_sample(), train_config().valid_fraction, train_config().seed)
+    config = train_config()
+    train_records, _ = fridge_data.split(fridge_data.load_sample(), config.valid_fraction, config.seed)
     return [preprocess(decode_image(r.image_path.read_bytes()))[0] for r in train_records[:limit]]
 
 

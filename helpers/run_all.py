@@ -43,13 +43,13 @@ def run_notebook(source: Path, destination: Path, timeout: int = 7200) -> float:
     except CellExecutionError as err:
         failing = next((i for i, c in enumerate(notebook.cells) if c.cell_type == "code"
                         and any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
-        nbformat.write(notebook, destination)
         cell = notebook.cells[failing].source.splitlines()[0] if failing is not None else "?"
         raise NotebookFailed(
             f"{source.name} failed in cell {failing} ({cell!r}): {err.ename}: {err.evalue}\n"
             f"executed notebook with the traceback: {destination}"
         ) from None
-    nbformat.write(notebook, destination)
+    finally:
+        nbformat.write(notebook, destination)
     return time.perf_counter() - started
 
 

@@ -15,10 +15,13 @@ def measure(fn, repeats: int = 20, warmup: int = 3) -> dict[str, float]:
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1e3)
-    samples.sort()
+    return {**percentiles(samples), "min_ms": min(samples), "n": len(samples)}
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50 and p90 (nearest rank) of latencies in milliseconds."""
+    ordered = sorted(samples)
     return {
-        "p50_ms": statistics.median(samples),
-        "p90_ms": samples[min(len(samples) - 1, int(round(0.9 * (len(samples) - 1))))],
-        "min_ms": samples[0],
-        "n": len(samples),
+        "p50_ms": statistics.median(ordered),
+        "p90_ms": ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))],
     }

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from helpers import data as fridge_data
 from helpers.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
-from helpers.metrics import new_metric, summarize
+from helpers.metrics import mean_average_precision, new_metric, summarize
 from helpers.models import BLOG_MODEL, MODEL_NAMES, SMALL_MODEL, build_detector
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.preprocess import decode_image
@@ -139,16 +139,15 @@ def predict(module: DetectorModule, records, batch_size: int = 4):
     plus the targets in the same space (the form torchmetrics wants)."""
     dataset = DetectionDataset(records, valid_transform(module.preprocess), module.class_map)
     predictions, targets = [], []
+    module.eval()
     for images, batch_targets in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
-        predictions += module.eval()(images)
+        predictions += module(images)
         targets += batch_targets
     return predictions, targets
 
 
 def evaluate(module: DetectorModule, records) -> dict[str, float]:
     """COCO mAP@[.5:.95], mAP@.5 and per-class AP of a trained module on records."""
-    from helpers.metrics import mean_average_precision
-
     predictions, targets = predict(module, records)
     return mean_average_precision(predictions, targets, module.class_map.names)
 

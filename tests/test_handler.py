@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
-from helpers.export import match_detections, tie_explained
+from helpers.export import detections_to_arrays, match_detections, tie_explained
 from helpers.models import set_serving_thresholds
 from helpers.runtime import handler as h
 from helpers.runtime.postprocess import restore_boxes
@@ -83,11 +83,7 @@ def test_detections_equal_the_pytorch_model(state, trained, sample_records, lamb
         boxes = restore_boxes(raw["boxes"].numpy(), geometry)
         area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         eager = {"boxes": boxes[area], "scores": raw["scores"].numpy()[area], "labels": raw["labels"].numpy()[area]}
-        ours = {
-            "boxes": np.array([d["box"] for d in out["detections"]]).reshape(-1, 4),
-            "scores": np.array([d["score"] for d in out["detections"]]),
-            "labels": np.array([state.detector.class_map.id(d["label"]) for d in out["detections"]]),
-        }
+        ours = detections_to_arrays(out["detections"], state.detector.class_map)
         # 0.005 px of rounding plus ORT-vs-torch float error scaled by 1/0.577 to original pixels
         pairs, only_ours, only_eager = match_detections(ours, eager, max_distance=0.02)
         # Weak (quick-mode) models rank near-equal scores: unmatched detections must be such ties.

@@ -75,11 +75,14 @@ def make_synthetic_voc(
     """Write `n_images` VOC images (1-3 objects each, at most 30% overlap) and return their records.
 
     Image sizes are drawn from `sizes` (width, height): the real photos are 499x666 portrait, so the
-    letterbox and its padding are exercised as in serving.
+    letterbox and its padding are exercised as in serving. Earlier synthetic files in `out_dir` are
+    removed first: a re-run with fewer images must not leave stale ones for the parser to pick up.
     """
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "annotations").mkdir(parents=True, exist_ok=True)
+    for stale in [*(out_dir / "images").glob("synthetic_*.jpg"), *(out_dir / "annotations").glob("synthetic_*.xml")]:
+        stale.unlink()
     rng = random.Random(seed)
     thumbs = _thumbnails(Path(thumbnails_dir))
     for index in range(n_images):

@@ -118,3 +118,6 @@ def test_synthetic_set_is_labelled_valid_voc_with_boxes_inside(tmp_path):
             assert 0 <= x1 < x2 <= r.width and 0 <= y1 < y2 <= r.height
     again = make_synthetic_voc(tmp_path / "again", 12, seed=3)
     assert [r.boxes for r in again] == [r.boxes for r in records]
+    fewer = make_synthetic_voc(tmp_path, 5, seed=3)  # a re-run into the same folder
+    assert [r.boxes for r in fewer] == [r.boxes for r in records[:5]]
+    assert len(list((tmp_path / "images").glob("*.jpg"))) == 5

@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test setup
+.PHONY: run test setup icevision
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,3 +22,8 @@ run: setup
 
 test: setup
 	HELPERS_QUICK=1 $(BIN)/python -m pytest tests notebooks --nbval-lax $(ARGS)
+
+# The IceVision lane (Python 3.8; not one of the two user commands): build .venv-icevision, run the
+# blog's recipe, print the parity report. Its tests (marker `icevision`) are part of `make test`.
+icevision: setup
+	$(BIN)/python -m helpers.icevision_lane $(ARGS)

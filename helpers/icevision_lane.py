@@ -1,0 +1,254 @@
+"""The IceVision lane: the blog's own training stack (Python 3.8, icevision 0.12) as an independent reference.
+
+`setup` builds .venv-icevision from envs/icevision/requirements.txt with a CPython 3.8 (PATH or pyenv);
+`run` executes envs/icevision/blog_train.py there, which writes the blog's model.onnx + class_map.json
+and IceVision's own transforms and predictions. The comparisons below then run in the main
+environment against our NumPy preprocessing and our handler. The main environment never imports
+IceVision; the two sides only share files.
+
+    python -m helpers.icevision_lane [--full]     # setup (once), run (cached), print the parity report
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+from helpers.config import PREPROCESS, PreprocessConfig
+from helpers.export import tie_explained
+from helpers.package import find_python
+from helpers.runtime.postprocess import letterbox_boxes
+from helpers.runtime.preprocess import decode_image, letterbox, preprocess
+
+REPO = Path(__file__).resolve().parents[1]
+LANE = REPO / "envs" / "icevision"
+VENV = REPO / ".venv-icevision"
+LANE_PIP = "pip==24.0"  # pytorch-lightning 1.5.10 has metadata that pip >= 24.1 rejects
+QUICK_EPOCHS, FULL_EPOCHS = 2, 20  # the blog trains for 20
+MIN_IOU = 0.99  # a pair is the same detection
+RETINANET_DETECTIONS_PER_IMG = 300  # torchvision's default, which the blog keeps: outputs at it are capped
+
+
+class LaneUnavailable(RuntimeError):
+    """No CPython 3.8 here, so the lane cannot be built (tests skip with this message)."""
+
+
+class LaneFailed(RuntimeError):
+    """The lane's install or training script failed; the message carries the tail of its output."""
+
+
+def _digest(*paths: Path, extra: str = "") -> str:
+    hasher = hashlib.sha256(extra.encode())
+    for path in paths:
+        hasher.update(path.read_bytes())
+    return hasher.hexdigest()
+
+
+def _run(command: list, what: str, **kwargs) -> None:
+    completed = subprocess.run([str(c) for c in command], capture_output=True, text=True, **kwargs)
+    if completed.returncode != 0:
+        tail = "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-15:])
+        raise LaneFailed(f"{what} failed (exit {completed.returncode}):\n{tail}")
+
+
+def setup(venv: Path = VENV) -> Path:
+    """Create (or reuse) the lane's virtualenv; returns its python. Rebuilt when requirements change."""
+    requirements = LANE / "requirements.txt"
+    stamp = venv / ".installed"
+    python = venv / "bin" / "python"
+    wanted = _digest(requirements)
+    if stamp.exists() and stamp.read_text() == wanted and python.exists():
+        return python
+    base = find_python("3.8")
+    if base is None:
+        raise LaneUnavailable("the IceVision lane needs CPython 3.8 (on PATH or in pyenv); none found")
+    _run([base, "-m", "venv", "--clear", venv], "creating the lane venv")
+    _run([python, "-m", "pip", "install", "--quiet", LANE_PIP], "installing pip 24.0 into the lane")
+    _run([python, "-m", "pip", "install", "--quiet", "-r", requirements], "installing the lane requirements")
+    stamp.write_text(wanted)
+    return python
+
+
+def run(out_dir: Path, epochs: int, python: Path | None = None) -> Path:
+    """Run the blog's recipe in the lane (cached on the script, requirements and epochs)."""
+    python = python or setup()
+    script = LANE / "blog_train.py"
+    stamp = out_dir / ".done"
+    wanted = _digest(script, LANE / "requirements.txt", extra=f"epochs={epochs}")
+    if stamp.exists() and stamp.read_text() == wanted:
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    _run([python, script, "--out", out_dir, "--epochs", epochs], "the IceVision training script", env=env, cwd=REPO)
+    stamp.write_text(wanted)
+    return out_dir
+
+
+def load_reference(out_dir: Path) -> tuple[dict, dict]:
+    """(arrays from reference.npz, reference.json) as written by blog_train.py."""
+    with np.load(out_dir / "reference.npz") as arrays:
+        return {k: arrays[k] for k in arrays.files}, json.loads((out_dir / "reference.json").read_text())
+
+
+def preprocessing_parity(out_dir: Path, config: PreprocessConfig = PREPROCESS) -> dict:
+    """Our NumPy letterbox/normalise vs IceVision's valid transforms (albumentations 1.0.3 + its OpenCV)
+    on every image the lane processed, in two separate steps:
+
+    * decode: our decode_image on the JPEG bytes vs the pixels IceVision's loader got from Pillow 8.4;
+    * transforms: our letterbox/preprocess applied to IceVision's own decoded pixels vs its output
+      (geometry, uint8 letterbox, normalised tensor).
+    """
+    arrays, reference = load_reference(out_dir)
+    figures = {"images": len(reference["images"]), "normalized_images": len(arrays["normalized"]),
+               "decode_max_abs_diff": 0, "decode_mean_abs_diff": 0.0, "geometry_mismatches": [],
+               "letterbox_max_abs_diff": 0, "normalized_max_abs_diff": 0.0}
+    decode_sum, decode_count = 0, 0
+    for index, name in enumerate(reference["images"]):
+        theirs = arrays[f"decoded_{index}"]
+        ours = decode_image((REPO / name).read_bytes(), pad_fill=config.pad_fill)
+        decode_diff = np.abs(ours.astype(np.int16) - theirs.astype(np.int16))
+        figures["decode_max_abs_diff"] = max(figures["decode_max_abs_diff"], int(decode_diff.max()))
+        decode_sum, decode_count = decode_sum + int(decode_diff.sum()), decode_count + decode_diff.size
+        boxed, geometry = letterbox(theirs, config)
+        placed = [geometry.orig_height, geometry.orig_width, geometry.new_height, geometry.new_width,
+                  geometry.pad_top, geometry.pad_left]
+        if placed != arrays["geometry"][index].tolist():
+            figures["geometry_mismatches"].append(name)
+        letterbox_diff = np.abs(boxed.astype(np.int16) - arrays["letterboxed"][index].astype(np.int16))
+        figures["letterbox_max_abs_diff"] = max(figures["letterbox_max_abs_diff"], int(letterbox_diff.max()))
+        if index < len(arrays["normalized"]):
+            tensor, _ = preprocess(theirs, config)
+            diff = float(np.abs(tensor[0].transpose(1, 2, 0) - arrays["normalized"][index]).max())
+            figures["normalized_max_abs_diff"] = max(figures["normalized_max_abs_diff"], diff)
+    figures["decode_mean_abs_diff"] = decode_sum / decode_count
+    return figures
+
+
+def compare_predictions(ours: list[dict], theirs: dict, geometry, class_names: dict) -> dict:
+    """Our handler's detections (original pixels) vs IceVision's `predict` (model-input pixels), compared
+    in model-input pixels. IceVision's boxes are first clipped to the image area, as the handler clips
+    (and drops what lies wholly in the padding).
+
+    Pairs: same label, IoU >= MIN_IOU, best first. Every unpaired detection must be a tie as
+    helpers.export defines it (an equal-score NMS twin, or the tail of a capped output): a barely
+    trained RetinaNet scores its 300 boxes within ~0.01 of each other, so 1e-6 differences between
+    PyTorch and ONNX Runtime legitimately change which twin NMS keeps."""
+    ids = {name: index for index, name in class_names.items()}
+    mine = {
+        "boxes": letterbox_boxes(np.array([d["box"] for d in ours], dtype=np.float64).reshape(-1, 4), geometry),
+        "scores": np.array([d["score"] for d in ours], dtype=np.float64),
+        "labels": np.array([ids[d["label"]] for d in ours], dtype=np.int64),
+    }
+    boxes = np.array(theirs["boxes"], dtype=np.float64).reshape(-1, 4)
+    boxes[:, 0::2] = boxes[:, 0::2].clip(geometry.pad_left, geometry.pad_left + geometry.new_width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(geometry.pad_top, geometry.pad_top + geometry.new_height)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    other = {"boxes": boxes[keep], "scores": np.array(theirs["scores"], dtype=np.float64)[keep],
+             "labels": np.array(theirs["labels"], dtype=np.int64)[keep]}
+    if len(mine["boxes"]) and len(other["boxes"]):
+        iou = box_iou(torch.from_numpy(mine["boxes"]), torch.from_numpy(other["boxes"])).numpy()
+        iou[mine["labels"][:, None] != other["labels"][None, :]] = 0.0
+    else:
+        iou = np.zeros((len(mine["boxes"]), len(other["boxes"])))
+    pairs, used_mine, used_other = [], set(), set()
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        i, j = (int(v) for v in np.unravel_index(flat, iou.shape))
+        if iou[i, j] < MIN_IOU:
+            break
+        if i not in used_mine and j not in used_other:
+            pairs.append((i, j))
+            used_mine.add(i)
+            used_other.add(j)
+    at_cap = len(theirs["boxes"]) >= RETINANET_DETECTIONS_PER_IMG
+    only_mine = [i for i in range(len(mine["boxes"])) if i not in used_mine]
+    only_other = [j for j in range(len(other["boxes"])) if j not in used_other]
+    ties = sum(tie_explained(i, mine, other, at_cap) for i in only_mine)
+    ties += sum(tie_explained(j, other, mine, at_cap) for j in only_other)
+    return {
+        "ours": len(mine["boxes"]),
+        "icevision": len(other["boxes"]),
+        "pairs": len(pairs),
+        "min_iou": min((float(iou[i, j]) for i, j in pairs), default=1.0),
+        "max_score_diff": max((float(abs(mine["scores"][i] - other["scores"][j])) for i, j in pairs), default=0.0),
+        "ties": ties,
+        "unexplained": len(only_mine) + len(only_other) - ties,
+    }
+
+
+def handler_env(out_dir: Path) -> dict:
+    """Handler configuration that serves the blog's files as a user would: model + {name: id} class map,
+    every detection the graph emits (it was exported with score_thresh 0 and at most 300 per image)."""
+    return {
+        "MODEL_PATH": str(out_dir / "model.onnx"),
+        "CLASS_MAP_PATH": str(out_dir / "class_map.json"),
+        "SCORE_THRESHOLD": "0",
+        "MAX_DETECTIONS": "10000",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def prediction_parity(out_dir: Path, same_pixels: bool = True) -> list[dict]:
+    """Our handler (direct invocation) vs IceVision's predictions, per sample image.
+
+    same_pixels: send the pixels IceVision decoded (Pillow 8.4), losslessly as PNG, so that both sides
+    start from identical pixels; otherwise send the original JPEG, which our Pillow decodes slightly
+    differently (what serving a lane-trained model really sees).
+    """
+    from helpers.runtime import handler as lambda_handler
+
+    state = lambda_handler.init(handler_env(out_dir))
+    arrays, reference = load_reference(out_dir)
+    class_map = state.detector.class_map
+    names = {i: class_map.name(i) for i in range(len(class_map.names) + 1)}  # the blog's model can emit 0
+    rows = []
+    for theirs in reference["predictions"]:
+        pixels = arrays[f"decoded_{reference['images'].index(theirs['image'])}"]
+        data = _png(pixels) if same_pixels else (REPO / theirs["image"]).read_bytes()
+        response = lambda_handler.handler({"image": base64.b64encode(data).decode()}, None)
+        if "detections" not in response:
+            raise LaneFailed(f"our handler refused {theirs['image']}: {response}")
+        _, geometry = letterbox(pixels, state.detector.config)
+        rows.append({"image": theirs["image"], **compare_predictions(response["detections"], theirs, geometry, names)})
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Run the IceVision lane and print its parity figures.")
+    parser.add_argument("--full", action="store_true", help=f"the blog's {FULL_EPOCHS} epochs (default {QUICK_EPOCHS})")
+    args = parser.parse_args(argv)
+    out_dir = REPO / "artifacts" / "icevision" / ("full" if args.full else "quick")
+    try:
+        print("setting up .venv-icevision (first time: ~2 min, 2.7 GB) ...", flush=True)
+        python = setup()
+        print(f"running the blog's recipe -> {out_dir.relative_to(REPO)} ...", flush=True)
+        run(out_dir, FULL_EPOCHS if args.full else QUICK_EPOCHS, python)
+    except (LaneUnavailable, LaneFailed) as err:
+        print(f"icevision lane: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"versions": json.loads((out_dir / "versions.json").read_text()),
+                      "preprocessing": preprocessing_parity(out_dir),
+                      "predictions": prediction_parity(out_dir)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The IceVision lane: the blog's own training stack (Python 3.8) as an independent reference.
+
+The module fixture builds .venv-icevision (first time ~2 min) and runs the blog's recipe in quick mode
+(~1.5 min; cached in artifacts/icevision/quick). Where no CPython 3.8 exists the lane tests skip,
+saying so.
+"""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from helpers import icevision_lane as lane
+from helpers.config import FRIDGE_CLASSES, PREPROCESS
+from helpers.runtime.classmap import ClassMap
+from helpers.runtime.model import Detector, ModelError
+from helpers.runtime.postprocess import restore_boxes
+from helpers.runtime.preprocess import letterbox
+
+pytestmark = pytest.mark.icevision
+
+
+@pytest.fixture(scope="module")
+def lane_out():
+    try:
+        python = lane.setup()
+    except lane.LaneUnavailable as err:
+        pytest.skip(str(err))
+    return lane.run(lane.REPO / "artifacts" / "icevision" / "quick", lane.QUICK_EPOCHS, python)
+
+
+def test_setup_without_python38_names_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setattr(lane, "find_python", lambda version: None)
+    with pytest.raises(lane.LaneUnavailable, match="CPython 3.8"):
+        lane.setup(tmp_path / "venv")
+
+
+def test_lane_writes_the_blogs_files(lane_out):
+    versions = json.loads((lane_out / "versions.json").read_text())
+    assert versions["icevision"] == "0.12.0" and versions["albumentations"] == "1.0.3"
+    class_map = json.loads((lane_out / "class_map.json").read_text())
+    assert class_map == {"background": 0, **{name: i for i, name in enumerate(FRIDGE_CLASSES, start=1)}}
+    model = onnx.load(str(lane_out / "model.onnx"))
+    onnx.checker.check_model(model)
+    assert model.opset_import[0].version == 11
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, PREPROCESS.image_size, PREPROCESS.image_size]
+    assert len(model.graph.output) == 3 and not model.metadata_props  # no metadata: served via class_map.json
+
+
+def test_our_class_map_reads_the_icevision_form(lane_out):
+    assert tuple(ClassMap.load(lane_out / "class_map.json").names) == FRIDGE_CLASSES
+
+
+def test_icevision_model_without_class_map_is_refused_clearly(lane_out):
+    with pytest.raises(ModelError, match="pass a class_map.json"):
+        Detector(lane_out / "model.onnx")
+
+
+def test_transforms_equal_icevision_valid_tfms_from_the_same_pixels(lane_out):
+    figures = lane.preprocessing_parity(lane_out)
+    assert figures["images"] == 140 and figures["normalized_images"] == 6
+    assert figures["geometry_mismatches"] == []
+    assert figures["letterbox_max_abs_diff"] == 0
+    assert figures["normalized_max_abs_diff"] <= 1e-6
+
+
+def test_jpeg_decoders_differ_between_the_lane_and_serving(lane_out):
+    """Pillow 8.4's JPEG decoder is not ours: the only preprocessing difference, and it is real."""
+    figures = lane.preprocessing_parity(lane_out)
+    assert figures["decode_max_abs_diff"] > 0
+    assert figures["decode_mean_abs_diff"] < 2.0
+
+
+def test_our_handler_serves_the_icevision_model_as_icevision_predicts(lane_out):
+    rows = lane.prediction_parity(lane_out, same_pixels=True)
+    assert len(rows) == 6
+    for row in rows:
+        assert row["ours"] > 0 and row["icevision"] > 0, row
+        assert row["unexplained"] == 0, row
+        assert row["pairs"] >= 0.9 * max(row["ours"], row["icevision"]), row
+        assert row["min_iou"] >= lane.MIN_IOU and row["max_score_diff"] <= 1e-3, row
+
+
+def test_compare_predictions_catches_a_shifted_box(lane_out):
+    """The comparison can fail: a box moved by 5 px with another score is neither a pair nor a tie."""
+    arrays, reference = lane.load_reference(lane_out)
+    theirs = reference["predictions"][0]
+    index = reference["images"].index(theirs["image"])
+    _, geometry = letterbox(arrays[f"decoded_{index}"], PREPROCESS)
+    names = {i: ClassMap.load(lane_out / "class_map.json").name(i) for i in range(len(FRIDGE_CLASSES) + 1)}
+    top = int(np.argmax(theirs["scores"]))
+    box = restore_boxes(np.array([theirs["boxes"][top]]), geometry)[0]
+    ours = [{"label": names[theirs["labels"][top]], "score": theirs["scores"][top] + 0.01, "box": list(box + 5.0)}]
+    result = lane.compare_predictions(ours, {k: [theirs[k][top]] for k in ("boxes", "scores", "labels")}, geometry, names)
+    assert result["pairs"] == 0 and result["unexplained"] == 2

@@ -95,3 +95,34 @@ def test_compare_predictions_catches_a_shifted_box(lane_out):
     ours = [{"label": names[theirs["labels"][top]], "score": theirs["scores"][top] + 0.01, "box": list(box + 5.0)}]
     result = lane.compare_predictions(ours, {k: [theirs[k][top]] for k in ("boxes", "scores", "labels")}, geometry, names)
     assert result["pairs"] == 0 and result["unexplained"] == 2
+
+
+def test_icevision_resize_and_pad_on_albumentations_2_pads_black_and_config_expresses_it(sample_records):
+    """Where 1.0.3 and 2.0.8 differ: IceVision's resize_and_pad passes the pad colour as `value=`, which
+    2.x ignores (padding black). PreprocessConfig.pad_fill serves a model trained either way."""
+    import albumentations as A
+    import cv2
+    from dataclasses import replace
+
+    from helpers.runtime.preprocess import decode_image
+
+    with pytest.warns(UserWarning):
+        icevision_on_2x = A.Compose([
+            A.LongestMaxSize(PREPROCESS.image_size),
+            A.PadIfNeeded(PREPROCESS.image_size, PREPROCESS.image_size, border_mode=cv2.BORDER_CONSTANT, value=[124, 116, 104]),
+        ])
+    image = decode_image(sample_records[0].image_path.read_bytes())
+    theirs = icevision_on_2x(image=image)["image"]
+    black, geometry = letterbox(image, replace(PREPROCESS, pad_fill=(0, 0, 0)))
+    assert np.array_equal(black, theirs)
+    grey, _ = letterbox(image, PREPROCESS)
+    differs = np.any(grey != theirs, axis=2)
+    content = np.zeros_like(differs)
+    content[geometry.pad_top:geometry.pad_top + geometry.new_height, geometry.pad_left:geometry.pad_left + geometry.new_width] = True
+    assert differs[~content].all() and not differs[content].any()
+
+
+def test_lane_letterbox_pads_with_icevisions_colour(lane_out):
+    arrays, _ = lane.load_reference(lane_out)
+    geometry = arrays["geometry"][0]  # a portrait sample: padded left and right
+    assert geometry[5] > 0 and (arrays["letterboxed"][0][:, 0] == PREPROCESS.pad_fill).all()

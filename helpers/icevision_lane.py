@@ -246,7 +246,8 @@ def main(argv=None) -> int:
         return 1
     print(json.dumps({"versions": json.loads((out_dir / "versions.json").read_text()),
                       "preprocessing": preprocessing_parity(out_dir),
-                      "predictions": prediction_parity(out_dir)}, indent=1))
+                      "predictions_same_pixels": prediction_parity(out_dir, same_pixels=True),
+                      "predictions_from_jpeg": prediction_parity(out_dir, same_pixels=False)}, indent=1))
     return 0
 
 

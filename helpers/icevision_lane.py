@@ -141,7 +141,7 @@ def compare_predictions(ours: list[dict], theirs: dict, geometry, class_names: d
     (and drops what lies wholly in the padding).
 
     Pairs: same label, IoU >= MIN_IOU, best first. Every unpaired detection must be a tie as
-    helpers.export defines it (an equal-score NMS twin, or the tail of a capped output): a barely
+    helpers.export defines it (an NMS twin scored within 1%, or the tail of a capped output): a barely
     trained RetinaNet scores its 300 boxes within ~0.01 of each other, so 1e-6 differences between
     PyTorch and ONNX Runtime legitimately change which twin NMS keeps."""
     ids = {name: index for index, name in class_names.items()}

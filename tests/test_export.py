@@ -9,7 +9,7 @@ import torch
 from onnx import TensorProto, helper
 
 from helpers.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
-from helpers.export import export_onnx, parity, quantize_int8
+from helpers.export import export_onnx, parity, quantize_int8, tie_explained
 from helpers.models import BLOG_MODEL, build_detector, set_serving_thresholds
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.model import Detector, ModelError
@@ -133,3 +133,24 @@ def test_int8_model_is_smaller_keeps_the_contract_and_runs(onnx_model, tmp_path,
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     boxes, scores, labels = quantized.session.run(None, {"images": sample_inputs[0]})
     assert boxes.shape[1:] == (4,) and len(boxes) == len(scores) == len(labels)
+
+
+def _detections(boxes, scores, labels):
+    return {"boxes": np.array(boxes, dtype=np.float32), "scores": np.array(scores, dtype=np.float32),
+            "labels": np.array(labels, dtype=np.int64)}
+
+
+def test_tie_rule_accepts_near_equal_twins_and_capped_tails_only():
+    """The swap seen between eager and ORT on a quick model: NMS kept box A (0.17887) on one side and
+    its overlapping neighbour B (0.17912) on the other."""
+    eager = _detections([[13.6, 0, 240.3, 117.7], [0, 0, 50, 50]], [0.17887, 0.9], [1, 2])
+    ort = _detections([[29.1, 0, 269.2, 123.9], [0, 0, 50, 50]], [0.17912, 0.9], [1, 2])
+    assert tie_explained(0, eager, ort, at_cap=False) and tie_explained(0, ort, eager, at_cap=False)
+    other_label = _detections([[29.1, 0, 269.2, 123.9]], [0.17912], [3])
+    assert not tie_explained(0, eager, other_label, at_cap=False)
+    weaker = _detections([[29.1, 0, 269.2, 123.9]], [0.15], [1])
+    assert not tie_explained(0, eager, weaker, at_cap=False)
+    far = _detections([[300, 300, 380, 380]], [0.17887], [1])
+    assert not tie_explained(0, eager, far, at_cap=False)
+    tail = _detections([[1, 1, 2, 2], [5, 5, 9, 9]], [0.5, 0.2001], [1, 1])
+    assert tie_explained(1, tail, far, at_cap=True) and not tie_explained(1, tail, far, at_cap=False)

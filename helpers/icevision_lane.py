@@ -29,7 +29,7 @@ from helpers.config import PREPROCESS, PreprocessConfig
 from helpers.export import tie_explained
 from helpers.package import find_python
 from helpers.runtime.postprocess import letterbox_boxes
-from helpers.runtime.preprocess import decode_image, letterbox, preprocess
+from helpers.runtime.preprocess import decode_image, letterbox, letterbox_geometry, preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 LANE = REPO / "envs" / "icevision"
@@ -45,7 +45,7 @@ class LaneUnavailable(RuntimeError):
 
 
 class LaneFailed(RuntimeError):
-    """The lane's install or training script failed; the message carries the tail of its output."""
+    """The lane's install or training script failed; the message names the step and its log file."""
 
 
 def _digest(*paths: Path, extra: str = "") -> str:
@@ -55,11 +55,13 @@ def _digest(*paths: Path, extra: str = "") -> str:
     return hasher.hexdigest()
 
 
-def _run(command: list, what: str, **kwargs) -> None:
-    completed = subprocess.run([str(c) for c in command], capture_output=True, text=True, **kwargs)
+def _run(command: list, what: str, log: Path, **kwargs) -> None:
+    """Run a lane step, appending its output to `log`; a failure names the step and the log."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as sink:
+        completed = subprocess.run([str(c) for c in command], stdout=sink, stderr=subprocess.STDOUT, **kwargs)
     if completed.returncode != 0:
-        tail = "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-15:])
-        raise LaneFailed(f"{what} failed (exit {completed.returncode}):\n{tail}")
+        raise LaneFailed(f"{what} failed (exit {completed.returncode}); its output is in {log}")
 
 
 def setup(venv: Path = VENV) -> Path:
@@ -73,9 +75,11 @@ def setup(venv: Path = VENV) -> Path:
     base = find_python("3.8")
     if base is None:
         raise LaneUnavailable("the IceVision lane needs CPython 3.8 (on PATH or in pyenv); none found")
-    _run([base, "-m", "venv", "--clear", venv], "creating the lane venv")
-    _run([python, "-m", "pip", "install", "--quiet", LANE_PIP], "installing pip 24.0 into the lane")
-    _run([python, "-m", "pip", "install", "--quiet", "-r", requirements], "installing the lane requirements")
+    log = venv.parent / f"{venv.name}.log"
+    log.unlink(missing_ok=True)
+    _run([base, "-m", "venv", "--clear", venv], "creating the lane venv", log)
+    _run([python, "-m", "pip", "install", "--quiet", LANE_PIP], "installing pip 24.0 into the lane", log)
+    _run([python, "-m", "pip", "install", "--quiet", "-r", requirements], "installing the lane requirements", log)
     stamp.write_text(wanted)
     return python
 
@@ -90,7 +94,9 @@ def run(out_dir: Path, epochs: int, python: Path | None = None) -> Path:
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    _run([python, script, "--out", out_dir, "--epochs", epochs], "the IceVision training script", env=env, cwd=REPO)
+    log = out_dir / "lane.log"
+    log.unlink(missing_ok=True)
+    _run([python, script, "--out", out_dir, "--epochs", epochs], "the IceVision training script", log, env=env, cwd=REPO)
     stamp.write_text(wanted)
     return out_dir
 
@@ -226,7 +232,7 @@ def prediction_parity(out_dir: Path, same_pixels: bool = True) -> list[dict]:
         response = lambda_handler.handler({"image": base64.b64encode(data).decode()}, None)
         if "detections" not in response:
             raise LaneFailed(f"our handler refused {theirs['image']}: {response}")
-        _, geometry = letterbox(pixels, state.detector.config)
+        geometry = letterbox_geometry(*pixels.shape[:2], state.detector.config.image_size)
         rows.append({"image": theirs["image"], **compare_predictions(response["detections"], theirs, geometry, names)})
     return rows
 
@@ -241,13 +247,16 @@ def main(argv=None) -> int:
         python = setup()
         print(f"running the blog's recipe -> {out_dir.relative_to(REPO)} ...", flush=True)
         run(out_dir, FULL_EPOCHS if args.full else QUICK_EPOCHS, python)
+        report = {
+            "versions": json.loads((out_dir / "versions.json").read_text()),
+            "preprocessing": preprocessing_parity(out_dir),
+            "predictions_same_pixels": prediction_parity(out_dir, same_pixels=True),
+            "predictions_from_jpeg": prediction_parity(out_dir, same_pixels=False),
+        }
     except (LaneUnavailable, LaneFailed) as err:
         print(f"icevision lane: {err}", file=sys.stderr)
         return 1
-    print(json.dumps({"versions": json.loads((out_dir / "versions.json").read_text()),
-                      "preprocessing": preprocessing_parity(out_dir),
-                      "predictions_same_pixels": prediction_parity(out_dir, same_pixels=True),
-                      "predictions_from_jpeg": prediction_parity(out_dir, same_pixels=False)}, indent=1))
+    print(json.dumps(report, indent=1))
     return 0
 
 

@@ -6,6 +6,7 @@ saying so.
 """
 
 import json
+import sys
 
 import numpy as np
 import onnx
@@ -126,3 +127,9 @@ def test_lane_letterbox_pads_with_icevisions_colour(lane_out):
     arrays, _ = lane.load_reference(lane_out)
     geometry = arrays["geometry"][0]  # a portrait sample: padded left and right
     assert geometry[5] > 0 and (arrays["letterboxed"][0][:, 0] == PREPROCESS.pad_fill).all()
+
+
+def test_a_failing_lane_step_names_itself_and_its_log(tmp_path):
+    with pytest.raises(lane.LaneFailed, match=r"the IceVision training script failed \(exit 1\); its output is in .*lane.log"):
+        lane.run(tmp_path, epochs=1, python=sys.executable)  # a Python without IceVision: the script fails
+    assert "ModuleNotFoundError" in (tmp_path / "lane.log").read_text()

@@ -28,6 +28,12 @@ def test_exact_pins_that_parity_and_the_zip_depend_on():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert "albumentations==2.0.8" in extras["train"]
     assert any(re.fullmatch(r"onnxruntime==[\d.]+", d) for d in extras["lambda"])
+    # The zip decodes and runs with exactly what training used (a JPEG decoder change moves pixels).
+    from helpers.package import LAMBDA_REQUIREMENTS
+
+    for pin in LAMBDA_REQUIREMENTS:
+        if not pin.startswith("numpy"):
+            assert pin in extras["lambda"], pin
 
 
 def test_preprocess_config_json_round_trip():

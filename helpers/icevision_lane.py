@@ -146,10 +146,10 @@ def compare_predictions(ours: list[dict], theirs: dict, geometry, class_names: d
     in model-input pixels. IceVision's boxes are first clipped to the image area, as the handler clips
     (and drops what lies wholly in the padding).
 
-    Pairs: same label, IoU >= MIN_IOU, best first. Every unpaired detection must be a tie as
-    helpers.export defines it (an NMS twin scored within 1%, or the tail of a capped output): a barely
-    trained RetinaNet scores its 300 boxes within ~0.01 of each other, so 1e-6 differences between
-    PyTorch and ONNX Runtime legitimately change which twin NMS keeps."""
+    Pairs: same label, IoU >= MIN_IOU, best first. Unpaired detections are counted as ties when
+    helpers.export's rule explains them (an NMS twin scored within 1%, or the tail of a capped output),
+    else as unexplained: a barely trained RetinaNet scores its 300 boxes within ~0.01 of each other, so
+    an exact tie that NMS breaks the other way can start a short cascade of different suppressions."""
     ids = {name: index for index, name in class_names.items()}
     mine = {
         "boxes": letterbox_boxes(np.array([d["box"] for d in ours], dtype=np.float64).reshape(-1, 4), geometry),

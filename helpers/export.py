@@ -25,7 +25,7 @@ from torchvision.ops import box_iou
 
 from helpers.config import PreprocessConfig
 from helpers.models import set_serving_thresholds
-from helpers.runtime.classmap import ClassMap
+from helpers.runtime.classmap import BACKGROUND, ClassMap
 from helpers.runtime.model import CONTRACT, META_PREFIX, OUTPUT_NAMES
 
 OPSET = 17
@@ -123,6 +123,21 @@ TIE_SCORE = 1e-4  # scores closer than this may legitimately rank or suppress di
 TAIL = 0.01  # relative score band above the weakest kept detection of a full (capped) output
 
 
+def greedy_pairs(cost: np.ndarray, limit: float):
+    """One-to-one pairs (i, j) with cost[i, j] <= limit, cheapest first. Returns (pairs, unmatched rows,
+    unmatched columns)."""
+    pairs, used_rows, used_cols = [], set(), set()
+    for flat in np.argsort(cost, axis=None, kind="stable"):
+        i, j = (int(v) for v in np.unravel_index(flat, cost.shape))
+        if cost[i, j] > limit:
+            break
+        if i not in used_rows and j not in used_cols:
+            pairs.append((i, j))
+            used_rows.add(i)
+            used_cols.add(j)
+    return pairs, [i for i in range(cost.shape[0]) if i not in used_rows], [j for j in range(cost.shape[1]) if j not in used_cols]
+
+
 def match_detections(a: dict, b: dict, max_distance: float = 0.1):
     """One-to-one pairs of same-label detections whose boxes agree within `max_distance` px (L-inf),
     closest first. Returns (pairs [(i, j)], unmatched indices in a, unmatched indices in b)."""
@@ -130,16 +145,7 @@ def match_detections(a: dict, b: dict, max_distance: float = 0.1):
         return [], list(range(len(a["boxes"]))), list(range(len(b["boxes"])))
     distance = np.abs(np.asarray(a["boxes"])[:, None, :] - np.asarray(b["boxes"])[None, :, :]).max(axis=2)
     distance[np.asarray(a["labels"])[:, None] != np.asarray(b["labels"])[None, :]] = np.inf
-    pairs, used_a, used_b = [], set(), set()
-    for flat in np.argsort(distance, axis=None):
-        i, j = (int(v) for v in np.unravel_index(flat, distance.shape))
-        if distance[i, j] > max_distance:
-            break
-        if i not in used_a and j not in used_b:
-            pairs.append((i, j))
-            used_a.add(i)
-            used_b.add(j)
-    return pairs, [i for i in range(len(a["boxes"])) if i not in used_a], [j for j in range(len(b["boxes"])) if j not in used_b]
+    return greedy_pairs(distance, max_distance)
 
 
 def tie_explained(index: int, side: dict, other: dict, at_cap: bool) -> bool:
@@ -252,11 +258,14 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, calibration_inpu
 
 
 def detections_to_arrays(detections: list[dict], class_map: ClassMap) -> dict[str, np.ndarray]:
-    """The handler's JSON detections back to arrays (boxes [N,4], scores [N], labels [N] ids)."""
+    """The handler's JSON detections back to arrays (boxes [N,4], scores [N], labels [N] ids).
+
+    "background" maps back to 0, the inverse of ClassMap.name(0): models that count background among
+    their classes (IceVision's) can emit it."""
     return {
         "boxes": np.array([d["box"] for d in detections], dtype=np.float64).reshape(-1, 4),
         "scores": np.array([d["score"] for d in detections], dtype=np.float64),
-        "labels": np.array([class_map.id(d["label"]) for d in detections], dtype=np.int64),
+        "labels": np.array([0 if d["label"] == BACKGROUND else class_map.id(d["label"]) for d in detections], dtype=np.int64),
     }
 
 

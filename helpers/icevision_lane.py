@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -26,9 +27,9 @@ import torch
 from torchvision.ops import box_iou
 
 from helpers.config import PREPROCESS, PreprocessConfig
-from helpers.export import tie_explained
+from helpers.export import detections_to_arrays, greedy_pairs, tie_explained
 from helpers.package import find_python
-from helpers.runtime.postprocess import letterbox_boxes
+from helpers.runtime.postprocess import to_detections
 from helpers.runtime.preprocess import decode_image, letterbox, letterbox_geometry, preprocess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,9 +128,7 @@ def preprocessing_parity(out_dir: Path, config: PreprocessConfig = PREPROCESS) -
         figures["decode_max_abs_diff"] = max(figures["decode_max_abs_diff"], int(decode_diff.max()))
         decode_sum, decode_count = decode_sum + int(decode_diff.sum()), decode_count + decode_diff.size
         boxed, geometry = letterbox(theirs, config)
-        placed = [geometry.orig_height, geometry.orig_width, geometry.new_height, geometry.new_width,
-                  geometry.pad_top, geometry.pad_left]
-        if placed != arrays["geometry"][index].tolist():
+        if list(dataclasses.astuple(geometry)) != arrays["geometry"][index].tolist():
             figures["geometry_mismatches"].append(name)
         letterbox_diff = np.abs(boxed.astype(np.int16) - arrays["letterboxed"][index].astype(np.int16))
         figures["letterbox_max_abs_diff"] = max(figures["letterbox_max_abs_diff"], int(letterbox_diff.max()))
@@ -141,44 +140,25 @@ def preprocessing_parity(out_dir: Path, config: PreprocessConfig = PREPROCESS) -
     return figures
 
 
-def compare_predictions(ours: list[dict], theirs: dict, geometry, class_names: dict) -> dict:
-    """Our handler's detections (original pixels) vs IceVision's `predict` (model-input pixels), compared
-    in model-input pixels. IceVision's boxes are first clipped to the image area, as the handler clips
-    (and drops what lies wholly in the padding).
+def compare_predictions(ours: list[dict], theirs: dict, geometry, class_map) -> dict:
+    """Our handler's detections vs IceVision's `predict` (model-input pixels), in original pixels.
+    IceVision's raw outputs go through the handler's own postprocess first (restore, clip, drop what
+    lies wholly in the padding, round), so only the model and the preprocessing can differ.
 
     Pairs: same label, IoU >= MIN_IOU, best first. Unpaired detections are counted as ties when
     helpers.export's rule explains them (an NMS twin scored within 1%, or the tail of a capped output),
     else as unexplained: a barely trained RetinaNet scores its 300 boxes within ~0.01 of each other, so
     an exact tie that NMS breaks the other way can start a short cascade of different suppressions."""
-    ids = {name: index for index, name in class_names.items()}
-    mine = {
-        "boxes": letterbox_boxes(np.array([d["box"] for d in ours], dtype=np.float64).reshape(-1, 4), geometry),
-        "scores": np.array([d["score"] for d in ours], dtype=np.float64),
-        "labels": np.array([ids[d["label"]] for d in ours], dtype=np.int64),
-    }
-    boxes = np.array(theirs["boxes"], dtype=np.float64).reshape(-1, 4)
-    boxes[:, 0::2] = boxes[:, 0::2].clip(geometry.pad_left, geometry.pad_left + geometry.new_width)
-    boxes[:, 1::2] = boxes[:, 1::2].clip(geometry.pad_top, geometry.pad_top + geometry.new_height)
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    other = {"boxes": boxes[keep], "scores": np.array(theirs["scores"], dtype=np.float64)[keep],
-             "labels": np.array(theirs["labels"], dtype=np.int64)[keep]}
-    if len(mine["boxes"]) and len(other["boxes"]):
+    mine = detections_to_arrays(ours, class_map)
+    restored = to_detections(theirs["boxes"], theirs["scores"], theirs["labels"], geometry, class_map,
+                             score_threshold=0.0, max_detections=len(theirs["scores"]))
+    other = detections_to_arrays(restored, class_map)
+    iou = np.zeros((len(mine["boxes"]), len(other["boxes"])))
+    if iou.size:
         iou = box_iou(torch.from_numpy(mine["boxes"]), torch.from_numpy(other["boxes"])).numpy()
         iou[mine["labels"][:, None] != other["labels"][None, :]] = 0.0
-    else:
-        iou = np.zeros((len(mine["boxes"]), len(other["boxes"])))
-    pairs, used_mine, used_other = [], set(), set()
-    for flat in np.argsort(-iou, axis=None, kind="stable"):
-        i, j = (int(v) for v in np.unravel_index(flat, iou.shape))
-        if iou[i, j] < MIN_IOU:
-            break
-        if i not in used_mine and j not in used_other:
-            pairs.append((i, j))
-            used_mine.add(i)
-            used_other.add(j)
+    pairs, only_mine, only_other = greedy_pairs(1.0 - iou, 1.0 - MIN_IOU)
     at_cap = len(theirs["boxes"]) >= RETINANET_DETECTIONS_PER_IMG
-    only_mine = [i for i in range(len(mine["boxes"])) if i not in used_mine]
-    only_other = [j for j in range(len(other["boxes"])) if j not in used_other]
     ties = sum(tie_explained(i, mine, other, at_cap) for i in only_mine)
     ties += sum(tie_explained(j, other, mine, at_cap) for j in only_other)
     return {
@@ -223,8 +203,6 @@ def prediction_parity(out_dir: Path, same_pixels: bool = True) -> list[dict]:
 
     state = lambda_handler.init(handler_env(out_dir))
     arrays, reference = load_reference(out_dir)
-    class_map = state.detector.class_map
-    names = {i: class_map.name(i) for i in range(len(class_map.names) + 1)}  # the blog's model can emit 0
     rows = []
     for theirs in reference["predictions"]:
         pixels = arrays[f"decoded_{reference['images'].index(theirs['image'])}"]
@@ -233,7 +211,7 @@ def prediction_parity(out_dir: Path, same_pixels: bool = True) -> list[dict]:
         if "detections" not in response:
             raise LaneFailed(f"our handler refused {theirs['image']}: {response}")
         geometry = letterbox_geometry(*pixels.shape[:2], state.detector.config.image_size)
-        rows.append({"image": theirs["image"], **compare_predictions(response["detections"], theirs, geometry, names)})
+        rows.append({"image": theirs["image"], **compare_predictions(response["detections"], theirs, geometry, state.detector.class_map)})
     return rows
 
 

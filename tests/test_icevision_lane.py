@@ -59,17 +59,22 @@ def test_icevision_model_without_class_map_is_refused_clearly(lane_out):
         Detector(lane_out / "model.onnx")
 
 
-def test_transforms_equal_icevision_valid_tfms_from_the_same_pixels(lane_out):
-    figures = lane.preprocessing_parity(lane_out)
+@pytest.fixture(scope="module")
+def preprocessing_figures(lane_out):
+    return lane.preprocessing_parity(lane_out)
+
+
+def test_transforms_equal_icevision_valid_tfms_from_the_same_pixels(preprocessing_figures):
+    figures = preprocessing_figures
     assert figures["images"] == 140 and figures["normalized_images"] == 6
     assert figures["geometry_mismatches"] == []
     assert figures["letterbox_max_abs_diff"] == 0
     assert figures["normalized_max_abs_diff"] <= 1e-6
 
 
-def test_jpeg_decoders_differ_between_the_lane_and_serving(lane_out):
+def test_jpeg_decoders_differ_between_the_lane_and_serving(preprocessing_figures):
     """Pillow 8.4's JPEG decoder is not ours: the only preprocessing difference, and it is real."""
-    figures = lane.preprocessing_parity(lane_out)
+    figures = preprocessing_figures
     assert figures["decode_max_abs_diff"] > 0
     assert figures["decode_mean_abs_diff"] < 2.0
 
@@ -92,11 +97,11 @@ def test_compare_predictions_catches_a_shifted_box(lane_out):
     theirs = reference["predictions"][0]
     index = reference["images"].index(theirs["image"])
     _, geometry = letterbox(arrays[f"decoded_{index}"], PREPROCESS)
-    names = {i: ClassMap.load(lane_out / "class_map.json").name(i) for i in range(len(FRIDGE_CLASSES) + 1)}
+    class_map = ClassMap.load(lane_out / "class_map.json")
     top = int(np.argmax(theirs["scores"]))
     box = restore_boxes(np.array([theirs["boxes"][top]]), geometry)[0]
-    ours = [{"label": names[theirs["labels"][top]], "score": theirs["scores"][top] + 0.01, "box": list(box + 5.0)}]
-    result = lane.compare_predictions(ours, {k: [theirs[k][top]] for k in ("boxes", "scores", "labels")}, geometry, names)
+    ours = [{"label": class_map.name(theirs["labels"][top]), "score": theirs["scores"][top] + 0.01, "box": list(box + 5.0)}]
+    result = lane.compare_predictions(ours, {k: [theirs[k][top]] for k in ("boxes", "scores", "labels")}, geometry, class_map)
     assert result["pairs"] == 0 and result["unexplained"] == 2
 
 

@@ -9,15 +9,12 @@ import torch
 from onnx import TensorProto, helper
 
 from helpers.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
-from helpers.export import export_onnx, parity, quantize_int8, tie_explained
+from helpers.export import SCORE_TOLERANCE, compare_detections, export_onnx, parity, quantize_int8, tie_explained
 from helpers.models import BLOG_MODEL, build_detector, set_serving_thresholds
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.model import Detector, ModelError
 from helpers.runtime.preprocess import decode_image, preprocess
 from helpers.train import load_checkpoint
-
-BOX_TOLERANCE_PX = 1e-2
-SCORE_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +43,19 @@ MIN_PAIRED_BARELY_TRAINED = 0.8
 
 
 def _assert_parity(rows, min_paired=1.0):
+    """Detections pair up only when their boxes meet the 1e-2 px target (parity() pairs at it), so the
+    box target is checked by how many pair; a pair must then also meet the score target."""
     assert rows and all(r["paired_fraction"] >= min_paired for r in rows), rows
     if min_paired == 1.0:
         assert all(r["unmatched"] == 0 for r in rows), rows
     assert sum(r["detections_torch"] for r in rows) > 0
-    assert max(r["box_max_abs_diff"] for r in rows) <= BOX_TOLERANCE_PX
     assert max(r["score_max_abs_diff"] for r in rows) <= SCORE_TOLERANCE
 
 
 def test_parity_small_trained_model_on_every_sample_image(onnx_model, trained, sample_inputs):
     module = load_checkpoint(trained["checkpoint"])
     set_serving_thresholds(module.model, 0.0)  # the fixture was exported with min_score=0
-    _assert_parity(parity(module.model, Detector(onnx_model).session, sample_inputs, threshold=0.0), MIN_PAIRED_BARELY_TRAINED)
+    _assert_parity(parity(module.model, onnx_model, sample_inputs, threshold=0.0), MIN_PAIRED_BARELY_TRAINED)
 
 
 def test_blank_and_uniform_images_do_not_break_the_graph(onnx_model, trained):
@@ -70,12 +68,8 @@ def test_blank_and_uniform_images_do_not_break_the_graph(onnx_model, trained):
     for tensor in inputs:
         boxes, scores, labels = detector.session.run(None, {"images": tensor})
         assert boxes.shape == (len(scores), 4) and labels.shape == scores.shape
-    _assert_parity_or_empty(parity(module.model, detector.session, inputs, threshold=0.0))
-
-
-def _assert_parity_or_empty(rows):
+    rows = parity(module.model, onnx_model, inputs, threshold=0.0)
     assert all(r["paired_fraction"] >= MIN_PAIRED_BARELY_TRAINED for r in rows), rows
-    assert max(r["box_max_abs_diff"] for r in rows) <= BOX_TOLERANCE_PX
 
 
 def test_untrained_blog_retinanet_exports_with_parity(tmp_path, sample_inputs):
@@ -83,7 +77,7 @@ def test_untrained_blog_retinanet_exports_with_parity(tmp_path, sample_inputs):
     model, _ = build_detector(BLOG_MODEL, 5, 384, weights="none")
     # Random weights score ~0.01 everywhere (RetinaNet's prior): keep everything for a real comparison.
     path = export_onnx(model, tmp_path / "retina.onnx", ClassMap(FRIDGE_CLASSES), PREPROCESS, BLOG_MODEL, "none", min_score=0.0)
-    rows = parity(model, Detector(path).session, sample_inputs[:3], threshold=0.0)
+    rows = parity(model, path, sample_inputs[:3], threshold=0.0)
     _assert_parity(rows)
 
 
@@ -160,3 +154,16 @@ def test_tie_rule_accepts_near_equal_twins_and_capped_tails_only():
     assert not tie_explained(0, eager, far, at_cap=False)
     tail = _detections([[1, 1, 2, 2], [5, 5, 9, 9]], [0.5, 0.2001], [1, 1])
     assert tie_explained(1, tail, far, at_cap=True) and not tie_explained(1, tail, far, at_cap=False)
+
+
+def test_nms_twins_count_as_ties_and_shifted_boxes_do_not_pair():
+    """Measured on a quick model: float64 PyTorch kept proposal 64, ONNX Runtime its twin 113 (boxes
+    0.028 px apart, scores equal to 1e-9). Pairing at the 1e-2 px target calls that a tie; a box an
+    export shifted by 0.02 px does not pair, so it lowers paired_fraction, which the parity tests bound."""
+    common = ([[100, 100, 200, 220]], [0.9], [2])
+    reference = _detections([[0, 38.84802, 10.95842, 84.60724]] + common[0], [0.00059584339] + common[1], [1] + common[2])
+    twin = _detections([[0, 38.85068, 10.95445, 84.63496]] + common[0], [0.00059584307] + common[1], [1] + common[2])
+    row = compare_detections(reference, twin, max_detections=100)
+    assert (row["matched"], row["ties"], row["unmatched"], row["paired_fraction"]) == (1, 2, 0, 0.5)
+    shifted = _detections([[0.02, 38.86802, 10.97842, 84.62724]] + common[0], reference["scores"], [1, 2])
+    assert compare_detections(reference, shifted, max_detections=100)["matched"] == 1  # the shifted box stays unpaired

@@ -29,6 +29,7 @@ from helpers.runtime.checksum import sha256_file
 TEMPLATE = PROJECT_ROOT / "cloudformation" / "template.yaml"
 HANDLER = "helpers.runtime.handler.handler"
 ARCH_MARKERS = {"x86_64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
+CHANGE_SET_TIMEOUT_S = 300  # creating a change set takes seconds; minutes means it is stuck
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -179,7 +180,9 @@ class Deployer:
         self._wait_stack(stack_name, "stack_update_complete" if existing else "stack_create_complete")
         return self.outputs(stack_name)
 
-    def _wait_change_set(self, stack_name: str, change_set: str) -> dict | None:
+    def _wait_change_set(self, stack_name: str, change_set: str, timeout_s: float = CHANGE_SET_TIMEOUT_S) -> dict | None:
+        """The change set's description once created; None (and deleted) when it changes nothing."""
+        deadline = time.monotonic() + timeout_s
         while True:
             description = self.cloudformation.describe_change_set(StackName=stack_name, ChangeSetName=change_set)
             status = description["Status"]
@@ -191,6 +194,12 @@ class Deployer:
                     self.cloudformation.delete_change_set(StackName=stack_name, ChangeSetName=change_set)
                     return None
                 raise RuntimeError(f"change set failed: {reason}")
+            if time.monotonic() >= deadline:
+                # Left in place (nothing was executed) so its state can still be inspected.
+                raise RuntimeError(
+                    f"change set {change_set} of stack {stack_name} is still {status} after {timeout_s:.0f} s; "
+                    "nothing was deployed (inspect or delete it in the CloudFormation console)"
+                )
             time.sleep(1)
 
     def _wait_stack(self, stack_name: str, waiter: str) -> None:

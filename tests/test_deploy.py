@@ -162,3 +162,16 @@ def test_cli_errors_are_one_line(capsys):
     assert deploy.main(["up", "--bucket", "Not_A_Bucket", "--endpoint-url", "http://127.0.0.1:9"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: --bucket must be an S3 bucket name (3-63 lowercase letters, digits, '.', '-'), got 'Not_A_Bucket'"]
+
+
+def test_a_stuck_change_set_stops_with_a_clear_error_and_executes_nothing():
+    from botocore.stub import Stubber
+
+    deployer = deploy.Deployer("eu-central-1", None, log=lambda _: None)
+    expected = {"StackName": "fridge-test", "ChangeSetName": "deploy-1"}
+    with Stubber(deployer.cloudformation) as stub:  # any call not queued here (an execute) would fail the test
+        for status in ("CREATE_PENDING", "CREATE_IN_PROGRESS"):
+            stub.add_response("describe_change_set", {"Status": status, **expected}, expected)
+        with pytest.raises(RuntimeError, match=r"deploy-1 of stack fridge-test is still CREATE_IN_PROGRESS after 1 s"):
+            deployer._wait_change_set("fridge-test", "deploy-1", timeout_s=1)
+        stub.assert_no_pending_responses()

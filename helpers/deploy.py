@@ -30,6 +30,7 @@ TEMPLATE = PROJECT_ROOT / "cloudformation" / "template.yaml"
 HANDLER = "helpers.runtime.handler.handler"
 ARCH_MARKERS = {"x86_64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
 CHANGE_SET_TIMEOUT_S = 300  # creating a change set takes seconds; minutes means it is stuck
+STACK_TIMEOUT_S = 1800  # then the stack waiter's own few attempts decide (it raises on a timeout)
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -206,8 +207,8 @@ class Deployer:
         """Print new stack events until the stack settles; stack_name may be a stack id (deletes)."""
         seen: set[str] = set()
         waiter_obj = self.cloudformation.get_waiter(waiter)
-        deadline = time.time() + 1800
-        while time.time() < deadline:
+        deadline = time.monotonic() + STACK_TIMEOUT_S
+        while time.monotonic() < deadline:
             events = self.cloudformation.describe_stack_events(StackName=stack_name)["StackEvents"]
             for event in reversed(events):
                 if event["EventId"] not in seen:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import random
 import shutil
+import sys
 import urllib.request
+import warnings
 import xml.etree.ElementTree as ET
 import zipfile
 from collections import Counter
@@ -25,6 +29,20 @@ FRIDGE_URL = (
     "https://cvbp-secondary.z19.web.core.windows.net/datasets/object_detection/odFridgeObjects.zip"
 )
 FRIDGE_IMAGE_COUNT = 128
+#: Overrides FRIDGE_URL (a mirror, or a file:// zip of the same shape).
+URL_VARIABLE = "FRIDGE_DATA_URL"
+#: Downloads are cached here, one folder per address.
+CACHE_DIR = PROJECT_ROOT / "artifacts" / "data"
+DATASET_CHOICES = ("fridge", "sample")
+
+OFFLINE_MESSAGE = (
+    "\n" + "!" * 78 + "\n"
+    "!! The Fridge Objects dataset could not be downloaded from {url}\n"
+    "!! ({error}).\n"
+    "!! Training on the bundled SAMPLE instead (6 real images + the synthetic set); the\n"
+    "!! summary and the model's metadata record data='sample (fridge download failed)'.\n"
+    + "!" * 78
+)
 
 
 class AnnotationError(ValueError):
@@ -158,3 +176,76 @@ def download(
     if expected_images is not None and len(records) != expected_images:
         raise ValueError(f"{archive}: {len(records)} annotated images, expected {expected_images}")
     return roots[0]
+
+
+@dataclasses.dataclass
+class DataSource:
+    """The real images a run trains and validates on, and how they were obtained."""
+
+    name: str  # "fridge", "sample", or the VOC folder given
+    requested: str
+    root: Path
+    records: list[Record]
+    url: str | None = None
+    fallback_reason: str | None = None  # set when `requested` could not be had
+
+    @property
+    def uses_synthetic(self) -> bool:
+        """Only the 6-image sample needs the synthetic set; real datasets train on themselves."""
+        return self.name == "sample"
+
+    @property
+    def default_valid_fraction(self) -> float:
+        """IceVision's RandomSplitter 80/20; the 6-image sample keeps 2 images for validation."""
+        return 0.3 if self.name == "sample" else 0.2
+
+    def describe(self) -> str:
+        """One line for metadata: what was used, and why if it is not what was asked for."""
+        if self.fallback_reason:
+            return f"{self.name} ({self.requested} unavailable: {self.fallback_reason})"
+        return self.name if self.url is None else f"{self.name} ({self.url})"
+
+    def summary(self) -> dict:
+        return {
+            "dataset": self.name,
+            "requested": self.requested,
+            "description": self.describe(),
+            "root": str(self.root),
+            "url": self.url,
+            "fallback_reason": self.fallback_reason,
+            "images": len(self.records),
+            "boxes": sum(len(r.boxes) for r in self.records),
+            "boxes_per_class": dict(sorted(class_counts(self.records).items())),
+        }
+
+
+def fridge_url() -> str:
+    return os.environ.get(URL_VARIABLE) or FRIDGE_URL
+
+
+def resolve_dataset(requested: str, cache_dir: Path = CACHE_DIR) -> DataSource:
+    """"fridge" (download, verified and cached; on a network failure, say so loudly and use the
+    sample), "sample" (bundled), or a folder holding images/ + annotations/ in PASCAL VOC form.
+
+    Only an unreachable address falls back: a download that arrives but fails verification, or a
+    folder that is not VOC, is an error, since training on something else would hide it.
+    """
+    if requested == "sample":
+        return DataSource("sample", requested, SAMPLE_DIR, load_sample())
+    if requested == "fridge":
+        url = fridge_url()
+        folder = Path(cache_dir) / hashlib.sha256(url.encode()).hexdigest()[:16]
+        try:
+            root = download(folder, url)
+        except OSError as err:  # urllib's URLError, timeouts, DNS: the address cannot be reached
+            reason = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
+            print(OFFLINE_MESSAGE.format(url=url, error=reason), file=sys.stderr)
+            warnings.warn(f"Fridge Objects download failed ({reason}); using the bundled sample")
+            return DataSource("sample", requested, SAMPLE_DIR, load_sample(), fallback_reason=reason)
+        return DataSource("fridge", requested, root, parse_voc(root / "annotations", root / "images"), url=url)
+    root = Path(requested)
+    if not (root / "annotations").is_dir() or not (root / "images").is_dir():
+        raise FileNotFoundError(
+            f"dataset {requested!r}: not {' or '.join(DATASET_CHOICES)}, nor a folder with images/ and annotations/"
+        )
+    return DataSource(str(root), requested, root, parse_voc(root / "annotations", root / "images"))

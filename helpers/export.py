@@ -54,6 +54,7 @@ def export_onnx(
     model_name: str,
     weights_used: str,
     min_score: float = MIN_SCORE,
+    data_used: str = "unknown",
 ) -> Path:
     """Export with opset 17 through the TorchScript exporter (dynamo=False: the dynamo exporter
     fails on torchvision's batched NMS), check it, and write the metadata the runtime reads.
@@ -87,6 +88,7 @@ def export_onnx(
         "classes": json.dumps(list(class_map.names)),
         "model_name": model_name,
         "weights": weights_used,
+        "data": data_used,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "contract": CONTRACT,
         "min_score": str(min_score),
@@ -117,6 +119,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, min_score: float 
         module.hparams.model_name,
         module.hparams.weights_used,
         min_score,
+        module.hparams.get("data_used", "unknown"),
     )
 
 

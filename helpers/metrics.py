@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torchmetrics.detection import MeanAveragePrecision
+from torchvision.ops import box_iou
 
 
 def new_metric() -> MeanAveragePrecision:
@@ -29,3 +30,26 @@ def mean_average_precision(
     metric = new_metric()
     metric.update(predictions, targets)
     return summarize(metric, class_names)
+
+
+def found_boxes(
+    prediction: dict[str, torch.Tensor],
+    target: dict[str, torch.Tensor],
+    min_score: float,
+    min_iou: float = 0.5,
+) -> int:
+    """How many ground-truth boxes of one image a prediction finds: a detection with the same label,
+    IoU >= min_iou and score >= min_score. Each detection finds at most one box (greedy by score,
+    as COCO matching does), so one big box cannot count for several objects."""
+    keep = prediction["scores"] >= min_score
+    order = torch.argsort(prediction["scores"][keep], descending=True)
+    boxes, labels = prediction["boxes"][keep][order], prediction["labels"][keep][order]
+    if len(boxes) == 0 or len(target["boxes"]) == 0:
+        return 0
+    iou = box_iou(boxes, target["boxes"])
+    unclaimed = torch.ones(len(target["boxes"]), dtype=torch.bool)
+    for i in range(len(boxes)):
+        candidates = (iou[i] >= min_iou) & (target["labels"] == labels[i]) & unclaimed
+        if candidates.any():
+            unclaimed[torch.argmax(torch.where(candidates, iou[i], -1.0))] = False
+    return int((~unclaimed).sum())

@@ -7,8 +7,10 @@ mode write to different folders: artifacts/quick and artifacts/full (override: H
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 
 from helpers.data import PROJECT_ROOT
@@ -23,23 +25,28 @@ def artifacts_dir() -> Path:
 
 
 def train_config() -> TrainConfig:
-    """Quick: the small model on a tiny set. Full: HELPERS_MODEL (default the blog's RetinaNet)."""
+    """Quick: Lite0 on the sample, minutes. Full: the Fridge dataset (sample offline) and
+    HELPERS_MODEL (default: the blog's RetinaNet with COCO weights if they download, else Lite0)."""
     out_dir = str(artifacts_dir() / "train")
+    model = {"model": os.environ["HELPERS_MODEL"]} if os.environ.get("HELPERS_MODEL") else {}
     if quick_mode():
-        return TrainConfig.quick(out_dir=out_dir)
-    return TrainConfig(out_dir=out_dir, **({"model": os.environ["HELPERS_MODEL"]} if os.environ.get("HELPERS_MODEL") else {}))
+        return TrainConfig.quick(out_dir=out_dir, **model)
+    return TrainConfig(out_dir=out_dir, **model)
 
 
 def ensure_trained() -> dict:
-    """The training summary (see helpers.train.train); trains only when there is none yet."""
+    """The training summary (see helpers.train.train). Reuses an earlier run only if it was trained
+    with this very configuration; otherwise says why and trains again."""
     from helpers.train import train
 
+    config = train_config()
     summary_path = artifacts_dir() / "train" / "summary.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
-        if Path(summary["checkpoint"]).is_file():
+        if summary.get("config") == dataclasses.asdict(config) and Path(summary["checkpoint"]).is_file():
             return summary
-    return train(train_config())
+        print(f"note: {summary_path} was trained with another configuration; training again", file=sys.stderr)
+    return train(config)
 
 
 def ensure_onnx() -> Path:
@@ -52,13 +59,12 @@ def ensure_onnx() -> Path:
 
 
 def calibration_inputs(limit: int = 8):
-    """Real preprocessed images for INT8 calibration: the training split of the real sample."""
-    from helpers import data as fridge_data
+    """Real preprocessed images for INT8 calibration: the real training images of the run."""
     from helpers.runtime.preprocess import decode_image, preprocess
 
-    config = train_config()
-    train_records, _ = fridge_data.split(fridge_data.load_sample(), config.valid_fraction, config.seed)
-    return [preprocess(decode_image(r.image_path.read_bytes()))[0] for r in train_records[:limit]]
+    data = ensure_trained()["data"]
+    paths = [Path(data["root"]) / "images" / name for name in data["train_real_images"][:limit]]
+    return [preprocess(decode_image(path.read_bytes()))[0] for path in paths]
 
 
 def ensure_int8() -> Path:

@@ -21,7 +21,8 @@ from helpers.data import THUMBNAILS_DIR, Record, parse_voc
 SYNTHETIC_TAG = "SYNTHETIC (helpers.synthetic: real thumbnails on generated backgrounds)"
 
 
-def _thumbnails(folder: Path) -> list[tuple[Path, str]]:
+def object_photos(folder: Path = THUMBNAILS_DIR) -> list[tuple[Path, str]]:
+    """The (path, label) object photos in `folder`, named `<class>_<n>.jpg`, sorted by name."""
     items = []
     for path in sorted(folder.glob("*.jpg")):
         label = path.stem.rsplit("_", 1)[0]
@@ -30,6 +31,21 @@ def _thumbnails(folder: Path) -> list[tuple[Path, str]]:
     if not items:
         raise FileNotFoundError(f"no <class>_<n>.jpg thumbnails in {folder}")
     return items
+
+
+def split_object_photos(
+    photos: list[tuple[Path, str]], holdout_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """-> (training photos, hold-out photos), a seeded split within each class, so the synthetic
+    hold-out shows objects the model never saw in a training composite (not just new layouts)."""
+    training, holdout = [], []
+    for label in FRIDGE_CLASSES:
+        of_class = [item for item in photos if item[1] == label]
+        random.Random(f"{seed}-{label}").shuffle(of_class)
+        n_holdout = round(len(of_class) * holdout_fraction)
+        holdout += of_class[:n_holdout]
+        training += of_class[n_holdout:]
+    return sorted(training), sorted(holdout)
 
 
 def _background(rng: random.Random, width: int, height: int) -> Image.Image:
@@ -69,11 +85,12 @@ def make_synthetic_voc(
     out_dir: Path,
     n_images: int,
     seed: int = 0,
-    thumbnails_dir: Path = THUMBNAILS_DIR,
+    photos: list[tuple[Path, str]] | None = None,
     sizes: tuple[tuple[int, int], ...] = ((499, 666), (666, 499), (384, 384), (640, 480)),
 ) -> list[Record]:
     """Write `n_images` VOC images (1-3 objects each, at most 30% overlap) and return their records.
 
+    Objects are drawn from `photos` (default: every photo in data/fridge-classification-small150).
     Image sizes are drawn from `sizes` (width, height): the real photos are 499x666 portrait, so the
     letterbox and its padding are exercised as in serving. Earlier synthetic files in `out_dir` are
     removed first: a re-run with fewer images must not leave stale ones for the parser to pick up.
@@ -84,7 +101,9 @@ def make_synthetic_voc(
     for stale in [*(out_dir / "images").glob("synthetic_*.jpg"), *(out_dir / "annotations").glob("synthetic_*.xml")]:
         stale.unlink()
     rng = random.Random(seed)
-    thumbs = _thumbnails(Path(thumbnails_dir))
+    thumbs = photos if photos is not None else object_photos()
+    if not thumbs:
+        raise ValueError("no object photos to paste")
     for index in range(n_images):
         width, height = rng.choice(sizes)
         image = _background(rng, width, height)

@@ -18,12 +18,14 @@ def sample_jpegs(sample_records):
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    """A real quick-mode training run (small model, tiny synthetic set): its summary dict."""
-    from helpers.train import TrainConfig, train
+def trained():
+    """The real quick-mode training run (Lite0 on the sample + synthetic set, about 3 min): its
+    summary dict. It is the run `make run` and the notebooks use (artifacts/quick/train), so the
+    test session trains once and the notebooks under nbval reuse it."""
+    from helpers import pipeline
 
-    out = tmp_path_factory.mktemp("train")
-    return train(TrainConfig.quick(out_dir=str(out), n_synthetic=8, epochs=1, threads=2))
+    assert pipeline.quick_mode()
+    return pipeline.ensure_trained()
 
 
 @pytest.fixture(scope="session")

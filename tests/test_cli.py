@@ -7,7 +7,8 @@ import pytest
 
 
 @pytest.mark.parametrize("args, message", [
-    (["-m", "helpers.train", "--data-dir", "/nonexistent", "--epochs", "1"], "error: /nonexistent/annotations: no .xml annotation files"),
+    (["-m", "helpers.train", "--dataset", "/nonexistent", "--epochs", "1"],
+     "error: dataset '/nonexistent': not fridge or sample, nor a folder with images/ and annotations/"),
     (["-m", "helpers.export", "/nonexistent.ckpt"], "error: checkpoint not found: /nonexistent.ckpt"),
     (["-m", "helpers.package", "--model", "/nonexistent.onnx"], "error: model not found: /nonexistent.onnx"),
     (["-m", "helpers.lambda_local", "/nonexistent.zip", "x.jpg"], "error: file not found: /nonexistent.zip"),

@@ -121,3 +121,66 @@ def test_synthetic_set_is_labelled_valid_voc_with_boxes_inside(tmp_path):
     fewer = make_synthetic_voc(tmp_path, 5, seed=3)  # a re-run into the same folder
     assert [r.boxes for r in fewer] == [r.boxes for r in records[:5]]
     assert len(list((tmp_path / "images").glob("*.jpg"))) == 5
+
+
+def fridge_shaped_zip(tmp_path: Path, n_images: int = fridge_data.FRIDGE_IMAGE_COUNT) -> Path:
+    """A zip shaped like the official archive (one folder with images/ + annotations/) holding
+    `n_images` real VOC images: the 6 sample photos, cycled under new names."""
+    archive = tmp_path / "odFridgeObjects.zip"
+    sources = sorted(fridge_data.SAMPLE_DIR.glob("annotations/*.xml"))
+    with zipfile.ZipFile(archive, "w") as zf:
+        for index in range(n_images):
+            xml_path = sources[index % len(sources)]
+            jpg = xml_path.stem + ".jpg"
+            name = f"{index + 1}.jpg"
+            zf.write(fridge_data.SAMPLE_DIR / "images" / jpg, f"odFridgeObjects/images/{name}")
+            xml = xml_path.read_text().replace(f"<filename>{jpg}</filename>", f"<filename>{name}</filename>")
+            zf.writestr(f"odFridgeObjects/annotations/{index + 1}.xml", xml)
+    return archive
+
+
+def test_fridge_dataset_comes_from_the_url_variable_and_is_recorded(tmp_path, monkeypatch):
+    archive = fridge_shaped_zip(tmp_path)
+    monkeypatch.setenv(fridge_data.URL_VARIABLE, archive.as_uri())
+    source = fridge_data.resolve_dataset("fridge", tmp_path / "cache")
+    assert (source.name, source.url, source.fallback_reason) == ("fridge", archive.as_uri(), None)
+    assert len(source.records) == 128 and source.default_valid_fraction == 0.2
+    assert not source.uses_synthetic
+    train, valid = fridge_data.split(source.records, source.default_valid_fraction, seed=42)
+    assert (len(train), len(valid)) == (102, 26)  # IceVision's RandomSplitter 80/20
+    assert source.summary()["boxes"] == 256 and source.describe() == f"fridge ({archive.as_uri()})"
+
+
+def test_unreachable_fridge_falls_back_to_the_sample_loudly_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(fridge_data.URL_VARIABLE, (tmp_path / "absent.zip").as_uri())
+    with pytest.warns(UserWarning, match="using the bundled sample"):
+        source = fridge_data.resolve_dataset("fridge", tmp_path / "cache")
+    assert source.name == "sample" and source.requested == "fridge" and len(source.records) == 6
+    assert source.fallback_reason and "URLError" in source.fallback_reason
+    assert source.describe().startswith("sample (fridge unavailable: URLError")
+    assert "could not be downloaded" in capsys.readouterr().err
+
+
+def test_a_corrupt_download_is_an_error_not_a_silent_fallback(tmp_path, monkeypatch):
+    archive = fridge_shaped_zip(tmp_path, n_images=7)
+    monkeypatch.setenv(fridge_data.URL_VARIABLE, archive.as_uri())
+    with pytest.raises(ValueError, match="7 annotated images, expected 128"):
+        fridge_data.resolve_dataset("fridge", tmp_path / "cache")
+
+
+def test_a_voc_folder_is_a_dataset_and_anything_else_a_clear_error(tmp_path):
+    source = fridge_data.resolve_dataset(str(_copy_sample(tmp_path)))
+    assert len(source.records) == 6 and source.url is None and not source.uses_synthetic
+    with pytest.raises(FileNotFoundError, match="not fridge or sample, nor a folder"):
+        fridge_data.resolve_dataset(str(tmp_path / "nothing"))
+
+
+def test_synthetic_holdout_photos_never_appear_in_training_composites(tmp_path):
+    from helpers.synthetic import object_photos, split_object_photos
+
+    photos = object_photos()
+    training, holdout = split_object_photos(photos, 0.2, seed=42)
+    assert not set(training) & set(holdout) and len(training) + len(holdout) == len(photos) == 134
+    assert {label for _, label in holdout} == set(FRIDGE_CLASSES)  # every class is tested
+    records = make_synthetic_voc(tmp_path, 30, seed=1, photos=holdout)
+    assert set(fridge_data.class_counts(records)) <= set(FRIDGE_CLASSES)

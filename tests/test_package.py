@@ -56,6 +56,40 @@ def test_isolated_python312_invoke_equals_in_process_handler(built, onnx_model, 
     assert report["cold_init_ms"] > 0 and len(report["latencies_ms"]) == len(events)
 
 
+#: Of the 12 boxes on the 6 real sample images, how many the quick-mode model must find through the
+#: zip (right label, IoU >= 0.5, score >= 0.3). Set below the range measured over seeds (BENCHMARKS.md).
+MIN_FOUND_QUICK = 6
+
+
+@needs_312
+def test_the_zip_serving_the_quick_model_finds_the_real_boxes(built, trained, sample_records):
+    import torch
+
+    from helpers import pipeline
+    from helpers.config import FRIDGE_CLASSES
+    from helpers.export import detections_to_arrays
+    from helpers.metrics import found_boxes
+    from helpers.runtime.classmap import ClassMap
+
+    threshold = 0.3
+    events = [{"image": base64.b64encode(r.image_path.read_bytes()).decode(), "threshold": threshold}
+              for r in sample_records]
+    report = invoke_zip(built["zip"], events, {"MODEL_PATH": str(pipeline.ensure_onnx()), "LOG_LEVEL": "WARNING"})
+    class_map = ClassMap(FRIDGE_CLASSES)
+    found = {}
+    for record, response in zip(sample_records, report["responses"]):
+        arrays = detections_to_arrays(response["detections"], class_map)
+        prediction = {"boxes": torch.tensor(arrays["boxes"], dtype=torch.float32),
+                      "scores": torch.tensor(arrays["scores"], dtype=torch.float32),
+                      "labels": torch.from_numpy(arrays["labels"])}
+        target = {"boxes": torch.tensor(record.boxes, dtype=torch.float32),
+                  "labels": torch.tensor([class_map.id(name) for name in record.labels])}
+        found[record.image_path.name] = found_boxes(prediction, target, threshold)
+    valid = set(trained["data"]["valid_real_images"])
+    print({name: f"{n}/2 ({'valid' if name in valid else 'train'})" for name, n in found.items()})
+    assert sum(found.values()) >= MIN_FOUND_QUICK, found
+
+
 @needs_312
 def test_arm64_zip_builds_within_quotas(tmp_path):
     report = package.build("arm64", "3.12", out_dir=tmp_path)

@@ -1,10 +1,14 @@
+import csv
+import json
+
 import torch
 
 from helpers import data as fridge_data
+from helpers.backbones import WEIGHTS_RECORD
 from helpers.config import FRIDGE_CLASSES, PREPROCESS
-from helpers.models import SMALL_MODEL, build_detector
+from helpers.models import LITE0_MODEL, SMALL_MODEL, build_detector
 from helpers.runtime.classmap import ClassMap
-from helpers.train import DetectionDataset, collate, load_checkpoint
+from helpers.train import MONITOR, BestCheckpoint, DetectionDataset, collate, load_checkpoint
 from helpers.transforms import valid_transform
 
 
@@ -36,11 +40,12 @@ def test_training_steps_lower_the_loss_on_real_images(sample_records):
 
 def test_quick_training_writes_a_checkpoint_that_reloads_to_identical_outputs(trained, sample_records):
     checkpoint = trained["checkpoint"]
-    assert trained["weights_used"] == "none (offline fallback)"  # offline here, and said so
+    assert trained["model"] == LITE0_MODEL and trained["weights_used"] == WEIGHTS_RECORD
+    assert trained["data"]["dataset"] == "sample"
     images, _ = _fixed_batch(sample_records[4:])
     first = load_checkpoint(checkpoint)
     second = load_checkpoint(checkpoint)
-    assert first.hparams.weights_used == "none (offline fallback)"
+    assert first.hparams.weights_used == WEIGHTS_RECORD and first.hparams.data_used == "sample"
     with torch.no_grad():
         out1, out2 = first(images), second(images)
     for a, b in zip(out1, out2):
@@ -49,3 +54,39 @@ def test_quick_training_writes_a_checkpoint_that_reloads_to_identical_outputs(tr
     assert ClassMap.load(fridge_data.Path(checkpoint).parent / "class_map.json").names == FRIDGE_CLASSES
     metrics_csv = fridge_data.Path(trained["metrics_csv"]).read_text()
     assert "val_real/map" in metrics_csv and "train/loss_epoch" in metrics_csv
+
+
+def test_the_kept_checkpoint_is_the_best_epoch_and_the_latest_of_ties(trained):
+    scores = {}
+    with open(trained["metrics_csv"]) as f:
+        for row in csv.DictReader(f):
+            if row.get(MONITOR):
+                scores[int(row["epoch"])] = float(row[MONITOR])
+    assert len(scores) == trained["epochs"]
+    best = max(scores.values())
+    assert trained["best_epoch"] == max(e for e, v in scores.items() if v == best)
+    assert best > 0, scores  # a model that sees: its selection score is not a 0-tie
+
+
+def test_ties_go_to_the_later_epoch_and_worse_never_wins():
+    callback = BestCheckpoint(monitor=MONITOR, mode="max")
+    assert callback.check_monitor_top_k(None, torch.tensor(0.0))  # the first epoch is always kept
+    callback.best_k_models = {"epoch0.ckpt": torch.tensor(0.0)}
+    callback.kth_best_model_path = "epoch0.ckpt"
+    assert callback.check_monitor_top_k(None, torch.tensor(0.0))  # all-zero tie: the later epoch
+    assert callback.check_monitor_top_k(None, torch.tensor(0.2))
+    callback.best_k_models = {"epoch1.ckpt": torch.tensor(0.2)}
+    callback.kth_best_model_path = "epoch1.ckpt"
+    assert not callback.check_monitor_top_k(None, torch.tensor(0.1))
+    assert not callback.check_monitor_top_k(None, None)
+
+
+def test_dry_run_resolves_the_data_without_training(tmp_path, capsys):
+    from helpers.train import main
+
+    assert main(["--quick", "--dry-run", "--out", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["dataset"], report["images"], report["boxes"]) == ("sample", 6, 12)
+    assert len(report["valid_real_images"]) == 2 and len(report["train_real_images"]) == 4
+    assert report["valid_synthetic_images"] >= 20 and report["synthetic_holdout_object_photos"] == 26
+    assert not list(tmp_path.iterdir())  # nothing written, nothing trained

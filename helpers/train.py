@@ -214,6 +214,7 @@ class TrainConfig:
     lr: float = 1e-3
     warmup_steps: int = 50
     n_synthetic: int = 400  # only with the sample: 6 real images are too few to learn from
+    synthetic_objects: tuple[int, int] = (1, 3)  # objects per synthetic image (min, max)
     real_repeats: int = 1  # real training images appear this often per epoch (the sample: scarce real domain)
     valid_fraction: float | None = None  # None: the dataset's default (80/20; 2 of the 6 sample images)
     out_dir: str = str(ARTIFACTS / "train")
@@ -261,8 +262,9 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     training_photos, holdout_photos = split_object_photos(object_photos(), 0.2, config.seed)
     synthetic_dir = Path(config.out_dir) / "synthetic"
     n_valid = max(20, config.n_synthetic // 10)
-    synthetic_train = make_synthetic_voc(synthetic_dir / "train", config.n_synthetic, config.seed, training_photos)
-    synthetic_valid = make_synthetic_voc(synthetic_dir / "valid", n_valid, config.seed + 1, holdout_photos)
+    objects = tuple(config.synthetic_objects)
+    synthetic_train = make_synthetic_voc(synthetic_dir / "train", config.n_synthetic, config.seed, training_photos, objects)
+    synthetic_valid = make_synthetic_voc(synthetic_dir / "valid", n_valid, config.seed + 1, holdout_photos, objects)
     return PreparedData(source, real_train + synthetic_train, real_valid, synthetic_valid, len(holdout_photos))
 
 

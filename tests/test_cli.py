@@ -14,7 +14,7 @@ import pytest
     (["-m", "helpers.lambda_local", "/nonexistent.zip", "x.jpg"], "error: file not found: /nonexistent.zip"),
     (["-m", "helpers.deploy", "up", "--bucket", "ok-bucket", "--zip", "/nonexistent.zip", "--endpoint-url", "http://127.0.0.1:9"],
      "error: zip not found: /nonexistent.zip"),
-    (["-m", "helpers", "frobnicate"], "usage: python -m helpers {run-all,benchmark,soak} [options]"),
+    (["-m", "helpers", "frobnicate"], "usage: python -m helpers {run-all,benchmark,accuracy,soak} [options]"),
 ])
 def test_cli_errors(args, message):
     result = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)

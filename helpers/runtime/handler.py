@@ -41,6 +41,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # the unzipped dep
 SIX_MB = 6 * 1024 * 1024
 
 
+#: What a response holds when neither SCORE_THRESHOLD nor the request says otherwise.
+DEFAULT_SCORE_THRESHOLD = 0.5
+
 class ConfigError(RuntimeError):
     """A bad environment variable: raised at init so the function fails to start, clearly."""
 
@@ -123,7 +126,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 class Settings:
     def __init__(self, env=os.environ):
-        self.score_threshold = _number(env, "SCORE_THRESHOLD", 0.5, float, 0.0, 1.0)
+        self.score_threshold = _number(env, "SCORE_THRESHOLD", DEFAULT_SCORE_THRESHOLD, float, 0.0, 1.0)
         self.max_detections = _number(env, "MAX_DETECTIONS", 100, int, 1, 10_000)
         self.max_image_pixels = _number(env, "MAX_IMAGE_PIXELS", 40_000_000, int, 1, 1_000_000_000)
         self.max_image_bytes = _number(env, "MAX_IMAGE_BYTES", SIX_MB, int, 1, 1 << 30)

@@ -359,11 +359,11 @@ def write_markdown(results: dict, path: Path, plot_path: Path) -> None:
         latency = two if memory >= 2 * VCPU_MB else one if memory >= VCPU_MB else one * VCPU_MB / memory
         lines.append(f"| {memory} | {latency:.0f} | {estimated_cost_per_million(one, two, memory):.2f} |")
     lines += ["", f"![latency]({plot_path.name})", ""]
-    from helpers.accuracy import END, START
+    from helpers.accuracy import START
 
     previous = path.read_text() if path.is_file() else ""
-    if START in previous and END in previous:  # the training section is helpers.accuracy's: keep it
-        lines += [previous[previous.index(START): previous.index(END) + len(END)], ""]
+    if START in previous:  # from the training section on, the text is helpers.accuracy's and by hand: keep it
+        lines += [previous[previous.index(START):].rstrip("\n"), ""]
     path.write_text("\n".join(lines))
 
 

@@ -43,7 +43,8 @@ def ensure_trained() -> dict:
     summary_path = artifacts_dir() / "train" / "summary.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
-        if summary.get("config") == dataclasses.asdict(config) and Path(summary["checkpoint"]).is_file():
+        wanted = json.loads(json.dumps(dataclasses.asdict(config)))  # as summary.json holds it (tuples as lists)
+        if summary.get("config") == wanted and Path(summary["checkpoint"]).is_file():
             return summary
         print(f"note: {summary_path} was trained with another configuration; training again", file=sys.stderr)
     return train(config)

@@ -49,3 +49,26 @@ def test_hand_computed_ap_false_positive_ranked_first():
         [_pred([FAR, GT[0]], [0.9, 0.8], [1, 1])], [_target(GT, [1, 1])], FRIDGE_CLASSES
     )
     assert result["map_50"] == pytest.approx(0.5 * 51 / 101, abs=1e-4)  # precision 1/2 at recall 0.5
+
+
+def test_found_boxes_needs_label_iou_and_score_and_counts_each_box_once(sample_records):
+    from helpers.metrics import found_boxes
+
+    record = next(r for r in sample_records if r.image_path.name == "10.jpg")
+    truth = torch.tensor(record.boxes, dtype=torch.float32)
+    ids = torch.tensor([FRIDGE_CLASSES.index(name) + 1 for name in record.labels])
+    target = {"boxes": truth, "labels": ids}
+    other_label = ids % len(FRIDGE_CLASSES) + 1
+    shifted = truth[0] + (truth[0, 2] - truth[0, 0]) * torch.tensor([0.6, 0.0, 0.6, 0.0])  # IoU 0.25
+
+    def prediction(boxes, labels, scores):
+        return {"boxes": torch.stack(boxes), "labels": torch.tensor(labels), "scores": torch.tensor(scores)}
+
+    exact = prediction([truth[0], truth[1]], [int(ids[0]), int(ids[1])], [0.9, 0.9])
+    assert found_boxes(exact, target, min_score=0.3) == 2
+    assert found_boxes(exact, target, min_score=0.95) == 0  # below the score asked for
+    wrong = prediction([truth[0], truth[1]], [int(other_label[0]), int(other_label[1])], [0.9, 0.9])
+    assert found_boxes(wrong, target, min_score=0.3) == 0  # right place, wrong label
+    duplicates = prediction([truth[0], truth[0], shifted], [int(ids[0])] * 3, [0.9, 0.8, 0.7])
+    assert record.labels[0] != record.labels[1]
+    assert found_boxes(duplicates, target, min_score=0.3) == 1  # one box is found once; IoU < 0.5 finds nothing

@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 
 import torch
@@ -90,3 +91,12 @@ def test_dry_run_resolves_the_data_without_training(tmp_path, capsys):
     assert len(report["valid_real_images"]) == 2 and len(report["train_real_images"]) == 4
     assert report["valid_synthetic_images"] >= 20 and report["synthetic_holdout_object_photos"] == 26
     assert not list(tmp_path.iterdir())  # nothing written, nothing trained
+
+
+def test_pipeline_reuses_a_run_only_when_its_configuration_matches(trained):
+    from helpers import pipeline
+
+    config = json.loads(json.dumps(dataclasses.asdict(pipeline.train_config())))
+    assert trained["config"] == config  # what summary.json records is what the pipeline would train
+    assert pipeline.ensure_trained() == trained  # same configuration: reused, not retrained
+    assert (config["model"], config["dataset"], config["batch_size"]) == (LITE0_MODEL, "sample", 2)

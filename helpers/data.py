@@ -9,7 +9,6 @@ import random
 import shutil
 import sys
 import urllib.request
-import warnings
 import xml.etree.ElementTree as ET
 import zipfile
 from collections import Counter
@@ -40,7 +39,7 @@ OFFLINE_MESSAGE = (
     "!! The Fridge Objects dataset could not be downloaded from {url}\n"
     "!! ({error}).\n"
     "!! Training on the bundled SAMPLE instead (6 real images + the synthetic set); the\n"
-    "!! summary and the model's metadata record data='sample (fridge download failed)'.\n"
+    "!! summary and the model's metadata record data='sample (fridge unavailable: ...)'.\n"
     + "!" * 78
 )
 
@@ -240,7 +239,6 @@ def resolve_dataset(requested: str, cache_dir: Path = CACHE_DIR) -> DataSource:
         except OSError as err:  # urllib's URLError, timeouts, DNS: the address cannot be reached
             reason = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
             print(OFFLINE_MESSAGE.format(url=url, error=reason), file=sys.stderr)
-            warnings.warn(f"Fridge Objects download failed ({reason}); using the bundled sample")
             return DataSource("sample", requested, SAMPLE_DIR, load_sample(), fallback_reason=reason)
         return DataSource("fridge", requested, root, parse_voc(root / "annotations", root / "images"), url=url)
     root = Path(requested)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -313,6 +315,7 @@ def train(config: TrainConfig) -> dict:
     checkpoint = BestCheckpoint(
         dirpath=out_dir, filename="best", monitor=MONITOR, mode="max", enable_version_counter=False
     )
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no GPU/TPU roll call
     trainer = L.Trainer(
         max_epochs=config.epochs,
         accelerator="cpu",
@@ -325,7 +328,12 @@ def train(config: TrainConfig) -> dict:
         deterministic=False,
     )
     started = time.perf_counter()
-    trainer.fit(module, train_loader, valid_loaders)
+    with warnings.catch_warnings():
+        # Lightning's notices that say nothing about this run: the reused output folder (it holds the
+        # synthetic set), a pytree deprecation inside Lightning itself, and no workers (by design).
+        for message in ("Checkpoint directory", "`isinstance\\(treespec", "The '.*dataloader' does not have many workers"):
+            warnings.filterwarnings("ignore", message=message)
+        trainer.fit(module, train_loader, valid_loaders)
     seconds = time.perf_counter() - started
     (out_dir / "class_map.json").write_text(class_map.to_json())
     best = load_checkpoint(checkpoint.best_model_path)
@@ -378,7 +386,8 @@ def dry_run(config: TrainConfig) -> dict:
 
     with tempfile.TemporaryDirectory() as scratch:
         data = prepare_data(dataclasses.replace(config, out_dir=scratch))
-        return {"model": config.model, "weights": config.weights, **data.summary(),
+        model = config.model or f"{BLOG_MODEL} if its COCO weights download, else {LITE0_MODEL}"
+        return {"model": model, "weights": config.weights, **data.summary(),
                 "train_boxes": sum(len(r.boxes) for r in data.train),
                 "valid_synthetic_boxes": sum(len(r.boxes) for r in data.valid_synthetic)}
 

@@ -339,7 +339,7 @@ def train(config: TrainConfig) -> dict:
     best = load_checkpoint(checkpoint.best_model_path)
     best_epoch = _best_epoch(out_dir)
     summary = {
-        "config": dataclasses.asdict(config),
+        "config": json.loads(json.dumps(dataclasses.asdict(config))),  # as summary.json holds it
         "model": model_name,
         "model_note": model_note,
         "weights_used": best.hparams.weights_used,

@@ -1,4 +1,5 @@
 import os
+import zipfile
 
 import pytest
 
@@ -62,3 +63,23 @@ class LambdaContext:
 @pytest.fixture
 def lambda_context():
     return LambdaContext()
+
+
+@pytest.fixture
+def fridge_zip(tmp_path):
+    """make(n_images=128) -> a zip shaped like the official archive (one folder with images/ +
+    annotations/) holding n real VOC images: the 6 sample photos, cycled under new names."""
+
+    def make(n_images: int = fridge_data.FRIDGE_IMAGE_COUNT):
+        archive = tmp_path / "odFridgeObjects.zip"
+        sources = sorted(fridge_data.SAMPLE_DIR.glob("annotations/*.xml"))
+        with zipfile.ZipFile(archive, "w") as zf:
+            for index in range(n_images):
+                xml_path = sources[index % len(sources)]
+                jpg, name = xml_path.stem + ".jpg", f"{index + 1}.jpg"
+                zf.write(fridge_data.SAMPLE_DIR / "images" / jpg, f"odFridgeObjects/images/{name}")
+                xml = xml_path.read_text().replace(f"<filename>{jpg}</filename>", f"<filename>{name}</filename>")
+                zf.writestr(f"odFridgeObjects/annotations/{index + 1}.xml", xml)
+        return archive
+
+    return make

@@ -1,6 +1,5 @@
 import json
 import shutil
-import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -77,28 +76,19 @@ def test_class_map_round_trips_and_reads_the_icevision_form():
         class_map.name(5)
 
 
-def _fridge_zip(tmp_path: Path) -> Path:
-    archive = tmp_path / "odFridgeObjects.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for path in sorted(fridge_data.SAMPLE_DIR.rglob("*")):
-            if path.is_file():
-                zf.write(path, Path("odFridgeObjects") / path.relative_to(fridge_data.SAMPLE_DIR))
-    return archive
-
-
-def test_download_verifies_and_extracts_a_local_zip(tmp_path):
-    archive = _fridge_zip(tmp_path)
+def test_download_verifies_and_extracts_a_local_zip(tmp_path, fridge_zip):
+    archive = fridge_zip(n_images=6)
     digest = fridge_data.sha256_file(archive)
     root = fridge_data.download(tmp_path / "cache", archive.as_uri(), sha256=digest, expected_images=6)
-    assert (root / "images" / "10.jpg").is_file()
+    assert (root / "images" / "6.jpg").is_file()
     assert len(fridge_data.parse_voc(root / "annotations", root / "images")) == 6
     # Cached: a second call works although the source is gone.
     archive.unlink()
     assert fridge_data.download(tmp_path / "cache", archive.as_uri(), sha256=digest, expected_images=6) == root
 
 
-def test_download_rejects_wrong_checksum_and_wrong_count(tmp_path):
-    archive = _fridge_zip(tmp_path)
+def test_download_rejects_wrong_checksum_and_wrong_count(tmp_path, fridge_zip):
+    archive = fridge_zip(n_images=6)
     with pytest.raises(ValueError, match="sha256"):
         fridge_data.download(tmp_path / "a", archive.as_uri(), sha256="0" * 64)
     assert not (tmp_path / "a" / archive.name).exists()
@@ -123,24 +113,8 @@ def test_synthetic_set_is_labelled_valid_voc_with_boxes_inside(tmp_path):
     assert len(list((tmp_path / "images").glob("*.jpg"))) == 5
 
 
-def fridge_shaped_zip(tmp_path: Path, n_images: int = fridge_data.FRIDGE_IMAGE_COUNT) -> Path:
-    """A zip shaped like the official archive (one folder with images/ + annotations/) holding
-    `n_images` real VOC images: the 6 sample photos, cycled under new names."""
-    archive = tmp_path / "odFridgeObjects.zip"
-    sources = sorted(fridge_data.SAMPLE_DIR.glob("annotations/*.xml"))
-    with zipfile.ZipFile(archive, "w") as zf:
-        for index in range(n_images):
-            xml_path = sources[index % len(sources)]
-            jpg = xml_path.stem + ".jpg"
-            name = f"{index + 1}.jpg"
-            zf.write(fridge_data.SAMPLE_DIR / "images" / jpg, f"odFridgeObjects/images/{name}")
-            xml = xml_path.read_text().replace(f"<filename>{jpg}</filename>", f"<filename>{name}</filename>")
-            zf.writestr(f"odFridgeObjects/annotations/{index + 1}.xml", xml)
-    return archive
-
-
-def test_fridge_dataset_comes_from_the_url_variable_and_is_recorded(tmp_path, monkeypatch):
-    archive = fridge_shaped_zip(tmp_path)
+def test_fridge_dataset_comes_from_the_url_variable_and_is_recorded(tmp_path, monkeypatch, fridge_zip):
+    archive = fridge_zip()
     monkeypatch.setenv(fridge_data.URL_VARIABLE, archive.as_uri())
     source = fridge_data.resolve_dataset("fridge", tmp_path / "cache")
     assert (source.name, source.url, source.fallback_reason) == ("fridge", archive.as_uri(), None)
@@ -161,8 +135,8 @@ def test_unreachable_fridge_falls_back_to_the_sample_loudly_and_says_so(tmp_path
     assert banner.count("could not be downloaded") == 1 and "Training on the bundled SAMPLE" in banner
 
 
-def test_a_corrupt_download_is_an_error_not_a_silent_fallback(tmp_path, monkeypatch):
-    archive = fridge_shaped_zip(tmp_path, n_images=7)
+def test_a_corrupt_download_is_an_error_not_a_silent_fallback(tmp_path, monkeypatch, fridge_zip):
+    archive = fridge_zip(n_images=7)
     monkeypatch.setenv(fridge_data.URL_VARIABLE, archive.as_uri())
     with pytest.raises(ValueError, match="7 annotated images, expected 128"):
         fridge_data.resolve_dataset("fridge", tmp_path / "cache")

@@ -100,3 +100,34 @@ def test_pipeline_reuses_a_run_only_when_its_configuration_matches(trained):
     assert trained["config"] == config  # what summary.json records is what the pipeline would train
     assert pipeline.ensure_trained() == trained  # same configuration: reused, not retrained
     assert (config["model"], config["dataset"], config["batch_size"]) == (LITE0_MODEL, "sample", 2)
+
+
+def test_training_on_a_downloaded_fridge_zip_uses_and_records_it(tmp_path, monkeypatch, fridge_zip):
+    """--dataset fridge with FRIDGE_DATA_URL pointing at a zip of the official archive's shape: the run
+    trains on its 80/20 split and says so in summary.json, the checkpoint and the ONNX metadata."""
+    from helpers.export import export_checkpoint
+    from helpers.runtime.model import Detector
+    from helpers.train import TrainConfig, train
+
+    archive = fridge_zip()
+    monkeypatch.setenv(fridge_data.URL_VARIABLE, archive.as_uri())
+    config = TrainConfig.quick(dataset="fridge", epochs=1, out_dir=str(tmp_path / "run"), data_cache=str(tmp_path / "cache"))
+    summary = train(config)
+    data = summary["data"]
+    assert (data["dataset"], data["url"], data["images"], data["boxes"]) == ("fridge", archive.as_uri(), 128, 256)
+    assert (summary["n_train"], summary["n_valid_real"], summary["n_valid_synthetic"]) == (102, 26, 0)
+    assert data["train_synthetic_images"] == 0 and not (tmp_path / "run" / "synthetic").exists()
+    model = export_checkpoint(summary["checkpoint"], tmp_path / "model.onnx")
+    assert Detector(model).metadata["data"] == f"fridge ({archive.as_uri()})" == load_checkpoint(summary["checkpoint"]).hparams.data_used
+
+
+def test_an_unreachable_fridge_dataset_is_recorded_as_the_sample_fallback(tmp_path, monkeypatch, capsys):
+    from helpers.train import main
+
+    monkeypatch.setenv(fridge_data.URL_VARIABLE, (tmp_path / "absent.zip").as_uri())
+    assert main(["--quick", "--dataset", "fridge", "--dry-run", "--out", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert (report["requested"], report["dataset"], report["images"]) == ("fridge", "sample", 6)
+    assert report["description"].startswith("sample (fridge unavailable: URLError")
+    assert captured.err.count("could not be downloaded") == 1

@@ -200,7 +200,9 @@ def build(arch: str = "x86_64", python: str = "3.12", model: Path | None = None,
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{report['zip']}  sha256 {report['sha256'][:16]}…",
+    zip_path = Path(report["zip"])
+    shown = zip_path.relative_to(PROJECT_ROOT) if zip_path.is_relative_to(PROJECT_ROOT) else zip_path
+    lines = [f"{shown}  sha256 {report['sha256'][:16]}…",
              f"zipped {report['zipped_bytes'] / 2**20:.1f} MiB (limit 50 MB), unzipped "
              f"{report['unzipped_bytes'] / 2**20:.1f} MiB (limit 250 MB; untrimmed "
              f"{report['untrimmed_unzipped_bytes'] / 2**20:.1f} MiB)",

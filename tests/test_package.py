@@ -57,8 +57,8 @@ def test_isolated_python312_invoke_equals_in_process_handler(built, onnx_model, 
 
 
 #: Of the 12 boxes on the 6 real sample images, how many the quick-mode model must find through the
-#: zip (right label, IoU >= 0.5, score >= 0.3). Measured: 10-11 over training seeds 1-3 and 11 in each
-#: of three seed-42 runs (CI's seed); 2 below the worst, and above the goal of 6 (BENCHMARKS.md).
+#: zip (right label, IoU >= 0.5, score >= 0.3). Measured: 10-11 over training seeds 1-3 and 11 in both
+#: seed-42 runs checked (CI's seed); 2 below the worst, and above the goal of 6 (BENCHMARKS.md).
 MIN_FOUND_QUICK = 8
 
 

@@ -96,11 +96,10 @@ class Lite0FPN(torch.nn.Module):
         from timm.layers import freeze_batch_norm_2d
 
         features = timm.create_model(TIMM_NAME, pretrained=False, features_only=True, out_indices=OUT_INDICES)
-        if pretrained:
-            source = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
-            renamed = lite0_state_dict_for_timm(source, timm.create_model(TIMM_NAME, pretrained=False))
+        if pretrained:  # the feature extractor's keys are the classifier's, less its head
             wanted = features.state_dict().keys()
-            features.load_state_dict({k: v for k, v in renamed.items() if k in wanted}, strict=True)
+            weights = lite0_classifier().state_dict()
+            features.load_state_dict({k: v for k, v in weights.items() if k in wanted}, strict=True)
         self.body = freeze_batch_norm_2d(features)
         frozen = [self.body.conv_stem, self.body.bn1, *list(self.body.blocks)[:frozen_stages]]
         for module in frozen:

@@ -167,7 +167,7 @@ def run(out_dir: Path, small_checkpoint: Path | None, repeats: int) -> dict:
     from helpers.runtime import handler as lambda_handler
     from helpers.runtime.classmap import ClassMap
     from helpers.runtime.model import Detector
-    from helpers.train import load_checkpoint
+    from helpers.train import load_checkpoint, synthetic_holdout
 
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict = {"environment": _env_description()}
@@ -211,8 +211,7 @@ def run(out_dir: Path, small_checkpoint: Path | None, repeats: int) -> dict:
     if trained:
         _, path, int8_path = models[trained]
         print("INT8 accuracy ...", flush=True)
-        holdout_dir = Path(small_checkpoint).parent / "synthetic" / "valid"  # see helpers.train.prepare_data
-        holdout = fridge_data.parse_voc(holdout_dir / "annotations", holdout_dir / "images")
+        holdout = synthetic_holdout(Path(small_checkpoint).parent)
         evaluation_set = holdout + records
         results["int8_accuracy"] = {
             "images": f"{len(holdout)} synthetic hold-out + {len(records)} real",

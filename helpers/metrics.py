@@ -32,24 +32,24 @@ def mean_average_precision(
     return summarize(metric, class_names)
 
 
-def found_boxes(
-    prediction: dict[str, torch.Tensor],
-    target: dict[str, torch.Tensor],
-    min_score: float,
-    min_iou: float = 0.5,
-) -> int:
+def found_boxes(prediction: dict, target: dict, min_score: float, min_iou: float = 0.5) -> int:
     """How many ground-truth boxes of one image a prediction finds: a detection with the same label,
     IoU >= min_iou and score >= min_score. Each detection finds at most one box (greedy by score,
-    as COCO matching does), so one big box cannot count for several objects."""
-    keep = prediction["scores"] >= min_score
-    order = torch.argsort(prediction["scores"][keep], descending=True)
-    boxes, labels = prediction["boxes"][keep][order], prediction["labels"][keep][order]
-    if len(boxes) == 0 or len(target["boxes"]) == 0:
+    as COCO matching does), so one big box cannot count for several objects. Boxes, scores and
+    labels may be tensors, arrays or lists (the handler's JSON via export.detections_to_arrays)."""
+    scores = torch.as_tensor(prediction["scores"])
+    keep = scores >= min_score
+    order = torch.argsort(scores[keep], descending=True)
+    boxes = torch.as_tensor(prediction["boxes"], dtype=torch.float32).reshape(-1, 4)[keep][order]
+    labels = torch.as_tensor(prediction["labels"])[keep][order]
+    truth = torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4)
+    truth_labels = torch.as_tensor(target["labels"])
+    if len(boxes) == 0 or len(truth) == 0:
         return 0
-    iou = box_iou(boxes, target["boxes"])
-    unclaimed = torch.ones(len(target["boxes"]), dtype=torch.bool)
+    iou = box_iou(boxes, truth)
+    unclaimed = torch.ones(len(truth), dtype=torch.bool)
     for i in range(len(boxes)):
-        candidates = (iou[i] >= min_iou) & (target["labels"] == labels[i]) & unclaimed
+        candidates = (iou[i] >= min_iou) & (truth_labels == labels[i]) & unclaimed
         if candidates.any():
             unclaimed[torch.argmax(torch.where(candidates, iou[i], -1.0))] = False
     return int((~unclaimed).sum())

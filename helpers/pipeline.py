@@ -7,7 +7,6 @@ mode write to different folders: artifacts/quick and artifacts/full (override: H
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -43,8 +42,7 @@ def ensure_trained() -> dict:
     summary_path = artifacts_dir() / "train" / "summary.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
-        wanted = json.loads(json.dumps(dataclasses.asdict(config)))  # as summary.json holds it (tuples as lists)
-        if summary.get("config") == wanted and Path(summary["checkpoint"]).is_file():
+        if summary.get("config") == config.as_record() and Path(summary["checkpoint"]).is_file():
             return summary
         print(f"note: {summary_path} was trained with another configuration; training again", file=sys.stderr)
     return train(config)

@@ -199,7 +199,7 @@ class EpochReport(Callback):
         figures = [f"{name} {logged[key]:.3f}" for key, name in (
             ("train/loss_epoch", "loss"), ("val_real/map", "real mAP"), ("val_real/map_50", "real mAP@.5"),
             ("val_synthetic/map_50", "synthetic mAP@.5")) if key in logged]
-        seconds = time.perf_counter() - getattr(self, "started", time.perf_counter())
+        seconds = time.perf_counter() - self.started
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {', '.join(figures)} ({seconds:.0f} s)", flush=True)
 
 
@@ -223,6 +223,10 @@ class TrainConfig:
     data_cache: str = str(fridge_data.CACHE_DIR)
     seed: int = 42
     threads: int = 0  # 0 = all CPUs
+
+    def as_record(self) -> dict:
+        """The configuration as summary.json holds it (tuples become lists), for comparison."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
     def quick(cls, **overrides) -> TrainConfig:
@@ -251,6 +255,17 @@ class PreparedData:
         }
 
 
+def synthetic_dir(train_dir: str | Path, part: str) -> Path:
+    """Where a run's synthetic images live: part "train" (composites) or "valid" (the hold-out)."""
+    return Path(train_dir) / "synthetic" / part
+
+
+def synthetic_holdout(train_dir: str | Path) -> list[fridge_data.Record]:
+    """The synthetic hold-out a run wrote, to evaluate its model (or an export of it) later."""
+    folder = synthetic_dir(train_dir, "valid")
+    return fridge_data.parse_voc(folder / "annotations", folder / "images")
+
+
 def prepare_data(config: TrainConfig) -> PreparedData:
     """Resolve the dataset and split it (seeded). With the sample, also write the synthetic set
     under out_dir/synthetic: training composites from 80% of the object photos, the hold-out (a
@@ -262,11 +277,12 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         return PreparedData(source, real_train, real_valid, [])
     real_train = real_train * config.real_repeats  # the scarce real domain among the synthetic images
     training_photos, holdout_photos = split_object_photos(object_photos(), 0.2, config.seed)
-    synthetic_dir = Path(config.out_dir) / "synthetic"
     n_valid = max(20, config.n_synthetic // 10)
     objects = tuple(config.synthetic_objects)
-    synthetic_train = make_synthetic_voc(synthetic_dir / "train", config.n_synthetic, config.seed, training_photos, objects)
-    synthetic_valid = make_synthetic_voc(synthetic_dir / "valid", n_valid, config.seed + 1, holdout_photos, objects)
+    synthetic_train = make_synthetic_voc(
+        synthetic_dir(config.out_dir, "train"), config.n_synthetic, config.seed, training_photos, objects)
+    synthetic_valid = make_synthetic_voc(
+        synthetic_dir(config.out_dir, "valid"), n_valid, config.seed + 1, holdout_photos, objects)
     return PreparedData(source, real_train + synthetic_train, real_valid, synthetic_valid, len(holdout_photos))
 
 
@@ -336,19 +352,19 @@ def train(config: TrainConfig) -> dict:
         trainer.fit(module, train_loader, valid_loaders)
     seconds = time.perf_counter() - started
     (out_dir / "class_map.json").write_text(class_map.to_json())
-    best = load_checkpoint(checkpoint.best_model_path)
-    best_epoch = _best_epoch(out_dir)
+    best_epoch = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["epoch"]
+    best_metrics = _epoch_metrics(out_dir, best_epoch)
     summary = {
-        "config": json.loads(json.dumps(dataclasses.asdict(config))),  # as summary.json holds it
+        "config": config.as_record(),
         "model": model_name,
         "model_note": model_note,
-        "weights_used": best.hparams.weights_used,
+        "weights_used": module.hparams.weights_used,
         "data": data.summary(),
         "checkpoint": str(Path(checkpoint.best_model_path).resolve()),
         "best_epoch": best_epoch,
         "best_selection_score": float(checkpoint.best_model_score or 0.0),
-        "best_val_real_map": _logged(out_dir, best_epoch, "val_real/map"),
-        "best_val_synthetic_map_50": _logged(out_dir, best_epoch, "val_synthetic/map_50"),
+        "best_val_real_map": best_metrics.get("val_real/map"),
+        "best_val_synthetic_map_50": best_metrics.get("val_synthetic/map_50"),
         "epochs": config.epochs,
         "lr": config.lr,
         "batch_size": config.batch_size,
@@ -363,20 +379,16 @@ def train(config: TrainConfig) -> dict:
     return summary
 
 
-def _logged(out_dir: Path, epoch: int | None, key: str) -> float | None:
-    """A validation figure of one epoch from the CSV log (None if it was not logged)."""
+def _epoch_metrics(out_dir: Path, epoch: int) -> dict[str, float]:
+    """The figures logged at the end of one epoch, from the CSV log (validation and loss)."""
     import csv
 
+    metrics = {}
     with open(out_dir / "logs" / "version_0" / "metrics.csv") as f:
         for row in csv.DictReader(f):
-            if row.get("epoch") == str(epoch) and row.get(key):
-                return float(row[key])
-    return None
-
-
-def _best_epoch(out_dir: Path) -> int | None:
-    checkpoint = torch.load(out_dir / "best.ckpt", map_location="cpu", weights_only=False)
-    return checkpoint.get("epoch")
+            if row.get("epoch") == str(epoch):
+                metrics.update({k: float(v) for k, v in row.items() if v and k not in ("epoch", "step")})
+    return metrics
 
 
 def dry_run(config: TrainConfig) -> dict:

@@ -64,8 +64,6 @@ MIN_FOUND_QUICK = 8
 
 @needs_312
 def test_the_zip_serving_the_quick_model_finds_the_real_boxes(built, trained, sample_records):
-    import torch
-
     from helpers import pipeline
     from helpers.config import FRIDGE_CLASSES
     from helpers.export import detections_to_arrays
@@ -77,15 +75,14 @@ def test_the_zip_serving_the_quick_model_finds_the_real_boxes(built, trained, sa
               for r in sample_records]
     report = invoke_zip(built["zip"], events, {"MODEL_PATH": str(pipeline.ensure_onnx()), "LOG_LEVEL": "WARNING"})
     class_map = ClassMap(FRIDGE_CLASSES)
-    found = {}
-    for record, response in zip(sample_records, report["responses"]):
-        arrays = detections_to_arrays(response["detections"], class_map)
-        prediction = {"boxes": torch.tensor(arrays["boxes"], dtype=torch.float32),
-                      "scores": torch.tensor(arrays["scores"], dtype=torch.float32),
-                      "labels": torch.from_numpy(arrays["labels"])}
-        target = {"boxes": torch.tensor(record.boxes, dtype=torch.float32),
-                  "labels": torch.tensor([class_map.id(name) for name in record.labels])}
-        found[record.image_path.name] = found_boxes(prediction, target, threshold)
+    found = {
+        record.image_path.name: found_boxes(
+            detections_to_arrays(response["detections"], class_map),
+            {"boxes": record.boxes, "labels": [class_map.id(name) for name in record.labels]},
+            threshold,
+        )
+        for record, response in zip(sample_records, report["responses"])
+    }
     valid = set(trained["data"]["valid_real_images"])
     print({name: f"{n}/2 ({'valid' if name in valid else 'train'})" for name, n in found.items()})
     assert sum(found.values()) >= MIN_FOUND_QUICK, found

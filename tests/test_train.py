@@ -1,5 +1,4 @@
 import csv
-import dataclasses
 import json
 
 import torch
@@ -96,7 +95,7 @@ def test_dry_run_resolves_the_data_without_training(tmp_path, capsys):
 def test_pipeline_reuses_a_run_only_when_its_configuration_matches(trained):
     from helpers import pipeline
 
-    config = json.loads(json.dumps(dataclasses.asdict(pipeline.train_config())))
+    config = pipeline.train_config().as_record()
     assert trained["config"] == config  # what summary.json records is what the pipeline would train
     assert pipeline.ensure_trained() == trained  # same configuration: reused, not retrained
     assert (config["model"], config["dataset"], config["batch_size"]) == (LITE0_MODEL, "sample", 2)

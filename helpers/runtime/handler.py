@@ -40,9 +40,9 @@ from helpers.runtime.preprocess import ImageError, ImageTooLarge, decode_image
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # the unzipped deployment package
 SIX_MB = 6 * 1024 * 1024
 
-
 #: What a response holds when neither SCORE_THRESHOLD nor the request says otherwise.
 DEFAULT_SCORE_THRESHOLD = 0.5
+
 
 class ConfigError(RuntimeError):
     """A bad environment variable: raised at init so the function fails to start, clearly."""

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from helpers import data as fridge_data
-from helpers.data import PROJECT_ROOT
+from helpers.paths import ACCURACY_DIR, PROJECT_ROOT, split_file
 from helpers.metrics import found_boxes, mean_average_precision
 from helpers.models import LITE0_MODEL, SMALL_MODEL
-from helpers.train import TrainConfig, evaluate, load_checkpoint, predict, synthetic_holdout, train
+from helpers.train import TrainConfig, evaluate, load_checkpoint, predict, train
 
 SHORT_NAMES = {"lite0": LITE0_MODEL, "small": SMALL_MODEL}
 FOUND_MIN_SCORE = 0.3
@@ -36,7 +36,9 @@ def train_config(mode: str, model: str, seed: int, out_dir: Path) -> TrainConfig
 
 
 def measure_run(mode: str, model: str, seed: int, work: Path) -> dict:
-    from helpers.export import evaluate_detector, export_checkpoint, quantize_int8
+    from helpers.export import export_checkpoint
+    from helpers.metrics import evaluate_detector
+    from helpers.quantize import quantize_int8
     from helpers.runtime.model import Detector
     from helpers.runtime.preprocess import decode_image, preprocess
     from helpers.timing import measure
@@ -45,8 +47,9 @@ def measure_run(mode: str, model: str, seed: int, work: Path) -> dict:
     summary = train(train_config(mode, model, seed, out_dir))
     module = load_checkpoint(summary["checkpoint"])
     real = fridge_data.load_sample()
-    holdout = synthetic_holdout(out_dir)
-    valid_names = set(summary["data"]["valid_real_images"])
+    split = fridge_data.Split.read(split_file(out_dir))
+    holdout = split.holdout()
+    valid_names = set(split.valid)
     predictions, targets = predict(module, real)
     found = {r.image_path.name: found_boxes(p, t, FOUND_MIN_SCORE) for r, p, t in zip(real, predictions, targets)}
     is_valid = [r.image_path.name in valid_names for r in real]
@@ -56,9 +59,8 @@ def measure_run(mode: str, model: str, seed: int, work: Path) -> dict:
         return mean_average_precision([predictions[i] for i in chosen], [targets[i] for i in chosen],
                                       module.class_map.names)
     fp32 = export_checkpoint(summary["checkpoint"], out_dir / "model.onnx")
-    train_real = [r for r in real if r.image_path.name not in valid_names]
     int8 = quantize_int8(fp32, out_dir / "model_int8.onnx",
-                         [preprocess(decode_image(r.image_path.read_bytes()))[0] for r in train_real])
+                         [preprocess(decode_image(r.image_path.read_bytes()))[0] for r in split.real("train")])
     tensor = preprocess(decode_image(real[0].image_path.read_bytes()))[0]
     served = {}
     for name, path in (("fp32", fp32), ("int8", int8)):
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
     if any(len(r) != 2 or r[0] not in ("quick", "full") or r[1] not in SHORT_NAMES for r in runs):
         parser.error(f"--runs: expected mode:model pairs like quick:lite0, got {args.runs!r}")
     torch.set_num_threads(2)
-    work = PROJECT_ROOT / "artifacts" / "accuracy"
+    work = ACCURACY_DIR
     work.mkdir(parents=True, exist_ok=True)
     results_path = work / "results.json"
     rows = json.loads(results_path.read_text()) if results_path.is_file() else []

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from helpers import blog
-from helpers.config import PREPROCESS
+from helpers.runtime.config import PREPROCESS
 from helpers.runtime.preprocess import decode_image, preprocess
 from helpers.timing import measure, percentiles
 
@@ -44,7 +44,7 @@ def preprocessing_comparison(image: np.ndarray, repeats: int = 30) -> dict[str, 
 
 def synthetic_photo(megapixels: float) -> bytes:
     """A JPEG of about `megapixels` made by tiling a real sample image (4:3 landscape)."""
-    from helpers.data import SAMPLE_DIR
+    from helpers.paths import SAMPLE_DIR
 
     source = Image.open(SAMPLE_DIR / "images" / "10.jpg").convert("RGB")
     width = int((megapixels * 1e6 * 4 / 3) ** 0.5)
@@ -159,15 +159,18 @@ def run(out_dir: Path, small_checkpoint: Path | None, repeats: int) -> dict:
     import torch
 
     from helpers import data as fridge_data
-    from helpers.config import FRIDGE_CLASSES
-    from helpers.export import evaluate_detector, export_checkpoint, export_onnx, quantize_int8
+    from helpers.runtime.config import FRIDGE_CLASSES
+    from helpers.export import export_checkpoint, export_onnx
+    from helpers.metrics import evaluate_detector
+    from helpers.quantize import quantize_int8
     from helpers.lambda_local import invoke_zip
     from helpers.models import BLOG_MODEL, build_detector
     from helpers.package import build
     from helpers.runtime import handler as lambda_handler
     from helpers.runtime.classmap import ClassMap
     from helpers.runtime.model import Detector
-    from helpers.train import load_checkpoint, synthetic_holdout
+    from helpers.paths import split_file
+    from helpers.train import load_checkpoint
 
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict = {"environment": _env_description()}
@@ -175,7 +178,10 @@ def run(out_dir: Path, small_checkpoint: Path | None, repeats: int) -> dict:
     image_bytes = records[0].image_path.read_bytes()
     image = decode_image(image_bytes)
     tensor, _ = preprocess(image)
-    calibration = [preprocess(decode_image(r.image_path.read_bytes()))[0] for r in records]
+    has_split = small_checkpoint is not None and split_file(Path(small_checkpoint).parent).is_file()
+    split = fridge_data.Split.read(split_file(Path(small_checkpoint).parent)) if has_split else None
+    # INT8 calibrates on the trained run's real training images (the sample without a run).
+    calibration = [preprocess(decode_image(r.image_path.read_bytes()))[0] for r in (split.real("train") if split else records)]
 
     print("preprocessing ...", flush=True)
     results["preprocessing"] = preprocessing_comparison(image, repeats=max(30, repeats))
@@ -189,7 +195,7 @@ def run(out_dir: Path, small_checkpoint: Path | None, repeats: int) -> dict:
         retinanet, export_onnx(retinanet, out_dir / "retinanet.onnx", ClassMap(FRIDGE_CLASSES),
                                PREPROCESS, BLOG_MODEL, "none (random init)"))
     trained = None
-    if small_checkpoint and Path(small_checkpoint).is_file():
+    if has_split and Path(small_checkpoint).is_file():
         module = load_checkpoint(small_checkpoint)
         trained = f"{module.hparams.model_name} (trained)"
         models[trained] = (module.model.eval(), export_checkpoint(small_checkpoint, out_dir / "small.onnx"))
@@ -211,10 +217,10 @@ def run(out_dir: Path, small_checkpoint: Path | None, repeats: int) -> dict:
     if trained:
         _, path, int8_path = models[trained]
         print("INT8 accuracy ...", flush=True)
-        holdout = synthetic_holdout(Path(small_checkpoint).parent)
-        evaluation_set = holdout + records
+        holdout, valid = split.holdout(), split.real("valid")
+        evaluation_set = holdout + valid  # never trained on
         results["int8_accuracy"] = {
-            "images": f"{len(holdout)} synthetic hold-out + {len(records)} real",
+            "images": f"{len(holdout)} synthetic hold-out + {len(valid)} real validation",
             "fp32": evaluate_detector(Detector(path), evaluation_set),
             "int8": evaluate_detector(Detector(int8_path), evaluation_set),
         }
@@ -392,15 +398,15 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    from helpers.data import PROJECT_ROOT
+    from helpers.paths import BENCHMARK_DIR, PROJECT_ROOT, run_artifacts
 
     parser = argparse.ArgumentParser(prog="python -m helpers benchmark", description=__doc__)
-    parser.add_argument("--checkpoint", type=Path, default=PROJECT_ROOT / "artifacts" / "full" / "train" / "best.ckpt",
+    parser.add_argument("--checkpoint", type=Path, default=run_artifacts(quick=False).checkpoint,
                         help="trained small-model checkpoint for INT8 accuracy and serving figures")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "BENCHMARKS.md")
     args = parser.parse_args(argv)
-    work = PROJECT_ROOT / "artifacts" / "benchmark"
+    work = BENCHMARK_DIR
     results = run(work, args.checkpoint, args.repeats)
     (work / "results.json").write_text(json.dumps(results, indent=2, default=float))
     plot_path = args.out.parent / "benchmarks.png"

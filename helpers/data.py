@@ -1,9 +1,11 @@
-"""Fridge Objects data: PASCAL VOC parsing with clear errors, a seeded split, and a verified download."""
+"""Fridge Objects data: PASCAL VOC parsing with clear errors, a seeded split (and the record of it a
+run leaves next to its checkpoint), and a verified download."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -14,14 +16,10 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
-from helpers.config import FRIDGE_CLASSES
+from helpers.paths import DATA_CACHE_DIR, PROJECT_ROOT, SAMPLE_DIR, shown
 from helpers.runtime.checksum import sha256_file
 from helpers.runtime.classmap import ClassMap
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = PROJECT_ROOT / "data"
-SAMPLE_DIR = DATA_DIR / "fridge-sample"
-THUMBNAILS_DIR = DATA_DIR / "fridge-classification-small150"
+from helpers.runtime.config import FRIDGE_CLASSES
 
 #: Official address of the full 128-image dataset (Microsoft computervision-recipes).
 FRIDGE_URL = (
@@ -30,8 +28,6 @@ FRIDGE_URL = (
 FRIDGE_IMAGE_COUNT = 128
 #: Overrides FRIDGE_URL (a mirror, or a file:// zip of the same shape).
 URL_VARIABLE = "FRIDGE_DATA_URL"
-#: Downloads are cached here, one folder per address.
-CACHE_DIR = PROJECT_ROOT / "artifacts" / "data"
 DATASET_CHOICES = ("fridge", "sample")
 
 OFFLINE_MESSAGE = (
@@ -209,7 +205,7 @@ class DataSource:
             "dataset": self.name,
             "requested": self.requested,
             "description": self.describe(),
-            "root": str(self.root),
+            "root": shown(self.root),
             "url": self.url,
             "fallback_reason": self.fallback_reason,
             "images": len(self.records),
@@ -222,7 +218,7 @@ def fridge_url() -> str:
     return os.environ.get(URL_VARIABLE) or FRIDGE_URL
 
 
-def resolve_dataset(requested: str, cache_dir: Path = CACHE_DIR) -> DataSource:
+def resolve_dataset(requested: str, cache_dir: Path = DATA_CACHE_DIR) -> DataSource:
     """"fridge" (download, verified and cached; on a network failure, say so loudly and use the
     sample), "sample" (bundled), or a folder holding images/ + annotations/ in PASCAL VOC form.
 
@@ -247,3 +243,50 @@ def resolve_dataset(requested: str, cache_dir: Path = CACHE_DIR) -> DataSource:
             f"dataset {requested!r}: not {' or '.join(DATASET_CHOICES)}, nor a folder with images/ and annotations/"
         )
     return DataSource(str(root), requested, root, parse_voc(root / "annotations", root / "images"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """The images a run trained and validated on, by file name. Training writes it next to its
+    checkpoint (helpers.paths.split_file); INT8 calibration, export parity, the benchmark and the
+    notebooks read it instead of recomputing the split."""
+
+    dataset: str
+    root: Path  # the real images' folder (images/ + annotations/)
+    train: tuple[str, ...]  # real training images (synthetic composites are not listed)
+    valid: tuple[str, ...]  # real validation images
+    synthetic_holdout: Path | None = None  # VOC folder of synthetic images made from unseen object photos
+
+    def write(self, path: str | Path) -> None:
+        path = Path(path)
+        holdout = self.synthetic_holdout and self.synthetic_holdout.relative_to(path.parent).as_posix()
+        record = {"dataset": self.dataset, "root": shown(self.root), "train": list(self.train),
+                  "valid": list(self.valid), "synthetic_holdout": holdout}
+        path.write_text(json.dumps(record, indent=1))
+
+    @classmethod
+    def read(cls, path: str | Path) -> Split:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no split record (written by training next to its checkpoint)")
+        record = json.loads(path.read_text())
+        root = Path(record["root"])
+        return cls(record["dataset"], root if root.is_absolute() else PROJECT_ROOT / root,
+                   tuple(record["train"]), tuple(record["valid"]),
+                   path.parent / record["synthetic_holdout"] if record["synthetic_holdout"] else None)
+
+    def real(self, part: str = "all") -> list[Record]:
+        """The real records of "train", "valid" or "all" (train then valid), in the split's order."""
+        names = {"train": self.train, "valid": self.valid, "all": self.train + self.valid}[part]
+        by_name = {r.image_path.name: r for r in parse_voc(self.root / "annotations", self.root / "images")}
+        return [by_name[name] for name in names]
+
+    def holdout(self) -> list[Record]:
+        """The synthetic hold-out, or [] when the run made none (real datasets validate on themselves)."""
+        if self.synthetic_holdout is None:
+            return []
+        return parse_voc(self.synthetic_holdout / "annotations", self.synthetic_holdout / "images")
+
+    def evaluation(self) -> list[Record]:
+        """What an exported model is scored on: images the run never trained on (hold-out + real valid)."""
+        return self.holdout() + self.real("valid")

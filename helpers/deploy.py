@@ -1,8 +1,11 @@
 """Deploy and tear down the detector stack with boto3: S3 uploads, change sets, waiting, smoke test.
 
-    python -m helpers.deploy up --bucket my-bucket --zip dist/lambda-x86_64.zip --model artifacts/full/model.onnx
+    python -m helpers.deploy up --bucket my-bucket [--zip ZIP] [--model MODEL.onnx]
     python -m helpers.deploy down --bucket my-bucket
     (add --endpoint-url http://127.0.0.1:5000 to talk to a moto server instead of AWS)
+
+--zip and --model default to this mode's artefacts (helpers.paths), where helpers.package and
+helpers.export write them.
 
 Uploads are content-addressed (key contains the sha256 prefix), so a new zip or model changes the
 stack's parameters and the change set updates the function; unchanged inputs give "no changes".
@@ -22,11 +25,10 @@ import time
 import zipfile
 from pathlib import Path
 
-from helpers.data import PROJECT_ROOT, SAMPLE_DIR
+from helpers.paths import SAMPLE_DIR, TEMPLATE, run_artifacts
 from helpers.package import UNZIPPED_LIMIT, ZIP_LIMIT
 from helpers.runtime.checksum import sha256_file
 
-TEMPLATE = PROJECT_ROOT / "cloudformation" / "template.yaml"
 HANDLER = "helpers.runtime.handler.handler"
 ARCH_MARKERS = {"x86_64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
 CHANGE_SET_TIMEOUT_S = 300  # creating a change set takes seconds; minutes means it is stuck
@@ -272,21 +274,26 @@ class Deployer:
                 self.log(f"deleted {len(keys)} objects under s3://{bucket}/{stack_name}/")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    layout = run_artifacts()
     parser = argparse.ArgumentParser(description="Deploy or tear down the detector stack.")
     parser.add_argument("action", choices=("up", "down"))
     parser.add_argument("--stack-name", default="fridge-detector")
     parser.add_argument("--service-name", default="fridge-detector")
     parser.add_argument("--bucket", required=True, help="S3 bucket for the zip and the model (created if missing)")
-    parser.add_argument("--zip", type=Path, default=PROJECT_ROOT / "dist" / "lambda-x86_64.zip")
-    parser.add_argument("--model", type=Path, default=PROJECT_ROOT / "artifacts" / "full" / "model.onnx")
+    parser.add_argument("--zip", type=Path, default=layout.zip("x86_64"))
+    parser.add_argument("--model", type=Path, default=layout.onnx)
     parser.add_argument("--arch", default="x86_64")
     parser.add_argument("--memory", type=int, default=2048)
     parser.add_argument("--function-url", choices=("yes", "no"), default="no")
     parser.add_argument("--url-auth", choices=("AWS_IAM", "NONE"), default="AWS_IAM")
     parser.add_argument("--region")
     parser.add_argument("--endpoint-url", help="e.g. a moto server; default: real AWS")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:

@@ -1,12 +1,12 @@
 """The IceVision lane: the blog's own training stack (Python 3.8, icevision 0.12) as an independent reference.
 
-`setup` builds .venv-icevision from envs/icevision/requirements.txt with a CPython 3.8 (PATH or pyenv);
-`run` executes envs/icevision/blog_train.py there, which writes the blog's model.onnx + class_map.json
+`setup()` builds .venv-icevision from envs/icevision/requirements.txt with a CPython 3.8 (PATH or pyenv);
+`run()` executes envs/icevision/blog_train.py there, which writes the blog's model.onnx + class_map.json
 and IceVision's own transforms and predictions. The comparisons below then run in the main
 environment against our NumPy preprocessing and our handler. The main environment never imports
 IceVision; the two sides only share files.
 
-    python -m helpers.icevision_lane [--full]     # setup (once), run (cached), print the parity report
+    python -m helpers.icevision_lane [--full]     # (or make icevision) setup once, run (cached), print the report
 """
 
 from __future__ import annotations
@@ -26,15 +26,16 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from helpers.config import PREPROCESS, PreprocessConfig
-from helpers.export import detections_to_arrays, greedy_pairs, tie_explained
+from helpers.runtime.config import PREPROCESS, PreprocessConfig
+from helpers.compare import greedy_pairs, tie_explained
+from helpers.metrics import detections_to_arrays
 from helpers.package import find_python
+from helpers.paths import ICEVISION_DIR, PROJECT_ROOT, shown
 from helpers.runtime.postprocess import to_detections
 from helpers.runtime.preprocess import decode_image, letterbox, letterbox_geometry, preprocess
 
-REPO = Path(__file__).resolve().parents[1]
-LANE = REPO / "envs" / "icevision"
-VENV = REPO / ".venv-icevision"
+LANE = PROJECT_ROOT / "envs" / "icevision"
+VENV = PROJECT_ROOT / ".venv-icevision"
 LANE_PIP = "pip==24.0"  # pytorch-lightning 1.5.10 has metadata that pip >= 24.1 rejects
 QUICK_EPOCHS, FULL_EPOCHS = 2, 20  # the blog trains for 20
 MIN_IOU = 0.99  # a pair is the same detection
@@ -97,7 +98,7 @@ def run(out_dir: Path, epochs: int, python: Path | None = None) -> Path:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     log = out_dir / "lane.log"
     log.unlink(missing_ok=True)
-    _run([python, script, "--out", out_dir, "--epochs", epochs], "the IceVision training script", log, env=env, cwd=REPO)
+    _run([python, script, "--out", out_dir, "--epochs", epochs], "the IceVision training script", log, env=env, cwd=PROJECT_ROOT)
     stamp.write_text(wanted)
     return out_dir
 
@@ -123,7 +124,7 @@ def preprocessing_parity(out_dir: Path, config: PreprocessConfig = PREPROCESS) -
     decode_sum, decode_count = 0, 0
     for index, name in enumerate(reference["images"]):
         theirs = arrays[f"decoded_{index}"]
-        ours = decode_image((REPO / name).read_bytes(), pad_fill=config.pad_fill)
+        ours = decode_image((PROJECT_ROOT / name).read_bytes(), pad_fill=config.pad_fill)
         decode_diff = np.abs(ours.astype(np.int16) - theirs.astype(np.int16))
         figures["decode_max_abs_diff"] = max(figures["decode_max_abs_diff"], int(decode_diff.max()))
         decode_sum, decode_count = decode_sum + int(decode_diff.sum()), decode_count + decode_diff.size
@@ -146,7 +147,7 @@ def compare_predictions(ours: list[dict], theirs: dict, geometry, class_map) -> 
     lies wholly in the padding, round), so only the model and the preprocessing can differ.
 
     Pairs: same label, IoU >= MIN_IOU, best first. Unpaired detections are counted as ties when
-    helpers.export's rule explains them (an NMS twin scored within 1%, or the tail of a capped output),
+    helpers.compare's rule explains them (an NMS twin scored within 1%, or the tail of a capped output),
     else as unexplained: a barely trained RetinaNet scores its 300 boxes within ~0.01 of each other, so
     an exact tie that NMS breaks the other way can start a short cascade of different suppressions."""
     mine = detections_to_arrays(ours, class_map)
@@ -206,7 +207,7 @@ def prediction_parity(out_dir: Path, same_pixels: bool = True) -> list[dict]:
     rows = []
     for theirs in reference["predictions"]:
         pixels = arrays[f"decoded_{reference['images'].index(theirs['image'])}"]
-        data = _png(pixels) if same_pixels else (REPO / theirs["image"]).read_bytes()
+        data = _png(pixels) if same_pixels else (PROJECT_ROOT / theirs["image"]).read_bytes()
         response = lambda_handler.handler({"image": base64.b64encode(data).decode()}, None)
         if "detections" not in response:
             raise LaneFailed(f"our handler refused {theirs['image']}: {response}")
@@ -219,11 +220,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Run the IceVision lane and print its parity figures.")
     parser.add_argument("--full", action="store_true", help=f"the blog's {FULL_EPOCHS} epochs (default {QUICK_EPOCHS})")
     args = parser.parse_args(argv)
-    out_dir = REPO / "artifacts" / "icevision" / ("full" if args.full else "quick")
+    out_dir = ICEVISION_DIR / ("full" if args.full else "quick")
     try:
         print("setting up .venv-icevision (first time: ~2 min, 2.7 GB) ...", flush=True)
         python = setup()
-        print(f"running the blog's recipe -> {out_dir.relative_to(REPO)} ...", flush=True)
+        print(f"running the blog's recipe -> {shown(out_dir)} ...", flush=True)
         run(out_dir, FULL_EPOCHS if args.full else QUICK_EPOCHS, python)
         report = {
             "versions": json.loads((out_dir / "versions.json").read_text()),

@@ -1,10 +1,14 @@
-"""COCO mAP through torchmetrics (pycocotools backend): mAP@[.5:.95], mAP@.5 and per-class AP."""
+"""Accuracy: COCO mAP through torchmetrics (pycocotools backend) — mAP@[.5:.95], mAP@.5 and
+per-class AP — of PyTorch predictions or of an ONNX detector end to end, and boxes found per image."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_iou
+
+from helpers.runtime.classmap import BACKGROUND, ClassMap
 
 
 def new_metric() -> MeanAveragePrecision:
@@ -36,7 +40,7 @@ def found_boxes(prediction: dict, target: dict, min_score: float, min_iou: float
     """How many ground-truth boxes of one image a prediction finds: a detection with the same label,
     IoU >= min_iou and score >= min_score. Each detection finds at most one box (greedy by score,
     as COCO matching does), so one big box cannot count for several objects. Boxes, scores and
-    labels may be tensors, arrays or lists (the handler's JSON via export.detections_to_arrays)."""
+    labels may be tensors, arrays or lists (the handler's JSON via detections_to_arrays)."""
     scores = torch.as_tensor(prediction["scores"])
     keep = scores >= min_score
     order = torch.argsort(scores[keep], descending=True)
@@ -53,3 +57,36 @@ def found_boxes(prediction: dict, target: dict, min_score: float, min_iou: float
         if candidates.any():
             unclaimed[torch.argmax(torch.where(candidates, iou[i], -1.0))] = False
     return int((~unclaimed).sum())
+
+
+def detections_to_arrays(detections: list[dict], class_map: ClassMap) -> dict[str, np.ndarray]:
+    """The handler's JSON detections back to arrays (boxes [N,4], scores [N], labels [N] ids).
+
+    "background" maps back to 0, the inverse of ClassMap.name(0): models that count background among
+    their classes (IceVision's) can emit it."""
+    return {
+        "boxes": np.array([d["box"] for d in detections], dtype=np.float64).reshape(-1, 4),
+        "scores": np.array([d["score"] for d in detections], dtype=np.float64),
+        "labels": np.array([0 if d["label"] == BACKGROUND else class_map.id(d["label"]) for d in detections], dtype=np.int64),
+    }
+
+
+def evaluate_detector(detector, records) -> dict[str, float]:
+    """COCO mAP of an ONNX Detector end to end (decode -> letterbox -> ORT -> restore) against the
+    records' boxes in original pixels: the accuracy the Lambda will serve."""
+    from helpers.runtime.preprocess import decode_image
+
+    predictions, targets = [], []
+    for record in records:
+        detections, _, _ = detector.predict(decode_image(record.image_path.read_bytes()), 0.0, 1000)
+        arrays = detections_to_arrays(detections, detector.class_map)
+        predictions.append({
+            "boxes": torch.tensor(arrays["boxes"], dtype=torch.float32),
+            "scores": torch.tensor(arrays["scores"], dtype=torch.float32),
+            "labels": torch.from_numpy(arrays["labels"]),
+        })
+        targets.append({
+            "boxes": torch.tensor(record.boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor([detector.class_map.id(n) for n in record.labels], dtype=torch.int64),
+        })
+    return mean_average_precision(predictions, targets, detector.class_map.names)

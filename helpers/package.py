@@ -1,6 +1,8 @@
 """Build the Lambda deployment .zip: runtime half of helpers + onnxruntime + numpy + Pillow, trimmed.
 
-    python -m helpers.package --arch x86_64 --python 3.12 [--model artifacts/model.onnx]
+    python -m helpers.package --arch x86_64 --python 3.12 [--model MODEL.onnx] [--out-dir DIR]
+
+Writes artifacts/<mode>/dist/lambda-<arch>.zip by default (helpers.paths), where helpers.deploy looks.
 
 Deterministic (sorted entries, fixed timestamps and modes, hash-based bytecode): the same inputs give
 the same sha256. Fails (exit 2, one line) when the zip exceeds 50 MB or the tree 250 MB. boto3 is not
@@ -16,20 +18,28 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 import zipfile
 from pathlib import Path
 
-from helpers.data import PROJECT_ROOT
+from helpers.paths import PROJECT_ROOT, run_artifacts, shown
 from helpers.runtime.checksum import sha256_file
 
-#: Exact pins of what the zip holds (onnxruntime must match the version tested for parity).
-LAMBDA_REQUIREMENTS = ("onnxruntime==1.32.0", "numpy==2.5.5", "Pillow==13.0.0")
+
+def lambda_requirements() -> tuple[str, ...]:
+    """The exact pins the zip holds: pyproject.toml's `lambda` extra, their one home."""
+    with open(PROJECT_ROOT / "pyproject.toml", "rb") as f:
+        return tuple(tomllib.load(f)["project"]["optional-dependencies"]["lambda"])
+
+
+LAMBDA_REQUIREMENTS = lambda_requirements()
 #: Amazon Linux 2023 (python3.12/3.13 runtimes) has glibc 2.34; pip needs every tag listed.
 MANYLINUX_TAGS = ("manylinux2014", "manylinux_2_17", "manylinux_2_27", "manylinux_2_28", "manylinux_2_34")
 ARCHES = {"x86_64": "x86_64", "arm64": "aarch64"}
 ZIP_LIMIT = 50 * 1000 * 1000  # direct upload quota (AWS counts 50 MB as 50,000,000 bytes here)
 UNZIPPED_LIMIT = 250 * 1000 * 1000
-RUNTIME_FILES = ("helpers/__init__.py", "helpers/config.py", "helpers/runtime")
+#: The whole Lambda boundary: the runtime folder and the (import-free) package marker above it.
+RUNTIME_FILES = ("helpers/__init__.py", "helpers/runtime")
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 #: What inference never loads, each removal verified by running the result (tests/test_package.py).
@@ -156,9 +166,10 @@ def _zip(root: Path, out: Path) -> None:
             zf.writestr(info, path.read_bytes(), compresslevel=9)
 
 
-def build(arch: str = "x86_64", python: str = "3.12", model: Path | None = None, out_dir: Path = PROJECT_ROOT / "dist",
+def build(arch: str = "x86_64", python: str = "3.12", model: Path | None = None, out_dir: Path | None = None,
           work_dir: Path | None = None) -> dict:
-    """Build dist/lambda-<arch>.zip; returns the size report (also written next to the zip as JSON)."""
+    """Build <out_dir>/lambda-<arch>.zip (default: this mode's dist folder, helpers.paths); returns the
+    size report (also written next to the zip as JSON)."""
     if arch not in ARCHES:
         raise ValueError(f"--arch must be one of {sorted(ARCHES)}, not {arch!r}")
     if model is not None and not Path(model).is_file():
@@ -175,7 +186,7 @@ def build(arch: str = "x86_64", python: str = "3.12", model: Path | None = None,
         _add_runtime(root, Path(model) if model else None)
         _compile(root, interpreter)
         after = _tree_size(root)
-        out = Path(out_dir) / f"lambda-{arch}.zip"
+        out = Path(out_dir) / f"lambda-{arch}.zip" if out_dir else run_artifacts().zip(arch)
         _zip(root, out)
     report = {
         "zip": str(out),
@@ -200,9 +211,7 @@ def build(arch: str = "x86_64", python: str = "3.12", model: Path | None = None,
 
 
 def format_report(report: dict) -> str:
-    zip_path = Path(report["zip"])
-    shown = zip_path.relative_to(PROJECT_ROOT) if zip_path.is_relative_to(PROJECT_ROOT) else zip_path
-    lines = [f"{shown}  sha256 {report['sha256'][:16]}…",
+    lines = [f"{shown(report['zip'])}  sha256 {report['sha256'][:16]}…",
              f"zipped {report['zipped_bytes'] / 2**20:.1f} MiB (limit 50 MB), unzipped "
              f"{report['unzipped_bytes'] / 2**20:.1f} MiB (limit 250 MB; untrimmed "
              f"{report['untrimmed_unzipped_bytes'] / 2**20:.1f} MiB)",
@@ -215,13 +224,17 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Build the Lambda deployment zip.")
     parser.add_argument("--arch", default="x86_64", choices=sorted(ARCHES))
     parser.add_argument("--python", default="3.12", choices=("3.12", "3.13"))
     parser.add_argument("--model", type=Path, help="bundle this ONNX model as model/model.onnx")
-    parser.add_argument("--out-dir", type=Path, default=PROJECT_ROOT / "dist")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out-dir", type=Path, default=run_artifacts().dist_dir)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         report = build(args.arch, args.python, args.model, args.out_dir)
     except (ValueError, subprocess.CalledProcessError) as err:

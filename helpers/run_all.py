@@ -13,9 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers.data import PROJECT_ROOT
-
-NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+from helpers.paths import NOTEBOOKS_DIR, RunArtifacts, shown
 SERIES = (
     "01_train.ipynb",
     "02_export_onnx.ipynb",
@@ -53,26 +51,23 @@ def run_notebook(source: Path, destination: Path, timeout: int = 7200) -> float:
     return time.perf_counter() - started
 
 
-def summary(artifacts: Path) -> list[str]:
-    lines = [f"artefacts: {artifacts}"]
-    train_summary = artifacts / "train" / "summary.json"
-    if train_summary.is_file():
-        s = json.loads(train_summary.read_text())
+def summary(layout: RunArtifacts) -> list[str]:
+    lines = [f"artefacts: {shown(layout.root)}"]
+    if layout.summary.is_file():
+        s = json.loads(layout.summary.read_text())
         lines.append(f"  trained {s['model']} ({s['weights_used']}), {s['epochs']} epochs, "
                      f"{s['seconds_per_epoch']} s/epoch, best real-valid mAP {s['best_val_real_map']:.3f}")
-        lines.append(f"  checkpoint {s['checkpoint']}")
-    for name in ("model.onnx", "model_int8.onnx"):
-        if (artifacts / name).is_file():
-            lines.append(f"  {name:16} {(artifacts / name).stat().st_size / 1e6:6.1f} MB")
-    report = artifacts / "dist" / "lambda-x86_64.json"
-    if report.is_file():
-        r = json.loads(report.read_text())
-        lines.append(f"  lambda zip {r['zipped_bytes'] / 2**20:.1f} MiB zipped / {r['unzipped_bytes'] / 2**20:.1f} MiB unzipped: {r['zip']}")
-    deployment = artifacts / "deployment.json"
-    if deployment.is_file():
-        d = json.loads(deployment.read_text())
-        lines.append(f"  deployment record ({d['target']}): {deployment}")
-    lines.append(f"  executed notebooks: {artifacts / 'notebooks'}")
+        lines.append(f"  checkpoint {shown(s['checkpoint'])}")
+    for path in (layout.onnx, layout.int8):
+        if path.is_file():
+            lines.append(f"  {path.name:16} {path.stat().st_size / 1e6:6.1f} MB")
+    if layout.zip_report().is_file():
+        r = json.loads(layout.zip_report().read_text())
+        lines.append(f"  lambda zip {r['zipped_bytes'] / 2**20:.1f} MiB zipped / {r['unzipped_bytes'] / 2**20:.1f} MiB unzipped: {shown(r['zip'])}")
+    if layout.deployment.is_file():
+        d = json.loads(layout.deployment.read_text())
+        lines.append(f"  deployment record ({d['target']}): {shown(layout.deployment)}")
+    lines.append(f"  executed notebooks: {shown(layout.notebooks_dir)}")
     return lines
 
 
@@ -84,12 +79,12 @@ def main(argv=None) -> int:
     parser.add_argument("--full", action="store_true", help="full training (default: quick mode)")
     args = parser.parse_args(argv)
     os.environ["HELPERS_QUICK"] = "0" if args.full else "1"
-    from helpers.pipeline import artifacts_dir
+    from helpers import pipeline
 
-    artifacts = artifacts_dir()
-    out_dir = artifacts / "notebooks"
+    layout = pipeline.artifacts()
+    out_dir = layout.notebooks_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"running {len(SERIES)} notebooks in {'full' if args.full else 'quick'} mode -> {artifacts}", flush=True)
+    print(f"running {len(SERIES)} notebooks in {'full' if args.full else 'quick'} mode -> {layout.root}", flush=True)
     for index, name in enumerate(SERIES, 1):
         print(f"[{index}/{len(SERIES)}] {name} ...", end=" ", flush=True)
         try:
@@ -99,5 +94,5 @@ def main(argv=None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(f"ok ({seconds:.0f} s)", flush=True)
-    print("\n".join(summary(artifacts)))
+    print("\n".join(summary(layout)))
     return 0

@@ -11,7 +11,7 @@ import argparse
 import base64
 from pathlib import Path
 
-from helpers.data import SAMPLE_DIR
+from helpers.paths import SAMPLE_DIR
 
 
 def rss_mb() -> float:

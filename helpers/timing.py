@@ -19,7 +19,8 @@ def measure(fn, repeats: int = 20, warmup: int = 3) -> dict[str, float]:
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
-    """p50 and p90 (nearest rank) of latencies in milliseconds."""
+    """p50 (the median) and p90 (the sorted sample at index round(0.9 * (n - 1)), no interpolation)
+    of latencies in milliseconds."""
     ordered = sorted(samples)
     return {
         "p50_ms": statistics.median(ordered),

@@ -30,23 +30,18 @@ from torchvision.models import detection
 
 from helpers import data as fridge_data
 from helpers.backbones import PretrainedWeightsMissing
-from helpers.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
+from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
 from helpers.metrics import mean_average_precision, new_metric, summarize
 from helpers.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES, build_detector
+from helpers.paths import DATA_CACHE_DIR, quick_mode, run_artifacts, split_file
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.preprocess import decode_image
 from helpers.synthetic import make_synthetic_voc, object_photos, split_object_photos
 from helpers.transforms import train_transform, valid_transform
 
-ARTIFACTS = fridge_data.PROJECT_ROOT / "artifacts"
 #: Checkpoint selection: the mean of the real and synthetic validation mAP (whichever exist), so
 #: that 2 real validation images alone do not decide; ties go to the later epoch (BestCheckpoint).
 MONITOR = "val/selection"
-
-
-def quick_mode() -> bool:
-    """HELPERS_QUICK=1: tiny data and epochs so notebooks and CI finish in minutes."""
-    return os.environ.get("HELPERS_QUICK", "0") not in ("", "0", "false", "False")
 
 
 class DetectionDataset(Dataset):
@@ -219,8 +214,8 @@ class TrainConfig:
     synthetic_objects: tuple[int, int] = (1, 3)  # objects per synthetic image (min, max)
     real_repeats: int = 10  # with the sample only: each real training image this often per epoch
     valid_fraction: float | None = None  # None: the dataset's default (80/20; 2 of the 6 sample images)
-    out_dir: str = str(ARTIFACTS / "train")
-    data_cache: str = str(fridge_data.CACHE_DIR)
+    out_dir: str = str(run_artifacts(quick=False).train_dir)
+    data_cache: str = str(DATA_CACHE_DIR)
     seed: int = 42
     threads: int = 0  # 0 = all CPUs
 
@@ -230,7 +225,8 @@ class TrainConfig:
 
     @classmethod
     def quick(cls, **overrides) -> TrainConfig:
-        settings = dict(model=LITE0_MODEL, dataset="sample", epochs=4, n_synthetic=96, real_repeats=6, warmup_steps=40)
+        settings = dict(model=LITE0_MODEL, dataset="sample", epochs=4, n_synthetic=96, real_repeats=6, warmup_steps=40,
+                        out_dir=str(run_artifacts(quick=True).train_dir))
         settings.update(overrides)
         return cls(**settings)
 
@@ -249,21 +245,26 @@ class PreparedData:
             "train_images": len(self.train),
             "train_synthetic_images": sum(r.image_path.name.startswith("synthetic_") for r in self.train),
             "valid_real_images": [r.image_path.name for r in self.valid_real],
-            "train_real_images": sorted({r.image_path.name for r in self.train if not r.image_path.name.startswith("synthetic_")}),
+            "train_real_images": list(self.real_train_names),
             "valid_synthetic_images": len(self.valid_synthetic),
             "synthetic_holdout_object_photos": self.n_holdout_photos,
         }
+
+    @property
+    def real_train_names(self) -> tuple[str, ...]:
+        """The real training images once each (they are repeated among the synthetic ones)."""
+        return tuple(sorted({r.image_path.name for r in self.train if not r.image_path.name.startswith("synthetic_")}))
+
+    def split(self, train_dir: str | Path) -> fridge_data.Split:
+        return fridge_data.Split(
+            self.source.name, self.source.root, self.real_train_names, tuple(r.image_path.name for r in self.valid_real),
+            synthetic_dir(train_dir, "valid") if self.valid_synthetic else None,
+        )
 
 
 def synthetic_dir(train_dir: str | Path, part: str) -> Path:
     """Where a run's synthetic images live: part "train" (composites) or "valid" (the hold-out)."""
     return Path(train_dir) / "synthetic" / part
-
-
-def synthetic_holdout(train_dir: str | Path) -> list[fridge_data.Record]:
-    """The synthetic hold-out a run wrote, to evaluate its model (or an export of it) later."""
-    folder = synthetic_dir(train_dir, "valid")
-    return fridge_data.parse_voc(folder / "annotations", folder / "images")
 
 
 def prepare_data(config: TrainConfig) -> PreparedData:
@@ -352,6 +353,7 @@ def train(config: TrainConfig) -> dict:
         trainer.fit(module, train_loader, valid_loaders)
     seconds = time.perf_counter() - started
     (out_dir / "class_map.json").write_text(class_map.to_json())
+    data.split(out_dir).write(split_file(out_dir))
     best_epoch = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["epoch"]
     best_metrics = _epoch_metrics(out_dir, best_epoch)
     summary = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import albumentations as A
 import cv2
 
-from helpers.config import PREPROCESS, PreprocessConfig
+from helpers.runtime.config import PREPROCESS, PreprocessConfig
 
 _INTERPOLATIONS = {"linear": cv2.INTER_LINEAR}
 BBOX_PARAMS = A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=0.1)

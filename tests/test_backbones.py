@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from helpers import backbones
-from helpers.config import PREPROCESS
+from helpers.runtime.config import PREPROCESS
 from helpers.models import LITE0_MODEL, build_detector
 from helpers.runtime.preprocess import decode_image
 

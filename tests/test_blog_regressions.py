@@ -9,7 +9,7 @@ from torchvision.ops import box_iou
 import torch
 
 from helpers import blog
-from helpers.config import FRIDGE_CLASSES, PREPROCESS
+from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.runtime import preprocess as pp
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.postprocess import letterbox_boxes, to_detections
@@ -66,35 +66,43 @@ def test_outputs_are_read_by_meaning_not_position():
     assert out == [{"label": "milk_bottle", "score": 0.7, "box": [0.0, 0.0, 10.0, 10.0]}]
 
 
-def _fake_result():
-    boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 20]], np.float32)
-    return [boxes, np.array([0.4, 0.9], np.float32), np.array([1, 4], np.int64)]
+def _model_output(dtype=np.float32):
+    """Two detections as the ONNX session returns them (float32 arrays), scores 0.4 and 0.9; float64
+    (a Python float subclass) gets the blog past its json.dumps crash."""
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 20]], dtype)
+    return [boxes, np.array([0.4, 0.9], dtype), np.array([1, 4], np.int64)]
+
+
+ID_TO_NAME = {v: k for k, v in BLOG_CLASS_MAP.items()}
 
 
 def test_threshold_blog_ignores_it_ours_honours_it():
-    result = _fake_result()
-    with pytest.raises(KeyError):  # (and with a {id: name} map it would still ignore 0.3)
-        blog.postprocess(result, 1.0, [0, 0], BLOG_CLASS_MAP, detection_threshold=0.3)
-    id_to_name = {v: k for k, v in BLOG_CLASS_MAP.items()}
-    with pytest.raises(TypeError, match="float32"):
-        blog.postprocess(result, 1.0, [0, 0], id_to_name, detection_threshold=0.3)
+    # Past its two crashes (python floats for json, an {id: name} map): asked for 0.3, the blog
+    # still cuts at its hard-coded 0.5 and drops the 0.4 detection.
+    payload = json.loads(blog.postprocess(_model_output(np.float64), 1.0, [0, 0], ID_TO_NAME, detection_threshold=0.3))
+    assert [d["score"] for d in payload] == [pytest.approx(0.9)]
     geometry = pp.letterbox_geometry(384, 384, 384)
-    kept = to_detections(*result, geometry, ClassMap(FRIDGE_CLASSES), 0.3, 10)
+    kept = to_detections(*_model_output(), geometry, ClassMap(FRIDGE_CLASSES), 0.3, 10)
     assert [d["score"] for d in kept] == [pytest.approx(0.9), pytest.approx(0.4)]
-    assert len(to_detections(*result, geometry, ClassMap(FRIDGE_CLASSES), 0.95, 10)) == 0
+    assert len(to_detections(*_model_output(), geometry, ClassMap(FRIDGE_CLASSES), 0.95, 10)) == 0
 
 
 def test_class_map_blog_indexes_name_to_id_dict_by_id_ours_reads_it():
+    # The blog's handler looks labels up by id in IceVision's {name: id} class_map.json.
     with pytest.raises(KeyError):
-        BLOG_CLASS_MAP[np.int64(4)]
-    assert ClassMap.from_obj(BLOG_CLASS_MAP).name(4) == "can"
+        blog.postprocess(_model_output(np.float64), 1.0, [0, 0], BLOG_CLASS_MAP)
+    geometry = pp.letterbox_geometry(384, 384, 384)
+    ours = to_detections(*_model_output(), geometry, ClassMap.from_obj(BLOG_CLASS_MAP), 0.3, 10)
+    assert [d["label"] for d in ours] == ["can", "carton"]
 
 
 def test_json_blog_dumps_numpy_float32_ours_dumps_python_numbers():
-    with pytest.raises(TypeError):
-        json.dumps({"score": np.float32(0.9)})
+    # With ONNX Runtime's float32 scores, the blog's json.dumps fails even with a correct class map.
+    with pytest.raises(TypeError, match="float32"):
+        blog.postprocess(_model_output(), 1.0, [0, 0], ID_TO_NAME)
     geometry = pp.letterbox_geometry(384, 384, 384)
-    detections = to_detections(*_fake_result(), geometry, ClassMap(FRIDGE_CLASSES), 0.3, 10)
+    detections = to_detections(*_model_output(), geometry, ClassMap(FRIDGE_CLASSES), 0.3, 10)
+    assert all(type(d["score"]) is float and all(type(v) is float for v in d["box"]) for d in detections)
     assert json.loads(json.dumps(detections)) == detections
 
 

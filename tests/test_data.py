@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from helpers import data as fridge_data
-from helpers.config import FRIDGE_CLASSES
+from helpers.runtime.config import FRIDGE_CLASSES
 from helpers.runtime.classmap import ClassMap
 from helpers.synthetic import SYNTHETIC_TAG, make_synthetic_voc
 

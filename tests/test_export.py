@@ -8,8 +8,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from helpers.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
-from helpers.export import SCORE_TOLERANCE, compare_detections, export_onnx, parity, quantize_int8, tie_explained
+from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
+from helpers.compare import SCORE_TOLERANCE, compare_detections, parity, tie_explained
+from helpers.export import export_onnx
+from helpers.quantize import quantize_int8
 from helpers.backbones import WEIGHTS_RECORD
 from helpers.models import BLOG_MODEL, build_detector, set_serving_thresholds
 from helpers.runtime.classmap import ClassMap

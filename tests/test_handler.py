@@ -11,9 +11,11 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
-from helpers.export import detections_to_arrays, match_detections
+from helpers.compare import match_detections
+from helpers.metrics import detections_to_arrays
 from helpers.models import set_serving_thresholds
 from helpers.runtime import handler as h
+from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, MAX_IMAGE_BYTES
 from helpers.runtime.postprocess import restore_boxes
 from helpers.runtime.preprocess import decode_image, preprocess
 from helpers.train import load_checkpoint
@@ -30,9 +32,9 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _png(image: Image.Image) -> bytes:
+def _png(image: Image.Image, **kwargs) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, "PNG")
+    image.save(buffer, "PNG", **kwargs)
     return buffer.getvalue()
 
 
@@ -86,7 +88,7 @@ def test_detections_equal_the_pytorch_model(state, trained, sample_records, lamb
         # 0.005 px of rounding plus ORT-vs-torch float error scaled by 1/0.577 to original pixels
         pairs, _, _ = match_detections(ours, eager, max_distance=0.02)
         # A quick-mode Faster R-CNN reshuffles a few percent of its boxes through RPN top-k near-ties
-        # (see helpers.export.parity): most, not all, must pair up.
+        # (see helpers.compare.parity): most, not all, must pair up.
         assert len(pairs) >= 0.8 * max(len(ours["scores"]), len(eager["scores"]))
         for i, j in pairs:
             a, b = torch.tensor(ours["boxes"][i : i + 1]), torch.tensor(eager["boxes"][j : j + 1])
@@ -126,18 +128,54 @@ def test_per_request_threshold_and_max_detections(state, sample_jpegs, lambda_co
     assert h.handler(query, lambda_context)["statusCode"] == 400
 
 
-def _exif_rotated_jpeg(record) -> bytes:
-    image = Image.open(record.image_path)
+def _stored_sideways(image: Image.Image, save) -> bytes:
+    """The image stored rotated 90° counter-clockwise with EXIF orientation 6 ("rotate 90° CW to
+    display"): a viewer that honours EXIF shows the original."""
     exif = Image.Exif()
-    exif[0x0112] = 6  # stored sideways, displayed rotated 90 CW
-    return _jpeg(image.transpose(Image.Transpose.ROTATE_90), exif=exif, quality=95)
+    exif[0x0112] = 6
+    return save(image.transpose(Image.Transpose.ROTATE_90), exif=exif)
 
 
 def test_exif_rotated_image_gets_boxes_in_the_displayed_frame(state, sample_records, lambda_context):
     record = sample_records[0]
-    upright = h.handler({"image": _b64(record.image_path.read_bytes()), "threshold": 0.0}, lambda_context)
-    rotated = h.handler({"image": _b64(_exif_rotated_jpeg(record)), "threshold": 0.0}, lambda_context)
-    assert rotated["image"] == upright["image"] == {"width": 499, "height": 666}
+    pixels = Image.fromarray(decode_image(record.image_path.read_bytes()))
+    upright = h.handler({"image": _b64(_png(pixels)), "threshold": 0.0}, lambda_context)
+    # Lossless (PNG carries EXIF too): displayed upright, the stored-sideways image is the same pixels,
+    # so the same boxes in the same (displayed) frame; ignoring the tag would give a 666x499 frame.
+    lossless = h.handler({"image": _b64(_stored_sideways(pixels, _png)), "threshold": 0.0}, lambda_context)
+    assert lossless["image"] == upright["image"] == {"width": 499, "height": 666}
+    assert len(upright["detections"]) > 0 and lossless["detections"] == upright["detections"]
+    # The JPEG a phone writes: re-encoding moves a quick model's boxes (some a lot), but they stay in
+    # the displayed frame: most still overlap the upright image's.
+    jpeg = h.handler({"image": _b64(_stored_sideways(Image.open(record.image_path), lambda im, **kw: _jpeg(im, quality=95, **kw))),
+                      "threshold": DEFAULT_SCORE_THRESHOLD}, lambda_context)
+    served = h.handler({"image": _b64(record.image_path.read_bytes()), "threshold": DEFAULT_SCORE_THRESHOLD}, lambda_context)
+    assert jpeg["image"] == {"width": 499, "height": 666} and len(served["detections"]) > 0
+    iou = box_iou(torch.tensor([d["box"] for d in served["detections"]]), torch.tensor([d["box"] for d in jpeg["detections"]]).reshape(-1, 4))
+    assert (iou.max(dim=1).values > 0.5).float().mean() >= 0.5, iou  # measured 5/6 for the quick model
+
+
+def test_threshold_and_max_detections_from_the_query_string(state, sample_jpegs, lambda_context):
+    data = sample_jpegs["10.jpg"]
+    everything = h.handler({"image": _b64(data), "threshold": 0.0}, lambda_context)["detections"]
+    scores = sorted({d["score"] for d in everything}, reverse=True)
+    assert len(scores) >= 3
+    cut = (scores[1] + scores[2]) / 2  # between two scores: rounding in the response cannot matter
+
+    def raw_image(query):
+        out = h.handler(http_v2(_b64(data), is_base64=True, content_type="image/jpeg", query=query), lambda_context)
+        return out["statusCode"], json.loads(out["body"])
+
+    status, body = raw_image({"threshold": str(cut)})
+    assert status == 200 and body["detections"] == [d for d in everything if d["score"] >= cut]
+    assert 0 < len(body["detections"]) < len(everything)
+    status, body = raw_image({"threshold": "0", "max_detections": "1"})
+    assert status == 200 and body["detections"] == everything[:1]
+    # A JSON body's own value wins over the query string's.
+    out = h.handler(http_v2(json.dumps({"image": _b64(data), "threshold": 0.0}), query={"threshold": "1"}), lambda_context)
+    assert json.loads(out["body"])["detections"] == everything
+    status, body = raw_image({"threshold": "high"})
+    assert status == 400 and "threshold must be a number" in body["error"]
 
 
 def _cases(sample_jpegs):
@@ -161,8 +199,8 @@ def _cases(sample_jpegs):
         ("bad-s3-uri", {"s3_uri": "https://bucket/key"}, 400, "s3://"),
         ("bad-s3-ref", {"s3": {"bucket": "b"}}, 400, "bucket"),
         ("png-bomb-30000x30000", {"image": _b64(bomb)}, 413, "too large|pixels"),
-        ("over-6mb-body", http_v2(_b64(b"\xff" * (6 * 1024 * 1024 + 10)), is_base64=True, content_type="image/jpeg"), 413, "limit"),
-        ("over-6mb-image", {"image": _b64(b"\xff" * (6 * 1024 * 1024 + 10))}, 413, "limit"),
+        ("over-6mb-body", http_v2(_b64(b"\xff" * (MAX_IMAGE_BYTES + 10)), is_base64=True, content_type="image/jpeg"), 413, "limit"),
+        ("over-6mb-image", {"image": _b64(b"\xff" * (MAX_IMAGE_BYTES + 10))}, 413, "limit"),
     ]
 
 

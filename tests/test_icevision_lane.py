@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from helpers import icevision_lane as lane
-from helpers.config import FRIDGE_CLASSES, PREPROCESS
+from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.model import Detector, ModelError
 from helpers.runtime.postprocess import restore_boxes
@@ -28,7 +28,7 @@ def lane_out():
         python = lane.setup()
     except lane.LaneUnavailable as err:
         pytest.skip(str(err))
-    return lane.run(lane.REPO / "artifacts" / "icevision" / "quick", lane.QUICK_EPOCHS, python)
+    return lane.run(lane.ICEVISION_DIR / "quick", lane.QUICK_EPOCHS, python)
 
 
 def test_setup_without_python38_names_what_is_missing(monkeypatch, tmp_path):

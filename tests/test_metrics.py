@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers.config import FRIDGE_CLASSES
+from helpers.runtime.config import FRIDGE_CLASSES
 from helpers.metrics import mean_average_precision
 
 

@@ -2,6 +2,7 @@
 
 import base64
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -24,10 +25,10 @@ def test_zip_is_within_quotas_and_holds_only_the_runtime(built):
     assert built["untrimmed_unzipped_bytes"] > 1.5 * built["unzipped_bytes"]
     names = zipfile.ZipFile(built["zip"]).namelist()
     helpers_files = {n for n in names if n.startswith("helpers/") and n.endswith(".py")}
-    assert helpers_files == {"helpers/__init__.py", "helpers/config.py", "helpers/runtime/__init__.py",
-                             "helpers/runtime/checksum.py", "helpers/runtime/classmap.py", "helpers/runtime/preprocess.py",
-                             "helpers/runtime/postprocess.py", "helpers/runtime/model.py",
-                             "helpers/runtime/handler.py"}
+    # The Lambda boundary is one folder: exactly helpers/runtime/ (every module in it) + the package marker.
+    runtime_dir = Path(package.PROJECT_ROOT) / "helpers" / "runtime"
+    expected = {f"helpers/runtime/{p.name}" for p in runtime_dir.glob("*.py")} | {"helpers/__init__.py"}
+    assert "helpers/runtime/config.py" in expected and helpers_files == expected
     assert not [n for n in names if n.startswith(("boto3/", "botocore/", "torch/", "cv2/", "google/"))]
     assert not [n for n in names if "libonnxruntime.so" in n or "/tests/" in n]
     assert any(n.endswith(".cpython-312.pyc") for n in names)
@@ -65,8 +66,8 @@ MIN_FOUND_QUICK = 8
 @needs_312
 def test_the_zip_serving_the_quick_model_finds_the_real_boxes(built, trained, sample_records):
     from helpers import pipeline
-    from helpers.config import FRIDGE_CLASSES
-    from helpers.export import detections_to_arrays
+    from helpers.runtime.config import FRIDGE_CLASSES
+    from helpers.metrics import detections_to_arrays
     from helpers.metrics import found_boxes
     from helpers.runtime.classmap import ClassMap
 

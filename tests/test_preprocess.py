@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from helpers import data as fridge_data
-from helpers.config import PREPROCESS
+from helpers.runtime.config import PREPROCESS
 from helpers.runtime import preprocess as pp
 from helpers.runtime.postprocess import letterbox_boxes, restore_boxes
 from helpers.transforms import valid_transform

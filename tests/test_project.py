@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from helpers.config import PREPROCESS, PreprocessConfig
+from helpers.runtime.config import PREPROCESS, PreprocessConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,13 +27,19 @@ def test_environment_yml_installs_the_project_with_all_extras():
 def test_exact_pins_that_parity_and_the_zip_depend_on():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert "albumentations==2.0.8" in extras["train"]
-    assert any(re.fullmatch(r"onnxruntime==[\d.]+", d) for d in extras["lambda"])
-    # The zip decodes and runs with exactly what training used (a JPEG decoder change moves pixels).
+    # The zip decodes and runs with exactly what training used (a JPEG decoder change moves pixels):
+    # the packager installs the `lambda` extra itself, every entry an exact pin, and this
+    # environment has those very versions.
+    from importlib.metadata import version
+
     from helpers.package import LAMBDA_REQUIREMENTS
 
+    assert LAMBDA_REQUIREMENTS == tuple(extras["lambda"])
+    assert {re.split(r"[=<>!~]", d)[0].lower() for d in LAMBDA_REQUIREMENTS} == {"numpy", "pillow", "onnxruntime"}
     for pin in LAMBDA_REQUIREMENTS:
-        if not pin.startswith("numpy"):
-            assert pin in extras["lambda"], pin
+        assert re.fullmatch(r"[A-Za-z]+==[\d.]+", pin), pin
+        name, pinned = pin.split("==")
+        assert version(name) == pinned, pin
 
 
 def test_preprocess_config_json_round_trip():

@@ -5,7 +5,7 @@ import torch
 
 from helpers import data as fridge_data
 from helpers.backbones import WEIGHTS_RECORD
-from helpers.config import FRIDGE_CLASSES, PREPROCESS
+from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.models import LITE0_MODEL, SMALL_MODEL, build_detector
 from helpers.runtime.classmap import ClassMap
 from helpers.train import MONITOR, BestCheckpoint, DetectionDataset, collate, load_checkpoint

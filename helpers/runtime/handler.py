@@ -5,9 +5,10 @@ Configuration (environment, validated once at cold start; a bad value fails init
   MODEL_S3_URI      s3://bucket/key, or MODEL_BUCKET + MODEL_KEY: downloaded once to MODEL_CACHE_DIR
   MODEL_SHA256      optional; verifies the model (and skips the download when /tmp already has it)
   CLASS_MAP_PATH    optional class_map.json for models without metadata (IceVision form accepted)
-  SCORE_THRESHOLD   default 0.5        MAX_DETECTIONS   default 100
+  SCORE_THRESHOLD   default 0.5        MAX_DETECTIONS   default 100 (at most 10000)
   MAX_IMAGE_PIXELS  default 40000000   MAX_IMAGE_BYTES  default 6291456 (S3 images: 10x that)
   LOG_LEVEL         default INFO       MODEL_CACHE_DIR  default /tmp
+(defaults and limits: helpers.runtime.config)
 
 Requests (all may add "threshold" and "max_detections"):
   direct invoke         {"image": "<base64>"}  |  {"s3": {"bucket": ..., "key": ...}}  |  {"s3_uri": "s3://..."}
@@ -34,14 +35,18 @@ import time
 from pathlib import Path
 
 from helpers.runtime.checksum import sha256_file
+from helpers.runtime.config import (
+    DEFAULT_MAX_DETECTIONS,
+    DEFAULT_SCORE_THRESHOLD,
+    MAX_DETECTIONS_LIMIT,
+    MAX_IMAGE_BYTES,
+    MAX_IMAGE_PIXELS,
+    S3_IMAGE_BYTES_FACTOR,
+)
 from helpers.runtime.model import Detector
 from helpers.runtime.preprocess import ImageError, ImageTooLarge, decode_image
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # the unzipped deployment package
-SIX_MB = 6 * 1024 * 1024
-
-#: What a response holds when neither SCORE_THRESHOLD nor the request says otherwise.
-DEFAULT_SCORE_THRESHOLD = 0.5
 
 
 class ConfigError(RuntimeError):
@@ -127,9 +132,9 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 class Settings:
     def __init__(self, env=os.environ):
         self.score_threshold = _number(env, "SCORE_THRESHOLD", DEFAULT_SCORE_THRESHOLD, float, 0.0, 1.0)
-        self.max_detections = _number(env, "MAX_DETECTIONS", 100, int, 1, 10_000)
-        self.max_image_pixels = _number(env, "MAX_IMAGE_PIXELS", 40_000_000, int, 1, 1_000_000_000)
-        self.max_image_bytes = _number(env, "MAX_IMAGE_BYTES", SIX_MB, int, 1, 1 << 30)
+        self.max_detections = _number(env, "MAX_DETECTIONS", DEFAULT_MAX_DETECTIONS, int, 1, MAX_DETECTIONS_LIMIT)
+        self.max_image_pixels = _number(env, "MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS, int, 1, 1_000_000_000)
+        self.max_image_bytes = _number(env, "MAX_IMAGE_BYTES", MAX_IMAGE_BYTES, int, 1, 1 << 30)
         self.log_level = env.get("LOG_LEVEL", "INFO").upper()
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"LOG_LEVEL must be DEBUG/INFO/WARNING/ERROR/CRITICAL, got {self.log_level!r}")
@@ -229,8 +234,8 @@ def _parameters(source: dict, settings: Settings) -> dict:
             raise RequestError(f"threshold must be within [0, 1], got {source['threshold']!r}")
     if source.get("max_detections") is not None:
         value = source["max_detections"]
-        if isinstance(value, bool) or not str(value).isdigit() or not 1 <= int(value) <= 10_000:
-            raise RequestError(f"max_detections must be an integer in [1, 10000], got {value!r}")
+        if isinstance(value, bool) or not str(value).isdigit() or not 1 <= int(value) <= MAX_DETECTIONS_LIMIT:
+            raise RequestError(f"max_detections must be an integer in [1, {MAX_DETECTIONS_LIMIT}], got {value!r}")
         params["max_detections"] = int(value)
     return params
 
@@ -255,7 +260,7 @@ def _image_from_request(request: dict, settings: Settings) -> bytes:
             if not isinstance(ref, dict) or not ref.get("bucket") or not ref.get("key"):
                 raise RequestError('"s3" must be {"bucket": ..., "key": ...}')
             bucket, key = str(ref["bucket"]), str(ref["key"])
-        return _read_s3_image(bucket, key, 10 * settings.max_image_bytes)
+        return _read_s3_image(bucket, key, S3_IMAGE_BYTES_FACTOR * settings.max_image_bytes)
     raise RequestError('request needs "image" (base64), "s3" {"bucket", "key"} or "s3_uri"')
 
 
@@ -349,5 +354,5 @@ def handler(event, context):
         return _respond(event, status, {"error": message, "request_id": request_id})
 
 
-if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and os.environ.get("HELPERS_LAZY_INIT") != "1":
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
     init()  # in Lambda, do the cold-start work in the init phase

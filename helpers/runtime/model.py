@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from helpers.config import PREPROCESS, PreprocessConfig
+from helpers.runtime.config import PREPROCESS, PreprocessConfig
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.postprocess import to_detections
 from helpers.runtime.preprocess import preprocess

@@ -25,10 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from helpers.config import PREPROCESS, PreprocessConfig
-
-#: Default pixel budget (width * height) checked from the header, before pixels are decoded.
-DEFAULT_MAX_PIXELS = 40_000_000
+from helpers.runtime.config import MAX_IMAGE_PIXELS, PREPROCESS, PreprocessConfig
 
 _COEF_BITS = 11
 _COEF_SCALE = 1 << _COEF_BITS
@@ -63,7 +60,7 @@ class Letterbox:
 
 
 def decode_image(
-    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, pad_fill=PREPROCESS.pad_fill
+    data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, pad_fill=PREPROCESS.pad_fill
 ) -> np.ndarray:
     """Image bytes -> RGB uint8 array (H, W, 3), upright per EXIF orientation.
 

@@ -1,8 +1,9 @@
-"""The one train/serve contract: image size, normalisation, padding, interpolation, classes.
+"""The one train/serve contract (image size, normalisation, padding, interpolation, classes) and
+the serving limits.
 
 Training builds its albumentations pipeline from `PREPROCESS`; the Lambda runtime letterboxes with
-the same object (or with the copy stored in the ONNX model's metadata). Stdlib only: the Lambda zip
-ships this module.
+the same object (or with the copy stored in the ONNX model's metadata). Stdlib only: it is part of
+helpers.runtime, the folder the Lambda zip ships.
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ from typing import Any
 #: The Fridge Objects classes in IceVision's order of first appearance, so that label ids match the
 #: blog post's class_map.json ({"background": 0, "carton": 1, ...}).
 FRIDGE_CLASSES: tuple[str, ...] = ("carton", "milk_bottle", "water_bottle", "can")
+
+# Serving defaults and limits: the handler's environment variables default to these, and the
+# decoder refuses larger images by default (each is overridable; see helpers.runtime.handler).
+DEFAULT_SCORE_THRESHOLD = 0.5  # what a response holds unless SCORE_THRESHOLD or the request say otherwise
+DEFAULT_MAX_DETECTIONS = 100
+MAX_DETECTIONS_LIMIT = 10_000  # the largest MAX_DETECTIONS / "max_detections" accepted
+MAX_IMAGE_PIXELS = 40_000_000  # decompression-bomb guard: ~160 MB of RGB before any resize
+MAX_IMAGE_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit
+S3_IMAGE_BYTES_FACTOR = 10  # images by S3 reference skip the payload limit, so may be this much larger
 
 
 @dataclasses.dataclass(frozen=True)

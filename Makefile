@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test setup icevision
+.PHONY: run test setup test-fast lint icevision
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,16 @@ run: setup
 
 test: setup
 	HELPERS_QUICK=1 $(BIN)/python -m pytest tests notebooks --nbval-lax $(ARGS)
+
+# The development loop (not one of the two user commands): no training, no zip builds, no notebooks,
+# no lane; about a minute.
+test-fast: setup
+	HELPERS_QUICK=1 $(BIN)/python -m pytest tests -m "not slow and not icevision" -q $(ARGS)
+
+# Lint and formatting, as CI checks them (config: [tool.ruff] in pyproject.toml).
+lint: setup
+	$(BIN)/ruff check helpers tests envs notebooks
+	$(BIN)/ruff format --check helpers tests envs notebooks
 
 # The IceVision lane (Python 3.8; not one of the two user commands): build .venv-icevision, run the
 # blog's recipe, print the parity report. Its tests (marker `icevision`) are part of `make test`.

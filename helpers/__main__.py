@@ -4,7 +4,12 @@ import sys
 
 
 def main() -> int:
-    commands = {"run-all": "helpers.run_all", "benchmark": "helpers.benchmark", "accuracy": "helpers.accuracy", "soak": "helpers.soak"}
+    commands = {
+        "run-all": "helpers.run_all",
+        "benchmark": "helpers.benchmark",
+        "accuracy": "helpers.accuracy",
+        "soak": "helpers.soak",
+    }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(f"usage: python -m helpers {{{','.join(commands)}}} [options]", file=sys.stderr)
         return 2

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from helpers import data as fridge_data
-from helpers.paths import ACCURACY_DIR, PROJECT_ROOT, split_file
 from helpers.metrics import found_boxes, mean_average_precision
 from helpers.models import LITE0_MODEL, SMALL_MODEL
+from helpers.paths import ACCURACY_DIR, PROJECT_ROOT, split_file
 from helpers.train import TrainConfig, evaluate, load_checkpoint, predict, train
 
 SHORT_NAMES = {"lite0": LITE0_MODEL, "small": SMALL_MODEL}
@@ -56,41 +56,62 @@ def measure_run(mode: str, model: str, seed: int, work: Path) -> dict:
 
     def real_map(subset: list[bool]) -> dict[str, float]:  # from the predictions above, not a second pass
         chosen = [i for i, keep in enumerate(subset) if keep]
-        return mean_average_precision([predictions[i] for i in chosen], [targets[i] for i in chosen],
-                                      module.class_map.names)
+        return mean_average_precision(
+            [predictions[i] for i in chosen], [targets[i] for i in chosen], module.class_map.names
+        )
+
     fp32 = export_checkpoint(summary["checkpoint"], out_dir / "model.onnx")
-    int8 = quantize_int8(fp32, out_dir / "model_int8.onnx",
-                         [preprocess(decode_image(r.image_path.read_bytes()))[0] for r in split.real("train")])
+    int8 = quantize_int8(
+        fp32,
+        out_dir / "model_int8.onnx",
+        [preprocess(decode_image(r.image_path.read_bytes()))[0] for r in split.real("train")],
+    )
     tensor = preprocess(decode_image(real[0].image_path.read_bytes()))[0]
     served = {}
     for name, path in (("fp32", fp32), ("int8", int8)):
         detector = Detector(path, threads=2)
         served[name] = {
             "mb": path.stat().st_size / 1e6,
-            "p50_ms_2_threads": measure(lambda: detector.session.run(None, {"images": tensor}), repeats=20)["p50_ms"],
+            "p50_ms_2_threads": measure(
+                lambda detector=detector: detector.session.run(None, {"images": tensor}), repeats=20
+            )["p50_ms"],
             **{k: v for k, v in evaluate_detector(detector, holdout + real).items() if not k.startswith("ap/")},
         }
     return {
-        "mode": mode, "model": summary["model"], "seed": seed, "weights": summary["weights_used"],
+        "mode": mode,
+        "model": summary["model"],
+        "seed": seed,
+        "weights": summary["weights_used"],
         "data": summary["data"]["description"],
         "dataset": summary["data"]["dataset"] + (" (fridge unreachable)" if summary["data"]["fallback_reason"] else ""),
-        "train_seconds": summary["seconds"], "epochs": summary["epochs"],
-        "best_epoch": summary["best_epoch"], "n_train": summary["n_train"], "n_holdout": len(holdout),
-        "holdout": evaluate(module, holdout), "real": real_map([True] * len(real)), "real_valid": real_map(is_valid),
-        "found": sum(found.values()), "found_valid": sum(found[n] for n in valid_names),
-        "found_per_image": found, "valid_images": sorted(valid_names), "served": served,
+        "train_seconds": summary["seconds"],
+        "epochs": summary["epochs"],
+        "best_epoch": summary["best_epoch"],
+        "n_train": summary["n_train"],
+        "n_holdout": len(holdout),
+        "holdout": evaluate(module, holdout),
+        "real": real_map([True] * len(real)),
+        "real_valid": real_map(is_valid),
+        "found": sum(found.values()),
+        "found_valid": sum(found[n] for n in valid_names),
+        "found_per_image": found,
+        "valid_images": sorted(valid_names),
+        "served": served,
     }
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        START, "## Training: what the models learn (`python -m helpers accuracy`)", "",
+        START,
+        "## Training: what the models learn (`python -m helpers accuracy`)",
+        "",
         "2 CPUs. Every run is judged on the synthetic hold-out (object photos never seen in training) and on",
         "the 6 real sample images; *data* is what it trained on (full mode asks for the 128-image Fridge set",
         "and, where it cannot be downloaded, falls back to the sample). *found*: of the 12 real boxes, how many a detection with the right",
         f"label finds at IoU >= 0.5 and score >= {FOUND_MIN_SCORE} (4 of them sit on the 2 validation images,",
         "whose names are listed). Served = the exported ONNX model through the Lambda's Detector on hold-out +",
-        "real images; latency = ONNX Runtime, one 384x384 input, 2 threads.", "",
+        "real images; latency = ONNX Runtime, one 384x384 input, 2 threads.",
+        "",
         "| mode | model | data | seed | train s | hold-out mAP / @.5 | real mAP / @.5 | found (valid) | FP32 MB / ms / mAP | INT8 MB / ms / mAP |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -100,7 +121,8 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['mode']} | {r['model']} | {r['dataset']} | {r['seed']} | {r['train_seconds']:.0f} "
             f"| {r['holdout']['map']:.3f} / {r['holdout']['map_50']:.3f} | {r['real']['map']:.3f} / {r['real']['map_50']:.3f} "
             f"| {r['found']}/12 ({r['found_valid']}/4 on {', '.join(r['valid_images'])}) "
-            f"| {f['mb']:.1f} / {f['p50_ms_2_threads']:.0f} / {f['map']:.3f} | {i['mb']:.1f} / {i['p50_ms_2_threads']:.0f} / {i['map']:.3f} |")
+            f"| {f['mb']:.1f} / {f['p50_ms_2_threads']:.0f} / {f['map']:.3f} | {i['mb']:.1f} / {i['p50_ms_2_threads']:.0f} / {i['map']:.3f} |"
+        )
     lines += ["", END]
     return "\n".join(lines)
 
@@ -109,17 +131,21 @@ def write_section(benchmarks: Path, section: str) -> None:
     """Replace the training section of BENCHMARKS.md (or append it); the rest is the benchmark's."""
     text = benchmarks.read_text() if benchmarks.is_file() else ""
     if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
+        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     benchmarks.write_text(text)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers accuracy", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", default="quick:lite0,quick:small,full:lite0",
-                        help="comma-separated mode:model, mode in quick|full, model in " + "|".join(SHORT_NAMES))
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers accuracy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--runs",
+        default="quick:lite0,quick:small,full:lite0",
+        help="comma-separated mode:model, mode in quick|full, model in " + "|".join(SHORT_NAMES),
+    )
     parser.add_argument("--seeds", default="42", help="comma-separated training seeds")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "BENCHMARKS.md")
     args = parser.parse_args(argv)
@@ -137,8 +163,11 @@ def main(argv=None) -> int:
             row = measure_run(mode, model, seed, work)
             rows = [r for r in rows if (r["mode"], r["model"], r["seed"]) != (mode, row["model"], seed)] + [row]
             results_path.write_text(json.dumps(rows, indent=2))
-            print(f"{mode} {model} seed {seed}: found {row['found']}/12, hold-out mAP@.5 {row['holdout']['map_50']:.3f} "
-                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+            print(
+                f"{mode} {model} seed {seed}: found {row['found']}/12, hold-out mAP@.5 {row['holdout']['map_50']:.3f} "
+                f"({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
     rows.sort(key=lambda r: (r["mode"] != "quick", r["model"], r["seed"]))
     write_section(args.out, markdown(rows))
     print(markdown(rows))

@@ -60,7 +60,10 @@ def synthetic_photo(megapixels: float) -> bytes:
 
 # ---- inference -----------------------------------------------------------------------------------
 
-def inference_comparison(module, fp32_path: Path, int8_path: Path, tensor: np.ndarray, threads: int, repeats: int) -> dict:
+
+def inference_comparison(
+    module, fp32_path: Path, int8_path: Path, tensor: np.ndarray, threads: int, repeats: int
+) -> dict:
     """PyTorch eager vs ONNX Runtime FP32 vs INT8 on one input at `threads` threads, interleaved."""
     import torch
 
@@ -133,7 +136,9 @@ LAMBDA_PRICE = {  # AWS list prices, us-east-1 on-demand, unchanged since Dec 20
 VCPU_MB = 1769  # Lambda allocates CPU in proportion to memory: 1 vCPU at 1,769 MB
 
 
-def estimated_cost_per_million(latency_1thread_ms: float, latency_2threads_ms: float, memory_mb: int, arch: str = "x86_64") -> float:
+def estimated_cost_per_million(
+    latency_1thread_ms: float, latency_2threads_ms: float, memory_mb: int, arch: str = "x86_64"
+) -> float:
     """Assumption: below 1,769 MB latency grows in proportion to the missing CPU share; from 1,769 MB the
     1-thread latency applies, from 3,538 MB (2 vCPU) the 2-thread latency."""
     if memory_mb >= 2 * VCPU_MB:
@@ -151,25 +156,27 @@ def _env_description() -> str:
     import onnxruntime
     import torch
 
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, numpy {np.__version__}")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, numpy {np.__version__}"
+    )
 
 
 def run(out_dir: Path, small_checkpoint: Path | None, repeats: int) -> dict:
     import torch
 
     from helpers import data as fridge_data
-    from helpers.runtime.config import FRIDGE_CLASSES
     from helpers.export import export_checkpoint, export_onnx
-    from helpers.metrics import evaluate_detector
-    from helpers.quantize import quantize_int8
     from helpers.lambda_local import invoke_zip
+    from helpers.metrics import evaluate_detector
     from helpers.models import BLOG_MODEL, build_detector
     from helpers.package import build
+    from helpers.paths import split_file
+    from helpers.quantize import quantize_int8
     from helpers.runtime import handler as lambda_handler
     from helpers.runtime.classmap import ClassMap
+    from helpers.runtime.config import FRIDGE_CLASSES
     from helpers.runtime.model import Detector
-    from helpers.paths import split_file
     from helpers.train import load_checkpoint
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +188,9 @@ def run(out_dir: Path, small_checkpoint: Path | None, repeats: int) -> dict:
     has_split = small_checkpoint is not None and split_file(Path(small_checkpoint).parent).is_file()
     split = fridge_data.Split.read(split_file(Path(small_checkpoint).parent)) if has_split else None
     # INT8 calibrates on the trained run's real training images (the sample without a run).
-    calibration = [preprocess(decode_image(r.image_path.read_bytes()))[0] for r in (split.real("train") if split else records)]
+    calibration = [
+        preprocess(decode_image(r.image_path.read_bytes()))[0] for r in (split.real("train") if split else records)
+    ]
 
     print("preprocessing ...", flush=True)
     results["preprocessing"] = preprocessing_comparison(image, repeats=max(30, repeats))
@@ -192,8 +201,16 @@ def run(out_dir: Path, small_checkpoint: Path | None, repeats: int) -> dict:
     retinanet, _ = build_detector(BLOG_MODEL, 5, 384, weights="none")
     retinanet.eval()
     models["retinanet_resnet50_fpn (blog, random weights)"] = (
-        retinanet, export_onnx(retinanet, out_dir / "retinanet.onnx", ClassMap(FRIDGE_CLASSES),
-                               PREPROCESS, BLOG_MODEL, "none (random init)"))
+        retinanet,
+        export_onnx(
+            retinanet,
+            out_dir / "retinanet.onnx",
+            ClassMap(FRIDGE_CLASSES),
+            PREPROCESS,
+            BLOG_MODEL,
+            "none (random init)",
+        ),
+    )
     trained = None
     if has_split and Path(small_checkpoint).is_file():
         module = load_checkpoint(small_checkpoint)
@@ -209,7 +226,8 @@ def run(out_dir: Path, small_checkpoint: Path | None, repeats: int) -> dict:
             print(f"inference {name} @ {threads} thread(s) ...", flush=True)
             results["inference"][f"{name} @ {threads}"] = {
                 **inference_comparison(module, path, int8_path, tensor, threads, repeats),
-                "fp32_mb": path.stat().st_size / 1e6, "int8_mb": int8_path.stat().st_size / 1e6,
+                "fp32_mb": path.stat().st_size / 1e6,
+                "int8_mb": int8_path.stat().st_size / 1e6,
             }
     results["gemm_peak_gflops_2_threads"] = gemm_peak_gflops(2)
     results["retinanet_gflops"] = model_gflops(retinanet, 384)
@@ -229,14 +247,18 @@ def run(out_dir: Path, small_checkpoint: Path | None, repeats: int) -> dict:
     results["zips"] = {}
     for arch in ("x86_64", "arm64"):
         report = build(arch, "3.12", out_dir=out_dir / "dist")
-        results["zips"][arch] = {k: report[k] for k in ("zipped_bytes", "unzipped_bytes", "untrimmed_unzipped_bytes", "sha256")}
+        results["zips"][arch] = {
+            k: report[k] for k in ("zipped_bytes", "unzipped_bytes", "untrimmed_unzipped_bytes", "sha256")
+        }
     serving_model = models[trained or next(iter(models))][1]
     print("cold init of the zip in isolated Python 3.12 ...", flush=True)
     colds = []
     for _ in range(3):
-        report = invoke_zip(out_dir / "dist" / "lambda-x86_64.zip",
-                            [{"image": base64.b64encode(image_bytes).decode()}] * 20,
-                            {"MODEL_PATH": str(serving_model), "LOG_LEVEL": "WARNING"})
+        report = invoke_zip(
+            out_dir / "dist" / "lambda-x86_64.zip",
+            [{"image": base64.b64encode(image_bytes).decode()}] * 20,
+            {"MODEL_PATH": str(serving_model), "LOG_LEVEL": "WARNING"},
+        )
         colds.append(report)
     results["cold_init"] = {
         "import_libraries_ms": float(np.median([r["import_libraries_ms"] for r in colds])),
@@ -321,45 +343,79 @@ def write_markdown(results: dict, path: Path, plot_path: Path) -> None:
         lines.append(
             f"| {key} | {v['torch']['p50_ms']:.0f} / {v['torch']['p90_ms']:.0f} | {v['ort_fp32']['p50_ms']:.0f} / {v['ort_fp32']['p90_ms']:.0f} "
             f"| {v['ort_int8']['p50_ms']:.0f} / {v['ort_int8']['p90_ms']:.0f} | {v['torch']['p50_ms'] / v['ort_fp32']['p50_ms']:.2f}x "
-            f"| {v['ort_fp32']['p50_ms'] / v['ort_int8']['p50_ms']:.2f}x | {v['fp32_mb']:.1f} | {v['int8_mb']:.1f} |")
-    retina_2 = next((v for k, v in results["inference"].items() if k.startswith("retinanet") and k.endswith("@ 2")), None)
+            f"| {v['ort_fp32']['p50_ms'] / v['ort_int8']['p50_ms']:.2f}x | {v['fp32_mb']:.1f} | {v['int8_mb']:.1f} |"
+        )
+    retina_2 = next(
+        (v for k, v in results["inference"].items() if k.startswith("retinanet") and k.endswith("@ 2")), None
+    )
     if retina_2:
-        efficiency = results["retinanet_gflops"] / (retina_2["ort_fp32"]["p50_ms"] / 1e3) / results["gemm_peak_gflops_2_threads"]
-        lines += ["", f"RetinaNet-R50-FPN costs {results['retinanet_gflops']:.1f} GFLOP (backbone+FPN+head, torch flop counter); "
-                  f"a 2048^3 fp32 MatMul in ONNX Runtime reached {results['gemm_peak_gflops_2_threads']:.0f} GFLOP/s on 2 threads in "
-                  f"the same run, so FP32 RetinaNet inference runs at {100 * efficiency:.0f}% of that probe (above 100%: ORT's conv "
-                  "kernels beat the MatMul probe). FP32 graph tuning has little left to gain; INT8 is the lever."]
+        efficiency = (
+            results["retinanet_gflops"] / (retina_2["ort_fp32"]["p50_ms"] / 1e3) / results["gemm_peak_gflops_2_threads"]
+        )
+        lines += [
+            "",
+            f"RetinaNet-R50-FPN costs {results['retinanet_gflops']:.1f} GFLOP (backbone+FPN+head, torch flop counter); "
+            f"a 2048^3 fp32 MatMul in ONNX Runtime reached {results['gemm_peak_gflops_2_threads']:.0f} GFLOP/s on 2 threads in "
+            f"the same run, so FP32 RetinaNet inference runs at {100 * efficiency:.0f}% of that probe (above 100%: ORT's conv "
+            "kernels beat the MatMul probe). FP32 graph tuning has little left to gain; INT8 is the lever.",
+        ]
     if "int8_accuracy" in results:
         acc = results["int8_accuracy"]
-        lines += ["", f"## INT8 accuracy ({acc['images']}; the trained small model)", "",
-                  "| | mAP | mAP@.5 |", "|---|---|---|",
-                  f"| FP32 | {acc['fp32']['map']:.3f} | {acc['fp32']['map_50']:.3f} |",
-                  f"| INT8 | {acc['int8']['map']:.3f} | {acc['int8']['map_50']:.3f} |"]
+        lines += [
+            "",
+            f"## INT8 accuracy ({acc['images']}; the trained small model)",
+            "",
+            "| | mAP | mAP@.5 |",
+            "|---|---|---|",
+            f"| FP32 | {acc['fp32']['map']:.3f} | {acc['fp32']['map_50']:.3f} |",
+            f"| INT8 | {acc['int8']['map']:.3f} | {acc['int8']['map_50']:.3f} |",
+        ]
     cold = results["cold_init"]
-    lines += ["", "## The Lambda zip", "",
-              "| arch | zipped MiB | unzipped MiB | untrimmed unzipped MiB | quota |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## The Lambda zip",
+        "",
+        "| arch | zipped MiB | unzipped MiB | untrimmed unzipped MiB | quota |",
+        "|---|---|---|---|---|",
+    ]
     for arch, z in results["zips"].items():
-        lines.append(f"| {arch} | {z['zipped_bytes'] / 2**20:.1f} | {z['unzipped_bytes'] / 2**20:.1f} | "
-                     f"{z['untrimmed_unzipped_bytes'] / 2**20:.1f} | 50 MB zipped / 250 MB unzipped |")
-    lines += ["", f"Cold start of the x86_64 zip in an isolated CPython 3.12 (`-I -S`, model `{cold['model']}`, median of 3):",
-              f"imports of numpy+Pillow+onnxruntime {cold['import_libraries_ms']:.0f} ms, handler import + ONNX session "
-              f"{cold['import_handler_and_init_ms']:.0f} ms, **cold init {cold['cold_init_ms']:.0f} ms**; first request "
-              f"{cold['first_request_ms']:.0f} ms; warm p50 {cold['warm']['p50_ms']:.0f} ms / p90 {cold['warm']['p90_ms']:.0f} ms; "
-              f"peak RSS {cold['peak_rss_mb']:.0f} MB. (In AWS add the S3 model download to the cold start.)",
-              "", "## End-to-end handler latency by input size (in process, same model)", "",
-              "| input | JPEG MB | decode | preprocess | inference | postprocess | total ms |", "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {arch} | {z['zipped_bytes'] / 2**20:.1f} | {z['unzipped_bytes'] / 2**20:.1f} | "
+            f"{z['untrimmed_unzipped_bytes'] / 2**20:.1f} | 50 MB zipped / 250 MB unzipped |"
+        )
+    lines += [
+        "",
+        f"Cold start of the x86_64 zip in an isolated CPython 3.12 (`-I -S`, model `{cold['model']}`, median of 3):",
+        f"imports of numpy+Pillow+onnxruntime {cold['import_libraries_ms']:.0f} ms, handler import + ONNX session "
+        f"{cold['import_handler_and_init_ms']:.0f} ms, **cold init {cold['cold_init_ms']:.0f} ms**; first request "
+        f"{cold['first_request_ms']:.0f} ms; warm p50 {cold['warm']['p50_ms']:.0f} ms / p90 {cold['warm']['p90_ms']:.0f} ms; "
+        f"peak RSS {cold['peak_rss_mb']:.0f} MB. (In AWS add the S3 model download to the cold start.)",
+        "",
+        "## End-to-end handler latency by input size (in process, same model)",
+        "",
+        "| input | JPEG MB | decode | preprocess | inference | postprocess | total ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for size, t in results["by_size"].items():
-        lines.append(f"| {size} | {t['jpeg_mb']:.2f} | {t['decode']:.0f} | {t['preprocess']:.1f} | {t['inference']:.0f} | {t['postprocess']:.1f} | {t['total']:.0f} |")
+        lines.append(
+            f"| {size} | {t['jpeg_mb']:.2f} | {t['decode']:.0f} | {t['preprocess']:.1f} | {t['inference']:.0f} | {t['postprocess']:.1f} | {t['total']:.0f} |"
+        )
     serving = _serving_model_key(results)
     overhead = results["by_size"]["0.3 MP"]["total"] - results["by_size"]["0.3 MP"]["inference"]
     one = results["inference"][f"{serving} @ 1"]["ort_fp32"]["p50_ms"] + overhead
     two = results["inference"][f"{serving} @ 2"]["ort_fp32"]["p50_ms"] + overhead
-    lines += ["", f"## Estimated cost per 1M requests ({serving}, 0.3 MP images)", "",
-              f"Prices: us-east-1 on-demand, {LAMBDA_PRICE['date']} (x86_64 ${LAMBDA_PRICE['x86_64_gb_second_usd']}/GB-s, "
-              f"${LAMBDA_PRICE['per_million_requests_usd']} per 1M requests). Assumption: Lambda gives 1 vCPU per 1,769 MB; below that "
-              "latency grows in proportion; 1-thread latency from 1,769 MB, 2-thread latency from 3,538 MB. Latency = "
-              "measured ORT FP32 inference + measured decode/pre/postprocess.", "",
-              "| memory MB | est. latency ms | USD per 1M requests |", "|---|---|---|"]
+    lines += [
+        "",
+        f"## Estimated cost per 1M requests ({serving}, 0.3 MP images)",
+        "",
+        f"Prices: us-east-1 on-demand, {LAMBDA_PRICE['date']} (x86_64 ${LAMBDA_PRICE['x86_64_gb_second_usd']}/GB-s, "
+        f"${LAMBDA_PRICE['per_million_requests_usd']} per 1M requests). Assumption: Lambda gives 1 vCPU per 1,769 MB; below that "
+        "latency grows in proportion; 1-thread latency from 1,769 MB, 2-thread latency from 3,538 MB. Latency = "
+        "measured ORT FP32 inference + measured decode/pre/postprocess.",
+        "",
+        "| memory MB | est. latency ms | USD per 1M requests |",
+        "|---|---|---|",
+    ]
     for memory in (1024, 1769, 2048, 3538, 4096):
         latency = two if memory >= 2 * VCPU_MB else one if memory >= VCPU_MB else one * VCPU_MB / memory
         lines.append(f"| {memory} | {latency:.0f} | {estimated_cost_per_million(one, two, memory):.2f} |")
@@ -368,12 +424,13 @@ def write_markdown(results: dict, path: Path, plot_path: Path) -> None:
 
     previous = path.read_text() if path.is_file() else ""
     if START in previous:  # from the training section on, the text is helpers.accuracy's and by hand: keep it
-        lines += [previous[previous.index(START):].rstrip("\n"), ""]
+        lines += [previous[previous.index(START) :].rstrip("\n"), ""]
     path.write_text("\n".join(lines))
 
 
 def plot(results: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -401,8 +458,12 @@ def main(argv=None) -> int:
     from helpers.paths import BENCHMARK_DIR, PROJECT_ROOT, run_artifacts
 
     parser = argparse.ArgumentParser(prog="python -m helpers benchmark", description=__doc__)
-    parser.add_argument("--checkpoint", type=Path, default=run_artifacts(quick=False).checkpoint,
-                        help="trained small-model checkpoint for INT8 accuracy and serving figures")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=run_artifacts(quick=False).checkpoint,
+        help="trained small-model checkpoint for INT8 accuracy and serving figures",
+    )
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "BENCHMARKS.md")
     args = parser.parse_args(argv)

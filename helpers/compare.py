@@ -33,7 +33,11 @@ def greedy_pairs(cost: np.ndarray, limit: float):
             pairs.append((i, j))
             used_rows.add(i)
             used_cols.add(j)
-    return pairs, [i for i in range(cost.shape[0]) if i not in used_rows], [j for j in range(cost.shape[1]) if j not in used_cols]
+    return (
+        pairs,
+        [i for i in range(cost.shape[0]) if i not in used_rows],
+        [j for j in range(cost.shape[1]) if j not in used_cols],
+    )
 
 
 def match_detections(a: dict, b: dict, max_distance: float):
@@ -80,8 +84,12 @@ def compare_detections(reference: dict, candidate: dict, max_detections: int) ->
         "ties": ties,
         "unmatched": len(only_ref) + len(only_cand) - ties,
         "paired_fraction": len(pairs) / most if most else 1.0,
-        "box_max_abs_diff": float(max((np.abs(reference["boxes"][i] - candidate["boxes"][j]).max() for i, j in pairs), default=0.0)),
-        "score_max_abs_diff": float(max((abs(reference["scores"][i] - candidate["scores"][j]) for i, j in pairs), default=0.0)),
+        "box_max_abs_diff": float(
+            max((np.abs(reference["boxes"][i] - candidate["boxes"][j]).max() for i, j in pairs), default=0.0)
+        ),
+        "score_max_abs_diff": float(
+            max((abs(reference["scores"][i] - candidate["scores"][j]) for i, j in pairs), default=0.0)
+        ),
     }
 
 
@@ -112,7 +120,9 @@ def parity(detector: torch.nn.Module, model_path: str | Path, inputs: list[np.nd
             eager = detector([torch.from_numpy(tensor[0])])[0]
         reference = _above({k: v.numpy() for k, v in reference.items()}, threshold)
         ort_out = _above(dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {"images": tensor}))), threshold)
-        eager_figures = compare_detections(reference, _above({k: v.numpy() for k, v in eager.items()}, threshold), max_detections)
+        eager_figures = compare_detections(
+            reference, _above({k: v.numpy() for k, v in eager.items()}, threshold), max_detections
+        )
         rows.append(
             {
                 "detections_torch": len(reference["scores"]),

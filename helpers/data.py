@@ -22,9 +22,7 @@ from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES
 
 #: Official address of the full 128-image dataset (Microsoft computervision-recipes).
-FRIDGE_URL = (
-    "https://cvbp-secondary.z19.web.core.windows.net/datasets/object_detection/odFridgeObjects.zip"
-)
+FRIDGE_URL = "https://cvbp-secondary.z19.web.core.windows.net/datasets/object_detection/odFridgeObjects.zip"
 FRIDGE_IMAGE_COUNT = 128
 #: Overrides FRIDGE_URL (a mirror, or a file:// zip of the same shape).
 URL_VARIABLE = "FRIDGE_DATA_URL"
@@ -35,8 +33,7 @@ OFFLINE_MESSAGE = (
     "!! The Fridge Objects dataset could not be downloaded from {url}\n"
     "!! ({error}).\n"
     "!! Training on the bundled SAMPLE instead (6 real images + the synthetic set); the\n"
-    "!! summary and the model's metadata record data='sample (fridge unavailable: ...)'.\n"
-    + "!" * 78
+    "!! summary and the model's metadata record data='sample (fridge unavailable: ...)'.\n" + "!" * 78
 )
 
 
@@ -85,9 +82,7 @@ def parse_voc_file(xml_path: Path, images_dir: Path, class_map: ClassMap) -> Rec
     for obj in root.iter("object"):
         name = _text(obj, "name", xml_path)
         if name not in class_map.names:
-            raise AnnotationError(
-                f"{xml_path}: unknown class {name!r}; known: {list(class_map.names)}"
-            )
+            raise AnnotationError(f"{xml_path}: unknown class {name!r}; known: {list(class_map.names)}")
         bndbox = obj.find("bndbox")
         if bndbox is None:
             raise AnnotationError(f"{xml_path}: object {name!r} has no <bndbox>")
@@ -95,17 +90,13 @@ def parse_voc_file(xml_path: Path, images_dir: Path, class_map: ClassMap) -> Rec
         if not (x1 < x2 and y1 < y2):
             raise AnnotationError(f"{xml_path}: inverted or empty box {[x1, y1, x2, y2]} ({name})")
         if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-            raise AnnotationError(
-                f"{xml_path}: box {[x1, y1, x2, y2]} ({name}) outside the {width}x{height} image"
-            )
+            raise AnnotationError(f"{xml_path}: box {[x1, y1, x2, y2]} ({name}) outside the {width}x{height} image")
         boxes.append((x1, y1, x2, y2))
         labels.append(name)
     return Record(image_path, width, height, boxes, labels)
 
 
-def parse_voc(
-    annotations_dir: Path, images_dir: Path, class_map: ClassMap | None = None
-) -> list[Record]:
+def parse_voc(annotations_dir: Path, images_dir: Path, class_map: ClassMap | None = None) -> list[Record]:
     """All *.xml in `annotations_dir`, sorted by file name (so the result is deterministic)."""
     class_map = class_map or ClassMap(FRIDGE_CLASSES)
     xml_files = sorted(Path(annotations_dir).glob("*.xml"))
@@ -219,7 +210,7 @@ def fridge_url() -> str:
 
 
 def resolve_dataset(requested: str, cache_dir: Path = DATA_CACHE_DIR) -> DataSource:
-    """"fridge" (download, verified and cached; on a network failure, say so loudly and use the
+    """ "fridge" (download, verified and cached; on a network failure, say so loudly and use the
     sample), "sample" (bundled), or a folder holding images/ + annotations/ in PASCAL VOC form.
 
     Only an unreachable address falls back: a download that arrives but fails verification, or a
@@ -260,8 +251,13 @@ class Split:
     def write(self, path: str | Path) -> None:
         path = Path(path)
         holdout = self.synthetic_holdout and self.synthetic_holdout.relative_to(path.parent).as_posix()
-        record = {"dataset": self.dataset, "root": shown(self.root), "train": list(self.train),
-                  "valid": list(self.valid), "synthetic_holdout": holdout}
+        record = {
+            "dataset": self.dataset,
+            "root": shown(self.root),
+            "train": list(self.train),
+            "valid": list(self.valid),
+            "synthetic_holdout": holdout,
+        }
         path.write_text(json.dumps(record, indent=1))
 
     @classmethod
@@ -271,9 +267,13 @@ class Split:
             raise FileNotFoundError(f"{path}: no split record (written by training next to its checkpoint)")
         record = json.loads(path.read_text())
         root = Path(record["root"])
-        return cls(record["dataset"], root if root.is_absolute() else PROJECT_ROOT / root,
-                   tuple(record["train"]), tuple(record["valid"]),
-                   path.parent / record["synthetic_holdout"] if record["synthetic_holdout"] else None)
+        return cls(
+            record["dataset"],
+            root if root.is_absolute() else PROJECT_ROOT / root,
+            tuple(record["train"]),
+            tuple(record["valid"]),
+            path.parent / record["synthetic_holdout"] if record["synthetic_holdout"] else None,
+        )
 
     def real(self, part: str = "all") -> list[Record]:
         """The real records of "train", "valid" or "all" (train then valid), in the split's order."""

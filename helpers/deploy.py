@@ -2,7 +2,8 @@
 
     python -m helpers.deploy up --bucket my-bucket [--zip ZIP] [--model MODEL.onnx]
     python -m helpers.deploy down --bucket my-bucket
-    (add --endpoint-url http://127.0.0.1:5000 to talk to a moto server instead of AWS)
+    (add --endpoint-url http://127.0.0.1:5000 to talk to a moto server instead of AWS; for moto's
+quirks use helpers.local_aws.MotoDeployer, as the tests and notebook 05 do)
 
 --zip and --model default to this mode's artefacts (helpers.paths), where helpers.package and
 helpers.export write them.
@@ -15,18 +16,15 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
-import logging
-import os
 import re
 import sys
 import time
 import zipfile
 from pathlib import Path
 
-from helpers.paths import SAMPLE_DIR, TEMPLATE, run_artifacts
 from helpers.package import UNZIPPED_LIMIT, ZIP_LIMIT
+from helpers.paths import SAMPLE_DIR, TEMPLATE, run_artifacts
 from helpers.runtime.checksum import sha256_file
 
 HANDLER = "helpers.runtime.handler.handler"
@@ -34,16 +32,38 @@ ARCH_MARKERS = {"x86_64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
 CHANGE_SET_TIMEOUT_S = 300  # creating a change set takes seconds; minutes means it is stuck
 STACK_TIMEOUT_S = 1800  # then the stack waiter's own few attempts decide (it raises on a timeout)
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+STACK_NAME_RE = re.compile(r"^[a-zA-Z][-a-zA-Z0-9]{0,127}$")  # CloudFormation's own rule
 
 
 class DeployError(ValueError):
     """Bad input, detected before anything is created."""
 
 
-def validate_inputs(bucket: str, zip_path: Path, model_path: Path, architecture: str, service_name: str) -> None:
+class DeployFailed(Exception):
+    """AWS accepted the request but the deployment did not happen (failed or stuck change set)."""
+
+
+def check_stack_name(stack_name: str) -> None:
+    if not STACK_NAME_RE.match(stack_name or ""):
+        raise DeployError(
+            f"--stack-name must start with a letter and hold only letters, digits and '-' (max 128), got {stack_name!r}"
+        )
+
+
+def validate_inputs(
+    bucket: str,
+    zip_path: Path,
+    model_path: Path,
+    architecture: str,
+    service_name: str,
+    stack_name: str = "fridge-detector",
+) -> None:
     """Every check that needs no AWS call: fail before anything is uploaded or created."""
+    check_stack_name(stack_name)
     if not bucket or not BUCKET_RE.match(bucket):
-        raise DeployError(f"--bucket must be an S3 bucket name (3-63 lowercase letters, digits, '.', '-'), got {bucket!r}")
+        raise DeployError(
+            f"--bucket must be an S3 bucket name (3-63 lowercase letters, digits, '.', '-'), got {bucket!r}"
+        )
     if not re.match(r"^[a-zA-Z0-9-_]{1,40}$", service_name):
         raise DeployError(f"--service-name must be 1-40 letters, digits, '-' or '_', got {service_name!r}")
     if architecture not in ARCH_MARKERS:
@@ -69,33 +89,9 @@ def validate_inputs(bucket: str, zip_path: Path, model_path: Path, architecture:
     extensions = [n for n in names if n.endswith(".so") and "cpython-3" in n]
     other = next(a for a in ARCH_MARKERS if a != architecture)
     if any(ARCH_MARKERS[other] in n for n in extensions):
-        raise DeployError(f"{zip_path} was built for {other}, not {architecture} (python -m helpers.package --arch {architecture})")
-
-
-@contextlib.contextmanager
-def moto_server(region: str = "eu-central-1"):
-    """A local moto server on 127.0.0.1 (a free port) with dummy credentials, for tests and notebooks
-    run without an AWS account; yields its endpoint URL. The environment is restored afterwards."""
-    from moto.server import ThreadedMotoServer
-
-    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_PROFILE")
-    saved = {k: os.environ.get(k) for k in names}
-    for key in names:
-        os.environ.pop(key, None)
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=region)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        raise DeployError(
+            f"{zip_path} was built for {other}, not {architecture} (python -m helpers.package --arch {architecture})"
+        )
 
 
 class Deployer:
@@ -122,7 +118,9 @@ class Deployer:
             if err.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
                 raise
             self.log(f"creating bucket s3://{bucket}")
-            config = {} if self.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
+            config = (
+                {} if self.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
+            )
             self.s3.create_bucket(Bucket=bucket, **config)
 
     def upload(self, bucket: str, path: Path, prefix: str) -> tuple[str, str]:
@@ -141,7 +139,10 @@ class Deployer:
         self.log(f"uploading {path.name} ({path.stat().st_size / 1e6:.1f} MB) to s3://{bucket}/{key}")
         with open(path, "rb") as body:
             self.s3.put_object(
-                Bucket=bucket, Key=key, Body=body, Metadata={"sha256": digest},
+                Bucket=bucket,
+                Key=key,
+                Body=body,
+                Metadata={"sha256": digest},
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode(),
             )
@@ -150,12 +151,16 @@ class Deployer:
     # ---- CloudFormation -------------------------------------------------------------------
 
     def _stack(self, name: str) -> dict | None:
+        """The live stack, or None. describe_stacks answers a missing stack with the error code
+        ValidationError (there is no dedicated code); names are validated first (check_stack_name),
+        so here that code means "no such stack"."""
         from botocore.exceptions import ClientError
 
+        check_stack_name(name)
         try:
             stack = self.cloudformation.describe_stacks(StackName=name)["Stacks"][0]
         except ClientError as err:
-            if "does not exist" in str(err):
+            if err.response.get("Error", {}).get("Code") == "ValidationError":
                 return None
             raise
         return None if stack["StackStatus"] == "REVIEW_IN_PROGRESS" else stack
@@ -178,12 +183,16 @@ class Deployer:
             return self.outputs(stack_name)
         for change in description.get("Changes", []):
             detail = change.get("ResourceChange", {})
-            self.log(f"  {detail.get('Action', '?'):8} {detail.get('LogicalResourceId')} ({detail.get('ResourceType')})")
+            self.log(
+                f"  {detail.get('Action', '?'):8} {detail.get('LogicalResourceId')} ({detail.get('ResourceType')})"
+            )
         self.cloudformation.execute_change_set(StackName=stack_name, ChangeSetName=change_set)
         self._wait_stack(stack_name, "stack_update_complete" if existing else "stack_create_complete")
         return self.outputs(stack_name)
 
-    def _wait_change_set(self, stack_name: str, change_set: str, timeout_s: float = CHANGE_SET_TIMEOUT_S) -> dict | None:
+    def _wait_change_set(
+        self, stack_name: str, change_set: str, timeout_s: float = CHANGE_SET_TIMEOUT_S
+    ) -> dict | None:
         """The change set's description once created; None (and deleted) when it changes nothing."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -196,10 +205,10 @@ class Deployer:
                 if "didn't contain changes" in reason or "No updates" in reason:
                     self.cloudformation.delete_change_set(StackName=stack_name, ChangeSetName=change_set)
                     return None
-                raise RuntimeError(f"change set failed: {reason}")
+                raise DeployFailed(f"change set failed: {reason}")
             if time.monotonic() >= deadline:
                 # Left in place (nothing was executed) so its state can still be inspected.
-                raise RuntimeError(
+                raise DeployFailed(
                     f"change set {change_set} of stack {stack_name} is still {status} after {timeout_s:.0f} s; "
                     "nothing was deployed (inspect or delete it in the CloudFormation console)"
                 )
@@ -224,15 +233,7 @@ class Deployer:
 
     def outputs(self, stack_name: str) -> dict[str, str]:
         stack = self.cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
-        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", []) or []}
-        if not outputs:
-            # moto drops every output when a conditional one refers to a resource it skipped
-            # (AWS::Lambda::Url); the function's physical id carries the same information.
-            function = self.cloudformation.describe_stack_resource(StackName=stack_name, LogicalResourceId="Function")
-            name = function["StackResourceDetail"]["PhysicalResourceId"]
-            arn = self.lambda_.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
-            outputs = {"FunctionName": name, "FunctionArn": arn}
-        return outputs
+        return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", []) or []}
 
     def smoke_test(self, function_name: str, image: Path = SAMPLE_DIR / "images" / "10.jpg") -> dict:
         """One real request through Lambda Invoke (real AWS only: moto's invoke needs Docker)."""
@@ -242,17 +243,34 @@ class Deployer:
 
     # ---- whole operations -----------------------------------------------------------------
 
-    def up(self, stack_name: str, bucket: str, zip_path: Path, model_path: Path, architecture: str = "x86_64",
-           service_name: str = "fridge-detector", smoke: bool | None = None, **parameters) -> dict:
-        validate_inputs(bucket, zip_path, model_path, architecture, service_name)
+    def up(
+        self,
+        stack_name: str,
+        bucket: str,
+        zip_path: Path,
+        model_path: Path,
+        architecture: str = "x86_64",
+        service_name: str = "fridge-detector",
+        smoke: bool | None = None,
+        **parameters,
+    ) -> dict:
+        validate_inputs(bucket, zip_path, model_path, architecture, service_name, stack_name)
         self.ensure_bucket(bucket)
         code_key, _ = self.upload(bucket, Path(zip_path), stack_name)
         model_key, model_sha = self.upload(bucket, Path(model_path), stack_name)
-        outputs = self.apply(stack_name, {
-            "ServiceName": service_name, "CodeBucket": bucket, "CodeKey": code_key,
-            "ModelBucket": bucket, "ModelKey": model_key, "ModelSha256": model_sha,
-            "Architecture": architecture, **parameters,
-        })
+        outputs = self.apply(
+            stack_name,
+            {
+                "ServiceName": service_name,
+                "CodeBucket": bucket,
+                "CodeKey": code_key,
+                "ModelBucket": bucket,
+                "ModelKey": model_key,
+                "ModelSha256": model_sha,
+                "Architecture": architecture,
+                **parameters,
+            },
+        )
         self.log(json.dumps(outputs, indent=2))
         if smoke if smoke is not None else self.endpoint_url is None:
             result = self.smoke_test(outputs["FunctionName"])
@@ -299,11 +317,20 @@ def main(argv=None) -> int:
     try:
         deployer = Deployer(args.region, args.endpoint_url)
         if args.action == "up":
-            deployer.up(args.stack_name, args.bucket, args.zip, args.model, args.arch, args.service_name,
-                        MemorySize=str(args.memory), EnableFunctionUrl=args.function_url, FunctionUrlAuthType=args.url_auth)
+            deployer.up(
+                args.stack_name,
+                args.bucket,
+                args.zip,
+                args.model,
+                args.arch,
+                args.service_name,
+                MemorySize=str(args.memory),
+                EnableFunctionUrl=args.function_url,
+                FunctionUrlAuthType=args.url_auth,
+            )
         else:
             deployer.down(args.stack_name, args.bucket)
-    except (DeployError, RuntimeError, BotoCoreError, ClientError) as err:
+    except (DeployError, DeployFailed, BotoCoreError, ClientError) as err:  # WaiterError is a BotoCoreError
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
     return 0

@@ -22,10 +22,10 @@ from pathlib import Path
 import onnx
 import torch
 
-from helpers.runtime.config import PreprocessConfig
 from helpers.models import set_serving_thresholds
 from helpers.paths import run_artifacts
 from helpers.runtime.classmap import ClassMap
+from helpers.runtime.config import PreprocessConfig
 from helpers.runtime.model import CONTRACT, META_PREFIX, OUTPUT_NAMES
 
 OPSET = 17
@@ -88,7 +88,7 @@ def export_onnx(
         "model_name": model_name,
         "weights": weights_used,
         "data": data_used,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "contract": CONTRACT,
         "min_score": str(min_score),
     }

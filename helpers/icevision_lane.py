@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from helpers.runtime.config import PREPROCESS, PreprocessConfig
 from helpers.compare import greedy_pairs, tie_explained
 from helpers.metrics import detections_to_arrays
 from helpers.package import find_python
 from helpers.paths import ICEVISION_DIR, PROJECT_ROOT, shown
+from helpers.runtime.config import PREPROCESS, PreprocessConfig
 from helpers.runtime.postprocess import to_detections
 from helpers.runtime.preprocess import decode_image, letterbox, letterbox_geometry, preprocess
 
@@ -98,7 +98,13 @@ def run(out_dir: Path, epochs: int, python: Path | None = None) -> Path:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     log = out_dir / "lane.log"
     log.unlink(missing_ok=True)
-    _run([python, script, "--out", out_dir, "--epochs", epochs], "the IceVision training script", log, env=env, cwd=PROJECT_ROOT)
+    _run(
+        [python, script, "--out", out_dir, "--epochs", epochs],
+        "the IceVision training script",
+        log,
+        env=env,
+        cwd=PROJECT_ROOT,
+    )
     stamp.write_text(wanted)
     return out_dir
 
@@ -118,9 +124,15 @@ def preprocessing_parity(out_dir: Path, config: PreprocessConfig = PREPROCESS) -
       (geometry, uint8 letterbox, normalised tensor).
     """
     arrays, reference = load_reference(out_dir)
-    figures = {"images": len(reference["images"]), "normalized_images": len(arrays["normalized"]),
-               "decode_max_abs_diff": 0, "decode_mean_abs_diff": 0.0, "geometry_mismatches": [],
-               "letterbox_max_abs_diff": 0, "normalized_max_abs_diff": 0.0}
+    figures = {
+        "images": len(reference["images"]),
+        "normalized_images": len(arrays["normalized"]),
+        "decode_max_abs_diff": 0,
+        "decode_mean_abs_diff": 0.0,
+        "geometry_mismatches": [],
+        "letterbox_max_abs_diff": 0,
+        "normalized_max_abs_diff": 0.0,
+    }
     decode_sum, decode_count = 0, 0
     for index, name in enumerate(reference["images"]):
         theirs = arrays[f"decoded_{index}"]
@@ -151,8 +163,15 @@ def compare_predictions(ours: list[dict], theirs: dict, geometry, class_map) -> 
     else as unexplained: a barely trained RetinaNet scores its 300 boxes within ~0.01 of each other, so
     an exact tie that NMS breaks the other way can start a short cascade of different suppressions."""
     mine = detections_to_arrays(ours, class_map)
-    restored = to_detections(theirs["boxes"], theirs["scores"], theirs["labels"], geometry, class_map,
-                             score_threshold=0.0, max_detections=len(theirs["scores"]))
+    restored = to_detections(
+        theirs["boxes"],
+        theirs["scores"],
+        theirs["labels"],
+        geometry,
+        class_map,
+        score_threshold=0.0,
+        max_detections=len(theirs["scores"]),
+    )
     other = detections_to_arrays(restored, class_map)
     iou = np.zeros((len(mine["boxes"]), len(other["boxes"])))
     if iou.size:
@@ -212,7 +231,12 @@ def prediction_parity(out_dir: Path, same_pixels: bool = True) -> list[dict]:
         if "detections" not in response:
             raise LaneFailed(f"our handler refused {theirs['image']}: {response}")
         geometry = letterbox_geometry(*pixels.shape[:2], state.detector.config.image_size)
-        rows.append({"image": theirs["image"], **compare_predictions(response["detections"], theirs, geometry, state.detector.class_map)})
+        rows.append(
+            {
+                "image": theirs["image"],
+                **compare_predictions(response["detections"], theirs, geometry, state.detector.class_map),
+            }
+        )
     return rows
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from helpers.package import find_python
 
-DRIVER = r'''
+DRIVER = r"""
 import importlib, json, sys, time
 package_dir, handler_name, events_path, results_path = sys.argv[1:5]
 sys.path = [package_dir] + [p for p in sys.path if p.startswith(sys.base_prefix)]
@@ -66,7 +66,7 @@ with open(results_path, "w") as f:
         "numpy_file": numpy.__file__,
         "forbidden_modules_loaded": outside,
     }, f)
-'''
+"""
 
 
 def invoke_zip(
@@ -98,9 +98,21 @@ def invoke_zip(
             **env,
         }
         completed = subprocess.run(
-            [str(interpreter), "-I", "-S", str(tmp / "driver.py"), str(package), handler,
-             str(tmp / "events.json"), str(tmp / "results.json")],
-            env=lambda_env, capture_output=True, text=True, timeout=timeout, cwd=package,
+            [
+                str(interpreter),
+                "-I",
+                "-S",
+                str(tmp / "driver.py"),
+                str(package),
+                handler,
+                str(tmp / "events.json"),
+                str(tmp / "results.json"),
+            ],
+            env=lambda_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=package,
         )
         if completed.returncode != 0:
             raise RuntimeError(f"local invoke failed ({completed.returncode}):\n{completed.stderr[-3000:]}")

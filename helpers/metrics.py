@@ -67,7 +67,9 @@ def detections_to_arrays(detections: list[dict], class_map: ClassMap) -> dict[st
     return {
         "boxes": np.array([d["box"] for d in detections], dtype=np.float64).reshape(-1, 4),
         "scores": np.array([d["score"] for d in detections], dtype=np.float64),
-        "labels": np.array([0 if d["label"] == BACKGROUND else class_map.id(d["label"]) for d in detections], dtype=np.int64),
+        "labels": np.array(
+            [0 if d["label"] == BACKGROUND else class_map.id(d["label"]) for d in detections], dtype=np.int64
+        ),
     }
 
 
@@ -80,13 +82,17 @@ def evaluate_detector(detector, records) -> dict[str, float]:
     for record in records:
         detections, _, _ = detector.predict(decode_image(record.image_path.read_bytes()), 0.0, 1000)
         arrays = detections_to_arrays(detections, detector.class_map)
-        predictions.append({
-            "boxes": torch.tensor(arrays["boxes"], dtype=torch.float32),
-            "scores": torch.tensor(arrays["scores"], dtype=torch.float32),
-            "labels": torch.from_numpy(arrays["labels"]),
-        })
-        targets.append({
-            "boxes": torch.tensor(record.boxes, dtype=torch.float32).reshape(-1, 4),
-            "labels": torch.tensor([detector.class_map.id(n) for n in record.labels], dtype=torch.int64),
-        })
+        predictions.append(
+            {
+                "boxes": torch.tensor(arrays["boxes"], dtype=torch.float32),
+                "scores": torch.tensor(arrays["scores"], dtype=torch.float32),
+                "labels": torch.from_numpy(arrays["labels"]),
+            }
+        )
+        targets.append(
+            {
+                "boxes": torch.tensor(record.boxes, dtype=torch.float32).reshape(-1, 4),
+                "labels": torch.tensor([detector.class_map.id(n) for n in record.labels], dtype=torch.int64),
+            }
+        )
     return mean_average_precision(predictions, targets, detector.class_map.names)

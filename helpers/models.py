@@ -28,8 +28,7 @@ OFFLINE_MESSAGE = (
     "\n" + "!" * 78 + "\n"
     "!! Pretrained weights for {name} could not be downloaded ({error}).\n"
     "!! Training FROM SCRATCH (weights=None, weights_backbone=None). Expect far lower accuracy\n"
-    "!! than with weights='DEFAULT'; the checkpoint records weights='none (offline fallback)'.\n"
-    + "!" * 78
+    "!! than with weights='DEFAULT'; the checkpoint records weights='none (offline fallback)'.\n" + "!" * 78
 )
 
 
@@ -102,7 +101,7 @@ def build_detector(
             if weights == "DEFAULT":
                 raise
             print(OFFLINE_MESSAGE.format(name=name, error=err), file=sys.stderr)
-            warnings.warn(f"{name}: training from scratch, pretrained weights unavailable")
+            warnings.warn(f"{name}: training from scratch, pretrained weights unavailable", stacklevel=2)
             used = "none (offline fallback)"
     if model is None:
         model = getattr(detection, name)(weights=None, weights_backbone=None, num_classes=num_classes)

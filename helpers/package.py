@@ -45,14 +45,37 @@ ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 #: What inference never loads, each removal verified by running the result (tests/test_package.py).
 TRIM_GLOBS = (
     "onnxruntime/capi/libonnxruntime.so.*",  # C-API library; the Python extension links statically
-    "onnxruntime/tools", "onnxruntime/transformers", "onnxruntime/quantization", "onnxruntime/datasets",
-    "onnxruntime/backend", "onnxruntime/ThirdPartyNotices.txt",
-    "google", "flatbuffers", "packaging",  # onnxruntime's protobuf/flatbuffers/packaging: not imported to infer
-    "numpy/*/tests", "numpy/tests", "numpy/_core/include", "numpy/f2py", "numpy/_pyinstaller",
-    "numpy/typing", "numpy/random", "numpy/fft", "numpy/polynomial", "numpy/ma", "numpy/testing",
-    "numpy/_core/_*_tests.*.so", "numpy/_core/_simd.*.so", "numpy/_core/lib",
-    "**/*.pyi", "**/py.typed", "numpy/**/*.pxd", "numpy/**/*.h",
-    "PIL/_avif.*.so", "PIL/_imagingft.*.so", "PIL/_imagingtk.*.so", "PIL/_imagingcms.*.so",  # AVIF, fonts, Tk, ICC
+    "onnxruntime/tools",
+    "onnxruntime/transformers",
+    "onnxruntime/quantization",
+    "onnxruntime/datasets",
+    "onnxruntime/backend",
+    "onnxruntime/ThirdPartyNotices.txt",
+    "google",
+    "flatbuffers",
+    "packaging",  # onnxruntime's protobuf/flatbuffers/packaging: not imported to infer
+    "numpy/*/tests",
+    "numpy/tests",
+    "numpy/_core/include",
+    "numpy/f2py",
+    "numpy/_pyinstaller",
+    "numpy/typing",
+    "numpy/random",
+    "numpy/fft",
+    "numpy/polynomial",
+    "numpy/ma",
+    "numpy/testing",
+    "numpy/_core/_*_tests.*.so",
+    "numpy/_core/_simd.*.so",
+    "numpy/_core/lib",
+    "**/*.pyi",
+    "**/py.typed",
+    "numpy/**/*.pxd",
+    "numpy/**/*.h",
+    "PIL/_avif.*.so",
+    "PIL/_imagingft.*.so",
+    "PIL/_imagingtk.*.so",
+    "PIL/_imagingcms.*.so",  # AVIF, fonts, Tk, ICC
     "bin",
 )
 
@@ -67,8 +90,9 @@ def find_python(version: str) -> Path | None:
     candidates = [shutil.which(f"python{version}")]
     candidates += sorted(Path(root, "versions").glob(f"{version}.*/bin/python{version}"), reverse=True)
     for candidate in filter(None, candidates):
-        check = subprocess.run([str(candidate), "-c", "import sys; print(sys.version_info[:2])"],
-                               capture_output=True, text=True)
+        check = subprocess.run(
+            [str(candidate), "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True
+        )
         if check.returncode == 0 and check.stdout.strip() == str(tuple(map(int, version.split(".")))):
             return Path(candidate)
     return None
@@ -77,9 +101,23 @@ def find_python(version: str) -> Path | None:
 def _pip_install(target: Path, arch: str, python: str) -> None:
     platforms = [arg for tag in MANYLINUX_TAGS for arg in ("--platform", f"{tag}_{ARCHES[arch]}")]
     command = [
-        sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target), "--no-compile",
-        "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
-        "--abi", f"cp{python.replace('.', '')}", *platforms, *LAMBDA_REQUIREMENTS,
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--target",
+        str(target),
+        "--no-compile",
+        "--only-binary=:all:",
+        "--implementation",
+        "cp",
+        "--python-version",
+        python,
+        "--abi",
+        f"cp{python.replace('.', '')}",
+        *platforms,
+        *LAMBDA_REQUIREMENTS,
     ]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
@@ -122,13 +160,15 @@ def _trim(root: Path) -> None:
 
 
 def _strip(root: Path) -> None:
-    """strip --strip-unneeded on unstripped objects outside pillow.libs (those break when stripped)."""
+    """strip --strip-unneeded on the packages' own extensions. Libraries that auditwheel vendored
+    (numpy.libs, pillow.libs) were rewritten with patchelf and break when stripped (numpy 2.4.6's
+    OpenBLAS: "ELF load command address/offset not page-aligned"), so they are left as shipped."""
     strip = shutil.which("strip")
     if not strip:
         print("warning: no `strip` on PATH; shared objects left unstripped", file=sys.stderr)
         return
     for library in sorted(root.rglob("*.so*")):
-        if library.parent.name == "pillow.libs":
+        if library.parent.name.endswith(".libs"):
             continue
         subprocess.run([strip, "--strip-unneeded", str(library)], check=False, capture_output=True)
 
@@ -150,8 +190,20 @@ def _compile(root: Path, python: Path) -> None:
     """Bytecode the target interpreter uses after unzip: hash-based, so mtimes do not matter, and
     with source paths as Lambda sees them (/var/task/...), not this build's temporary folder."""
     subprocess.run(
-        [str(python), "-I", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
-         "-s", str(root), "-p", "/var/task", str(root)],
+        [
+            str(python),
+            "-I",
+            "-m",
+            "compileall",
+            "-q",
+            "--invalidation-mode",
+            "unchecked-hash",
+            "-s",
+            str(root),
+            "-p",
+            "/var/task",
+            str(root),
+        ],
         check=True,
     )
 
@@ -166,8 +218,13 @@ def _zip(root: Path, out: Path) -> None:
             zf.writestr(info, path.read_bytes(), compresslevel=9)
 
 
-def build(arch: str = "x86_64", python: str = "3.12", model: Path | None = None, out_dir: Path | None = None,
-          work_dir: Path | None = None) -> dict:
+def build(
+    arch: str = "x86_64",
+    python: str = "3.12",
+    model: Path | None = None,
+    out_dir: Path | None = None,
+    work_dir: Path | None = None,
+) -> dict:
     """Build <out_dir>/lambda-<arch>.zip (default: this mode's dist folder, helpers.paths); returns the
     size report (also written next to the zip as JSON)."""
     if arch not in ARCHES:
@@ -211,11 +268,13 @@ def build(arch: str = "x86_64", python: str = "3.12", model: Path | None = None,
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{shown(report['zip'])}  sha256 {report['sha256'][:16]}…",
-             f"zipped {report['zipped_bytes'] / 2**20:.1f} MiB (limit 50 MB), unzipped "
-             f"{report['unzipped_bytes'] / 2**20:.1f} MiB (limit 250 MB; untrimmed "
-             f"{report['untrimmed_unzipped_bytes'] / 2**20:.1f} MiB)",
-             f"{'package':<28}{'before MiB':>12}{'after MiB':>12}"]
+    lines = [
+        f"{shown(report['zip'])}  sha256 {report['sha256'][:16]}…",
+        f"zipped {report['zipped_bytes'] / 2**20:.1f} MiB (limit 50 MB), unzipped "
+        f"{report['unzipped_bytes'] / 2**20:.1f} MiB (limit 250 MB; untrimmed "
+        f"{report['untrimmed_unzipped_bytes'] / 2**20:.1f} MiB)",
+        f"{'package':<28}{'before MiB':>12}{'after MiB':>12}",
+    ]
     for name in sorted(set(report["per_package_before"]) | set(report["per_package_after"])):
         before = report["per_package_before"].get(name, 0) / 2**20
         after = report["per_package_after"].get(name, 0) / 2**20

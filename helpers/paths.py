@@ -107,4 +107,6 @@ def shown(path: str | Path) -> str:
     """A path as printed to people and stored in records: relative to the project when inside it,
     so that outputs carry no machine's checkout path."""
     path = Path(path)
-    return str(path.relative_to(PROJECT_ROOT)) if path.is_absolute() and path.is_relative_to(PROJECT_ROOT) else str(path)
+    return (
+        str(path.relative_to(PROJECT_ROOT)) if path.is_absolute() and path.is_relative_to(PROJECT_ROOT) else str(path)
+    )

@@ -43,7 +43,11 @@ def ensure_trained() -> dict:
     layout = artifacts()
     if layout.summary.is_file():
         summary = json.loads(layout.summary.read_text())
-        if summary.get("config") == config.as_record() and Path(summary["checkpoint"]).is_file() and layout.split.is_file():
+        if (
+            summary.get("config") == config.as_record()
+            and Path(summary["checkpoint"]).is_file()
+            and layout.split.is_file()
+        ):
             return summary
         print(f"note: {layout.summary} was trained with another configuration; training again", file=sys.stderr)
     return train(config)

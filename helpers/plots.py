@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
-
 import sys
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np

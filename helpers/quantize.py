@@ -13,9 +13,11 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from helpers.export import write_metadata
 from helpers.runtime.model import META_PREFIX
 
+
 def quantize_int8(model_path: str | Path, out_path: str | Path, calibration_inputs: list[np.ndarray]) -> Path:
     """Static QDQ INT8, per channel, Conv/Gemm/MatMul (NMS and box decoding stay float), calibrated on
     real preprocessed images. Dynamic quantisation made these detectors slower here."""
+
     class _Reader(CalibrationDataReader):
         def __init__(self):
             self._items = iter(calibration_inputs)

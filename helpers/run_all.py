@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from helpers.paths import NOTEBOOKS_DIR, RunArtifacts, shown
+
 SERIES = (
     "01_train.ipynb",
     "02_export_onnx.ipynb",
@@ -33,14 +34,21 @@ def run_notebook(source: Path, destination: Path, timeout: int = 7200) -> float:
     from nbclient.exceptions import CellExecutionError
 
     notebook = nbformat.read(source, as_version=4)
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(source.parent)}})
+    client = NotebookClient(
+        notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(source.parent)}}
+    )
     started = time.perf_counter()
     try:
         client.execute()
     except CellExecutionError as err:
-        failing = next((i for i, c in enumerate(notebook.cells) if c.cell_type == "code"
-                        and any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
+        failing = next(
+            (
+                i
+                for i, c in enumerate(notebook.cells)
+                if c.cell_type == "code" and any(o.get("output_type") == "error" for o in c.get("outputs", []))
+            ),
+            None,
+        )
         cell = notebook.cells[failing].source.splitlines()[0] if failing is not None else "?"
         raise NotebookFailed(
             f"{source.name} failed in cell {failing} ({cell!r}): {err.ename}: {err.evalue}\n"
@@ -55,15 +63,19 @@ def summary(layout: RunArtifacts) -> list[str]:
     lines = [f"artefacts: {shown(layout.root)}"]
     if layout.summary.is_file():
         s = json.loads(layout.summary.read_text())
-        lines.append(f"  trained {s['model']} ({s['weights_used']}), {s['epochs']} epochs, "
-                     f"{s['seconds_per_epoch']} s/epoch, best real-valid mAP {s['best_val_real_map']:.3f}")
+        lines.append(
+            f"  trained {s['model']} ({s['weights_used']}), {s['epochs']} epochs, "
+            f"{s['seconds_per_epoch']} s/epoch, best real-valid mAP {s['best_val_real_map']:.3f}"
+        )
         lines.append(f"  checkpoint {shown(s['checkpoint'])}")
     for path in (layout.onnx, layout.int8):
         if path.is_file():
             lines.append(f"  {path.name:16} {path.stat().st_size / 1e6:6.1f} MB")
     if layout.zip_report().is_file():
         r = json.loads(layout.zip_report().read_text())
-        lines.append(f"  lambda zip {r['zipped_bytes'] / 2**20:.1f} MiB zipped / {r['unzipped_bytes'] / 2**20:.1f} MiB unzipped: {shown(r['zip'])}")
+        lines.append(
+            f"  lambda zip {r['zipped_bytes'] / 2**20:.1f} MiB zipped / {r['unzipped_bytes'] / 2**20:.1f} MiB unzipped: {shown(r['zip'])}"
+        )
     if layout.deployment.is_file():
         d = json.loads(layout.deployment.read_text())
         lines.append(f"  deployment record ({d['target']}): {shown(layout.deployment)}")
@@ -74,8 +86,9 @@ def summary(layout: RunArtifacts) -> list[str]:
 def main(argv=None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m helpers run-all", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers run-all", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--full", action="store_true", help="full training (default: quick mode)")
     args = parser.parse_args(argv)
     os.environ["HELPERS_QUICK"] = "0" if args.full else "1"

@@ -15,9 +15,9 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from helpers.runtime.config import FRIDGE_CLASSES
 from helpers.data import Record, parse_voc
 from helpers.paths import THUMBNAILS_DIR
+from helpers.runtime.config import FRIDGE_CLASSES
 
 SYNTHETIC_TAG = "SYNTHETIC (helpers.synthetic: real thumbnails on generated backgrounds)"
 

@@ -30,11 +30,11 @@ from torchvision.models import detection
 
 from helpers import data as fridge_data
 from helpers.backbones import PretrainedWeightsMissing
-from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
 from helpers.metrics import mean_average_precision, new_metric, summarize
 from helpers.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES, build_detector
 from helpers.paths import DATA_CACHE_DIR, quick_mode, run_artifacts, split_file
 from helpers.runtime.classmap import ClassMap
+from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
 from helpers.runtime.preprocess import decode_image
 from helpers.synthetic import make_synthetic_voc, object_photos, split_object_photos
 from helpers.transforms import train_transform, valid_transform
@@ -96,9 +96,7 @@ class DetectorModule(L.LightningModule):
         self.save_hyperparameters()
         self.class_map = ClassMap(class_names)
         self.preprocess = PreprocessConfig.from_json(preprocess_json)
-        self.model, used = build_detector(
-            model_name, self.class_map.num_classes, self.preprocess.image_size, weights
-        )
+        self.model, used = build_detector(model_name, self.class_map.num_classes, self.preprocess.image_size, weights)
         # A reloaded checkpoint is built with weights="none": keep the record of the original.
         self.hparams["weights_used"] = weights_used or used
         self.metrics = torch.nn.ModuleList([new_metric(), new_metric()])
@@ -191,11 +189,21 @@ class EpochReport(Callback):
 
     def on_train_epoch_end(self, trainer, module):  # after this epoch's validation
         logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        figures = [f"{name} {logged[key]:.3f}" for key, name in (
-            ("train/loss_epoch", "loss"), ("val_real/map", "real mAP"), ("val_real/map_50", "real mAP@.5"),
-            ("val_synthetic/map_50", "synthetic mAP@.5")) if key in logged]
+        figures = [
+            f"{name} {logged[key]:.3f}"
+            for key, name in (
+                ("train/loss_epoch", "loss"),
+                ("val_real/map", "real mAP"),
+                ("val_real/map_50", "real mAP@.5"),
+                ("val_synthetic/map_50", "synthetic mAP@.5"),
+            )
+            if key in logged
+        ]
         seconds = time.perf_counter() - self.started
-        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {', '.join(figures)} ({seconds:.0f} s)", flush=True)
+        print(
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {', '.join(figures)} ({seconds:.0f} s)",
+            flush=True,
+        )
 
 
 @dataclasses.dataclass
@@ -225,8 +233,15 @@ class TrainConfig:
 
     @classmethod
     def quick(cls, **overrides) -> TrainConfig:
-        settings = dict(model=LITE0_MODEL, dataset="sample", epochs=4, n_synthetic=96, real_repeats=6, warmup_steps=40,
-                        out_dir=str(run_artifacts(quick=True).train_dir))
+        settings = dict(
+            model=LITE0_MODEL,
+            dataset="sample",
+            epochs=4,
+            n_synthetic=96,
+            real_repeats=6,
+            warmup_steps=40,
+            out_dir=str(run_artifacts(quick=True).train_dir),
+        )
         settings.update(overrides)
         return cls(**settings)
 
@@ -257,7 +272,10 @@ class PreparedData:
 
     def split(self, train_dir: str | Path) -> fridge_data.Split:
         return fridge_data.Split(
-            self.source.name, self.source.root, self.real_train_names, tuple(r.image_path.name for r in self.valid_real),
+            self.source.name,
+            self.source.root,
+            self.real_train_names,
+            tuple(r.image_path.name for r in self.valid_real),
             synthetic_dir(train_dir, "valid") if self.valid_synthetic else None,
         )
 
@@ -281,9 +299,11 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     n_valid = max(20, config.n_synthetic // 10)
     objects = tuple(config.synthetic_objects)
     synthetic_train = make_synthetic_voc(
-        synthetic_dir(config.out_dir, "train"), config.n_synthetic, config.seed, training_photos, objects)
+        synthetic_dir(config.out_dir, "train"), config.n_synthetic, config.seed, training_photos, objects
+    )
     synthetic_valid = make_synthetic_voc(
-        synthetic_dir(config.out_dir, "valid"), n_valid, config.seed + 1, holdout_photos, objects)
+        synthetic_dir(config.out_dir, "valid"), n_valid, config.seed + 1, holdout_photos, objects
+    )
     return PreparedData(source, real_train + synthetic_train, real_valid, synthetic_valid, len(holdout_photos))
 
 
@@ -326,8 +346,14 @@ def train(config: TrainConfig) -> dict:
         if records
     ]
     module = DetectorModule(
-        model_name, class_map.names, PREPROCESS.to_json(), config.weights, config.lr,
-        max_epochs=config.epochs, data_used=data.source.describe(), warmup_steps=config.warmup_steps,
+        model_name,
+        class_map.names,
+        PREPROCESS.to_json(),
+        config.weights,
+        config.lr,
+        max_epochs=config.epochs,
+        data_used=data.source.describe(),
+        warmup_steps=config.warmup_steps,
     )
     checkpoint = BestCheckpoint(
         dirpath=out_dir, filename="best", monitor=MONITOR, mode="max", enable_version_counter=False
@@ -348,7 +374,11 @@ def train(config: TrainConfig) -> dict:
     with warnings.catch_warnings():
         # Lightning's notices that say nothing about this run: the reused output folder (it holds the
         # synthetic set), a pytree deprecation inside Lightning itself, and no workers (by design).
-        for message in ("Checkpoint directory", "`isinstance\\(treespec", "The '.*dataloader' does not have many workers"):
+        for message in (
+            "Checkpoint directory",
+            "`isinstance\\(treespec",
+            "The '.*dataloader' does not have many workers",
+        ):
             warnings.filterwarnings("ignore", message=message)
         trainer.fit(module, train_loader, valid_loaders)
     seconds = time.perf_counter() - started
@@ -401,17 +431,24 @@ def dry_run(config: TrainConfig) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         data = prepare_data(dataclasses.replace(config, out_dir=scratch))
         model = config.model or f"{BLOG_MODEL} if its COCO weights download, else {LITE0_MODEL}"
-        return {"model": model, "weights": config.weights, **data.summary(),
-                "train_boxes": sum(len(r.boxes) for r in data.train),
-                "valid_synthetic_boxes": sum(len(r.boxes) for r in data.valid_synthetic)}
+        return {
+            "model": model,
+            "weights": config.weights,
+            **data.summary(),
+            "train_boxes": sum(len(r.boxes) for r in data.train),
+            "valid_synthetic_boxes": sum(len(r.boxes) for r in data.valid_synthetic),
+        }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--model", choices=MODEL_NAMES)
     parser.add_argument("--weights", choices=("auto", "DEFAULT", "none"))
-    parser.add_argument("--dataset", help="fridge (download; default in full mode), sample (bundled; "
-                        "quick mode's default) or a VOC folder (images/, annotations/)")
+    parser.add_argument(
+        "--dataset",
+        help="fridge (download; default in full mode), sample (bundled; "
+        "quick mode's default) or a VOC folder (images/, annotations/)",
+    )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)

@@ -7,6 +7,16 @@ from helpers import data as fridge_data
 
 os.environ.setdefault("HELPERS_QUICK", "1")
 
+#: Fixtures that train, build a Lambda zip or run the IceVision lane: tests using them are `slow`
+#: (left out of `make test-fast`; `make test` runs everything).
+SLOW_FIXTURES = {"trained", "lambda_zip", "lane_out"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def sample_records():

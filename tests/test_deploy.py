@@ -13,6 +13,7 @@ import yaml
 from cfnlint.decode import cfn_yaml
 
 from helpers import deploy
+from helpers.local_aws import MotoDeployer, moto_server
 
 TEMPLATE = deploy.TEMPLATE
 ROOT = TEMPLATE.parent.parent
@@ -37,7 +38,7 @@ def test_role_is_least_privilege_without_wildcards():
     role = template["Resources"]["ExecutionRole"]["Properties"]
     assert "ManagedPolicyArns" not in role  # no AWSLambdaExecute / AWSLambdaBasicExecutionRole
     actions = set()
-    for name, statement in _statements(template):
+    for _name, statement in _statements(template):
         assert statement["Effect"] == "Allow"
         statement_actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         assert not any("*" in a for a in statement_actions), statement
@@ -73,7 +74,7 @@ def test_taskcat_config_follows_the_documented_format():
     assert set(config) <= {"general", "project", "tests"}
     assert config["project"]["name"] and config["project"]["regions"]
     parameters = set(cfn_yaml.load(str(TEMPLATE))["Parameters"])
-    for name, test in config["tests"].items():
+    for _name, test in config["tests"].items():
         assert (ROOT / test["template"]).resolve() == TEMPLATE.resolve()
         assert set(test["parameters"]) <= parameters, set(test["parameters"]) - parameters
         required = {p for p, spec in cfn_yaml.load(str(TEMPLATE))["Parameters"].items() if "Default" not in spec}
@@ -82,19 +83,24 @@ def test_taskcat_config_follows_the_documented_format():
 
 @pytest.fixture(scope="module")
 def moto_url():
-    with deploy.moto_server("eu-central-1") as url:
+    with moto_server("eu-central-1") as url:
         yield url
 
 
 def _clients(url):
-    return {name: boto3.client(name, endpoint_url=url, region_name="eu-central-1") for name in ("s3", "lambda", "iam", "cloudformation")}
+    return {
+        name: boto3.client(name, endpoint_url=url, region_name="eu-central-1")
+        for name in ("s3", "lambda", "iam", "cloudformation")
+    }
 
 
 def test_deploy_describe_update_teardown_cycle(moto_url, lambda_zip, onnx_model):
     log = []
-    deployer = deploy.Deployer("eu-central-1", moto_url, log=log.append)
+    deployer = MotoDeployer("eu-central-1", moto_url, log=log.append)
     zip_path = Path(lambda_zip["zip"])
-    outputs = deployer.up("fridge-test", "fridge-artifacts", zip_path, onnx_model, "x86_64", "fridge-test", MemorySize="2048")
+    outputs = deployer.up(
+        "fridge-test", "fridge-artifacts", zip_path, onnx_model, "x86_64", "fridge-test", MemorySize="2048"
+    )
     c = _clients(moto_url)
     config = c["lambda"].get_function(FunctionName="fridge-test")["Configuration"]
     assert config["Runtime"] == "python3.12"
@@ -133,7 +139,7 @@ def test_deploy_describe_update_teardown_cycle(moto_url, lambda_zip, onnx_model)
 
 
 def test_bad_parameters_fail_before_anything_is_created(moto_url, lambda_zip, onnx_model, tmp_path):
-    deployer = deploy.Deployer("eu-central-1", moto_url, log=lambda _: None)
+    deployer = MotoDeployer("eu-central-1", moto_url, log=lambda _: None)
     zip_path = Path(lambda_zip["zip"])
     before = _clients(moto_url)["s3"].list_buckets()["Buckets"]
     with pytest.raises(deploy.DeployError, match="--bucket"):
@@ -155,13 +161,16 @@ def test_bad_parameters_fail_before_anything_is_created(moto_url, lambda_zip, on
         deployer.up("bad", "bad-bucket", no_handler, onnx_model)
     with pytest.raises(deploy.DeployError, match="model not found"):
         deployer.up("bad", "bad-bucket", zip_path, tmp_path / "missing.onnx")
+    with pytest.raises(deploy.DeployError, match="--stack-name"):
+        deployer.up("1-starts-with-a-digit", "bad-bucket", zip_path, onnx_model)
     assert _clients(moto_url)["s3"].list_buckets()["Buckets"] == before
 
 
 def test_cli_errors_are_one_line(capsys):
     assert deploy.main(["up", "--bucket", "Not_A_Bucket", "--endpoint-url", "http://127.0.0.1:9"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "error: --bucket must be an S3 bucket name (3-63 lowercase letters, digits, '.', '-'), got 'Not_A_Bucket'"]
+        "error: --bucket must be an S3 bucket name (3-63 lowercase letters, digits, '.', '-'), got 'Not_A_Bucket'"
+    ]
 
 
 def test_a_stuck_change_set_stops_with_a_clear_error_and_executes_nothing():
@@ -172,6 +181,32 @@ def test_a_stuck_change_set_stops_with_a_clear_error_and_executes_nothing():
     with Stubber(deployer.cloudformation) as stub:  # any call not queued here (an execute) would fail the test
         for status in ("CREATE_PENDING", "CREATE_IN_PROGRESS"):
             stub.add_response("describe_change_set", {"Status": status, **expected}, expected)
-        with pytest.raises(RuntimeError, match=r"deploy-1 of stack fridge-test is still CREATE_IN_PROGRESS after 1 s"):
+        with pytest.raises(
+            deploy.DeployFailed, match=r"deploy-1 of stack fridge-test is still CREATE_IN_PROGRESS after 1 s"
+        ):
             deployer._wait_change_set("fridge-test", "deploy-1", timeout_s=1)
         stub.assert_no_pending_responses()
+
+
+def test_a_missing_stack_is_recognised_by_its_error_code(moto_url):
+    deployer = deploy.Deployer("eu-central-1", moto_url, log=lambda _: None)
+    assert deployer._stack("never-created") is None
+    deployer.s3.create_bucket(Bucket="empty-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    deployer.down("never-created", "empty-bucket")  # nothing to delete is not an error
+
+
+def test_other_describe_errors_are_not_taken_for_a_missing_stack():
+    from botocore.exceptions import ClientError
+    from botocore.stub import Stubber
+
+    deployer = deploy.Deployer("eu-central-1", None, log=lambda _: None)
+    with Stubber(deployer.cloudformation) as stub:
+        stub.add_client_error("describe_stacks", service_error_code="AccessDenied", service_message="not allowed")
+        with pytest.raises(ClientError, match="AccessDenied"):
+            deployer._stack("fridge-test")
+
+
+def test_moto_adapter_is_not_on_the_production_path():
+    """helpers.deploy (what users run against AWS) imports no test double; the moto quirk lives in local_aws."""
+    code = "import sys, helpers.deploy; print(sorted(m for m in sys.modules if m.startswith(('moto', 'helpers.local_aws'))))"
+    assert subprocess.check_output([sys.executable, "-c", code], text=True).strip() == "[]"

@@ -8,13 +8,13 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
+from helpers.backbones import WEIGHTS_RECORD
 from helpers.compare import SCORE_TOLERANCE, compare_detections, parity, tie_explained
 from helpers.export import export_onnx
-from helpers.quantize import quantize_int8
-from helpers.backbones import WEIGHTS_RECORD
 from helpers.models import BLOG_MODEL, build_detector, set_serving_thresholds
+from helpers.quantize import quantize_int8
 from helpers.runtime.classmap import ClassMap
+from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
 from helpers.runtime.handler import DEFAULT_SCORE_THRESHOLD
 from helpers.runtime.model import Detector, ModelError
 from helpers.runtime.preprocess import decode_image, preprocess
@@ -85,7 +85,9 @@ def test_untrained_blog_retinanet_exports_with_parity(tmp_path, sample_inputs):
     torch.manual_seed(0)
     model, _ = build_detector(BLOG_MODEL, 5, 384, weights="none")
     # Random weights score ~0.01 everywhere (RetinaNet's prior): keep everything for a real comparison.
-    path = export_onnx(model, tmp_path / "retina.onnx", ClassMap(FRIDGE_CLASSES), PREPROCESS, BLOG_MODEL, "none", min_score=0.0)
+    path = export_onnx(
+        model, tmp_path / "retina.onnx", ClassMap(FRIDGE_CLASSES), PREPROCESS, BLOG_MODEL, "none", min_score=0.0
+    )
     rows = parity(model, path, sample_inputs[:3], threshold=0.0)
     _assert_parity(rows)
 
@@ -96,12 +98,20 @@ def _tiny_model(path, shape, with_metadata=True):
     boxes = helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["n", 4])
     scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n"])
     labels = helper.make_tensor_value_info("labels", TensorProto.INT64, ["n"])
-    const = lambda name, dims, kind, values: helper.make_node(
-        "Constant", [], [name], value=helper.make_tensor(name + "_v", kind, dims, values))
+
+    def const(name, dims, kind, values):
+        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name + "_v", kind, dims, values))
+
     graph = helper.make_graph(
-        [const("boxes", [0, 4], TensorProto.FLOAT, []), const("scores", [0], TensorProto.FLOAT, []),
-         const("labels", [0], TensorProto.INT64, [])],
-        "tiny", [images], [boxes, scores, labels])
+        [
+            const("boxes", [0, 4], TensorProto.FLOAT, []),
+            const("scores", [0], TensorProto.FLOAT, []),
+            const("labels", [0], TensorProto.INT64, []),
+        ],
+        "tiny",
+        [images],
+        [boxes, scores, labels],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     if with_metadata:
         entry = model.metadata_props.add()
@@ -145,8 +155,11 @@ def test_int8_model_is_smaller_keeps_the_contract_and_runs(onnx_model, tmp_path,
 
 
 def _detections(boxes, scores, labels):
-    return {"boxes": np.array(boxes, dtype=np.float32), "scores": np.array(scores, dtype=np.float32),
-            "labels": np.array(labels, dtype=np.int64)}
+    return {
+        "boxes": np.array(boxes, dtype=np.float32),
+        "scores": np.array(scores, dtype=np.float32),
+        "labels": np.array(labels, dtype=np.int64),
+    }
 
 
 def test_tie_rule_accepts_near_equal_twins_and_capped_tails_only():
@@ -170,7 +183,9 @@ def test_nms_twins_count_as_ties_and_shifted_boxes_do_not_pair():
     0.028 px apart, scores equal to 1e-9). Pairing at the 1e-2 px target calls that a tie; a box an
     export shifted by 0.02 px does not pair, so it lowers paired_fraction, which the parity tests bound."""
     common = ([[100, 100, 200, 220]], [0.9], [2])
-    reference = _detections([[0, 38.84802, 10.95842, 84.60724]] + common[0], [0.00059584339] + common[1], [1] + common[2])
+    reference = _detections(
+        [[0, 38.84802, 10.95842, 84.60724]] + common[0], [0.00059584339] + common[1], [1] + common[2]
+    )
     twin = _detections([[0, 38.85068, 10.95445, 84.63496]] + common[0], [0.00059584307] + common[1], [1] + common[2])
     row = compare_detections(reference, twin, max_detections=100)
     assert (row["matched"], row["ties"], row["unmatched"], row["paired_fraction"]) == (1, 2, 0, 0.5)

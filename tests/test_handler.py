@@ -100,13 +100,17 @@ def test_detections_equal_the_pytorch_model(state, trained, sample_records, lamb
     assert compared > 0
 
 
-@pytest.mark.parametrize("make_event", [
-    lambda data: {"image": _b64(data)},
-    lambda data: http_v2(json.dumps({"image": _b64(data)})),
-    lambda data: rest_v1(json.dumps({"image": _b64(data)})),
-    lambda data: http_v2(_b64(data), is_base64=True, content_type="image/jpeg"),
-    lambda data: rest_v1(_b64(data), is_base64=True, content_type="image/jpeg"),
-], ids=["direct", "http-v2-json", "rest-v1-json", "function-url-binary", "rest-v1-binary"])
+@pytest.mark.parametrize(
+    "make_event",
+    [
+        lambda data: {"image": _b64(data)},
+        lambda data: http_v2(json.dumps({"image": _b64(data)})),
+        lambda data: rest_v1(json.dumps({"image": _b64(data)})),
+        lambda data: http_v2(_b64(data), is_base64=True, content_type="image/jpeg"),
+        lambda data: rest_v1(_b64(data), is_base64=True, content_type="image/jpeg"),
+    ],
+    ids=["direct", "http-v2-json", "rest-v1-json", "function-url-binary", "rest-v1-binary"],
+)
 def test_every_event_shape_gives_the_same_answer(state, sample_jpegs, lambda_context, make_event):
     data = sample_jpegs["12.jpg"]
     expected = h.handler({"image": _b64(data)}, lambda_context)["detections"]
@@ -147,11 +151,23 @@ def test_exif_rotated_image_gets_boxes_in_the_displayed_frame(state, sample_reco
     assert len(upright["detections"]) > 0 and lossless["detections"] == upright["detections"]
     # The JPEG a phone writes: re-encoding moves a quick model's boxes (some a lot), but they stay in
     # the displayed frame: most still overlap the upright image's.
-    jpeg = h.handler({"image": _b64(_stored_sideways(Image.open(record.image_path), lambda im, **kw: _jpeg(im, quality=95, **kw))),
-                      "threshold": DEFAULT_SCORE_THRESHOLD}, lambda_context)
-    served = h.handler({"image": _b64(record.image_path.read_bytes()), "threshold": DEFAULT_SCORE_THRESHOLD}, lambda_context)
+    jpeg = h.handler(
+        {
+            "image": _b64(
+                _stored_sideways(Image.open(record.image_path), lambda im, **kw: _jpeg(im, quality=95, **kw))
+            ),
+            "threshold": DEFAULT_SCORE_THRESHOLD,
+        },
+        lambda_context,
+    )
+    served = h.handler(
+        {"image": _b64(record.image_path.read_bytes()), "threshold": DEFAULT_SCORE_THRESHOLD}, lambda_context
+    )
     assert jpeg["image"] == {"width": 499, "height": 666} and len(served["detections"]) > 0
-    iou = box_iou(torch.tensor([d["box"] for d in served["detections"]]), torch.tensor([d["box"] for d in jpeg["detections"]]).reshape(-1, 4))
+    iou = box_iou(
+        torch.tensor([d["box"] for d in served["detections"]]),
+        torch.tensor([d["box"] for d in jpeg["detections"]]).reshape(-1, 4),
+    )
     assert (iou.max(dim=1).values > 0.5).float().mean() >= 0.5, iou  # measured 5/6 for the quick model
 
 
@@ -172,7 +188,9 @@ def test_threshold_and_max_detections_from_the_query_string(state, sample_jpegs,
     status, body = raw_image({"threshold": "0", "max_detections": "1"})
     assert status == 200 and body["detections"] == everything[:1]
     # A JSON body's own value wins over the query string's.
-    out = h.handler(http_v2(json.dumps({"image": _b64(data), "threshold": 0.0}), query={"threshold": "1"}), lambda_context)
+    out = h.handler(
+        http_v2(json.dumps({"image": _b64(data), "threshold": 0.0}), query={"threshold": "1"}), lambda_context
+    )
     assert json.loads(out["body"])["detections"] == everything
     status, body = raw_image({"threshold": "high"})
     assert status == 400 and "threshold must be a number" in body["error"]
@@ -199,7 +217,12 @@ def _cases(sample_jpegs):
         ("bad-s3-uri", {"s3_uri": "https://bucket/key"}, 400, "s3://"),
         ("bad-s3-ref", {"s3": {"bucket": "b"}}, 400, "bucket"),
         ("png-bomb-30000x30000", {"image": _b64(bomb)}, 413, "too large|pixels"),
-        ("over-6mb-body", http_v2(_b64(b"\xff" * (MAX_IMAGE_BYTES + 10)), is_base64=True, content_type="image/jpeg"), 413, "limit"),
+        (
+            "over-6mb-body",
+            http_v2(_b64(b"\xff" * (MAX_IMAGE_BYTES + 10)), is_base64=True, content_type="image/jpeg"),
+            413,
+            "limit",
+        ),
         ("over-6mb-image", {"image": _b64(b"\xff" * (MAX_IMAGE_BYTES + 10))}, 413, "limit"),
     ]
 
@@ -234,7 +257,9 @@ def test_unusual_modes_are_served(state, sample_jpegs, lambda_context, mode):
     assert "error" not in out, out
     assert out["image"] == {"width": 499, "height": 666} and isinstance(out["detections"], list)
     if mode == "RGBA":  # fully opaque: exactly the RGB answer
-        assert out["detections"] == h.handler({"image": _b64(_png(rgb)), "threshold": 0.0}, lambda_context)["detections"]
+        assert (
+            out["detections"] == h.handler({"image": _b64(_png(rgb)), "threshold": 0.0}, lambda_context)["detections"]
+        )
 
 
 def test_unexpected_errors_are_500_without_details(state, sample_jpegs, lambda_context, monkeypatch, capsys):
@@ -248,19 +273,22 @@ def test_unexpected_errors_are_500_without_details(state, sample_jpegs, lambda_c
     assert any(e.get("request_id") == "req-123" and "secret internal detail" in e.get("exception", "") for e in logged)
 
 
-@pytest.mark.parametrize("env, message", [
-    ({}, "set MODEL_PATH"),
-    ({"MODEL_PATH": "/nonexistent/model.onnx"}, "MODEL_PATH"),
-    ({"MODEL_S3_URI": "bucket/key"}, "MODEL_S3_URI"),
-    ({"MODEL_BUCKET": "b"}, "MODEL_KEY"),
-    ({"MODEL_KEY": "k"}, "MODEL_BUCKET"),
-    ({"MODEL_S3_URI": "s3://b/k", "SCORE_THRESHOLD": "abc"}, "SCORE_THRESHOLD"),
-    ({"MODEL_S3_URI": "s3://b/k", "SCORE_THRESHOLD": "1.5"}, "SCORE_THRESHOLD"),
-    ({"MODEL_S3_URI": "s3://b/k", "MAX_DETECTIONS": "0"}, "MAX_DETECTIONS"),
-    ({"MODEL_S3_URI": "s3://b/k", "MAX_IMAGE_PIXELS": "lots"}, "MAX_IMAGE_PIXELS"),
-    ({"MODEL_S3_URI": "s3://b/k", "LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
-    ({"MODEL_S3_URI": "s3://b/k", "MODEL_SHA256": "xyz"}, "MODEL_SHA256"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({}, "set MODEL_PATH"),
+        ({"MODEL_PATH": "/nonexistent/model.onnx"}, "MODEL_PATH"),
+        ({"MODEL_S3_URI": "bucket/key"}, "MODEL_S3_URI"),
+        ({"MODEL_BUCKET": "b"}, "MODEL_KEY"),
+        ({"MODEL_KEY": "k"}, "MODEL_BUCKET"),
+        ({"MODEL_S3_URI": "s3://b/k", "SCORE_THRESHOLD": "abc"}, "SCORE_THRESHOLD"),
+        ({"MODEL_S3_URI": "s3://b/k", "SCORE_THRESHOLD": "1.5"}, "SCORE_THRESHOLD"),
+        ({"MODEL_S3_URI": "s3://b/k", "MAX_DETECTIONS": "0"}, "MAX_DETECTIONS"),
+        ({"MODEL_S3_URI": "s3://b/k", "MAX_IMAGE_PIXELS": "lots"}, "MAX_IMAGE_PIXELS"),
+        ({"MODEL_S3_URI": "s3://b/k", "LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"MODEL_S3_URI": "s3://b/k", "MODEL_SHA256": "xyz"}, "MODEL_SHA256"),
+    ],
+)
 def test_bad_configuration_names_the_variable(env, message):
     with pytest.raises(h.ConfigError, match=message):
         h.Settings(env)

@@ -7,7 +7,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from helpers.deploy import moto_server
+from helpers.local_aws import moto_server
 from helpers.runtime import handler as h
 from helpers.runtime.checksum import sha256_file
 
@@ -25,8 +25,13 @@ def s3(onnx_model, sample_jpegs):
 
 
 def test_model_is_downloaded_once_and_verified(s3, onnx_model, tmp_path, capsys):
-    env = {"MODEL_BUCKET": "models", "MODEL_KEY": "fridge/model.onnx", "MODEL_SHA256": sha256_file(onnx_model),
-           "MODEL_CACHE_DIR": str(tmp_path), "LOG_LEVEL": "INFO"}
+    env = {
+        "MODEL_BUCKET": "models",
+        "MODEL_KEY": "fridge/model.onnx",
+        "MODEL_SHA256": sha256_file(onnx_model),
+        "MODEL_CACHE_DIR": str(tmp_path),
+        "LOG_LEVEL": "INFO",
+    }
     state = h.init(env)
     assert (tmp_path / "model.onnx").is_file() and state.detector.path == tmp_path / "model.onnx"
     assert "model downloaded" in capsys.readouterr().out

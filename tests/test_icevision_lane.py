@@ -13,8 +13,8 @@ import onnx
 import pytest
 
 from helpers import icevision_lane as lane
-from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.runtime.classmap import ClassMap
+from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.runtime.model import Detector, ModelError
 from helpers.runtime.postprocess import restore_boxes
 from helpers.runtime.preprocess import letterbox
@@ -100,25 +100,34 @@ def test_compare_predictions_catches_a_shifted_box(lane_out):
     class_map = ClassMap.load(lane_out / "class_map.json")
     top = int(np.argmax(theirs["scores"]))
     box = restore_boxes(np.array([theirs["boxes"][top]]), geometry)[0]
-    ours = [{"label": class_map.name(theirs["labels"][top]), "score": theirs["scores"][top] + 0.01, "box": list(box + 5.0)}]
-    result = lane.compare_predictions(ours, {k: [theirs[k][top]] for k in ("boxes", "scores", "labels")}, geometry, class_map)
+    ours = [
+        {"label": class_map.name(theirs["labels"][top]), "score": theirs["scores"][top] + 0.01, "box": list(box + 5.0)}
+    ]
+    result = lane.compare_predictions(
+        ours, {k: [theirs[k][top]] for k in ("boxes", "scores", "labels")}, geometry, class_map
+    )
     assert result["pairs"] == 0 and result["unexplained"] == 2
 
 
 def test_icevision_resize_and_pad_on_albumentations_2_pads_black_and_config_expresses_it(sample_records):
     """Where 1.0.3 and 2.0.8 differ: IceVision's resize_and_pad passes the pad colour as `value=`, which
     2.x ignores (padding black). PreprocessConfig.pad_fill serves a model trained either way."""
+    from dataclasses import replace
+
     import albumentations as A
     import cv2
-    from dataclasses import replace
 
     from helpers.runtime.preprocess import decode_image
 
     with pytest.warns(UserWarning):
-        icevision_on_2x = A.Compose([
-            A.LongestMaxSize(PREPROCESS.image_size),
-            A.PadIfNeeded(PREPROCESS.image_size, PREPROCESS.image_size, border_mode=cv2.BORDER_CONSTANT, value=[124, 116, 104]),
-        ])
+        icevision_on_2x = A.Compose(
+            [
+                A.LongestMaxSize(PREPROCESS.image_size),
+                A.PadIfNeeded(
+                    PREPROCESS.image_size, PREPROCESS.image_size, border_mode=cv2.BORDER_CONSTANT, value=[124, 116, 104]
+                ),
+            ]
+        )
     image = decode_image(sample_records[0].image_path.read_bytes())
     theirs = icevision_on_2x(image=image)["image"]
     black, geometry = letterbox(image, replace(PREPROCESS, pad_fill=(0, 0, 0)))
@@ -126,7 +135,10 @@ def test_icevision_resize_and_pad_on_albumentations_2_pads_black_and_config_expr
     grey, _ = letterbox(image, PREPROCESS)
     differs = np.any(grey != theirs, axis=2)
     content = np.zeros_like(differs)
-    content[geometry.pad_top:geometry.pad_top + geometry.new_height, geometry.pad_left:geometry.pad_left + geometry.new_width] = True
+    content[
+        geometry.pad_top : geometry.pad_top + geometry.new_height,
+        geometry.pad_left : geometry.pad_left + geometry.new_width,
+    ] = True
     assert differs[~content].all() and not differs[content].any()
 
 
@@ -137,6 +149,8 @@ def test_lane_letterbox_pads_with_icevisions_colour(lane_out):
 
 
 def test_a_failing_lane_step_names_itself_and_its_log(tmp_path):
-    with pytest.raises(lane.LaneFailed, match=r"the IceVision training script failed \(exit 1\); its output is in .*lane.log"):
+    with pytest.raises(
+        lane.LaneFailed, match=r"the IceVision training script failed \(exit 1\); its output is in .*lane.log"
+    ):
         lane.run(tmp_path, epochs=1, python=sys.executable)  # a Python without IceVision: the script fails
     assert "ModuleNotFoundError" in (tmp_path / "lane.log").read_text()

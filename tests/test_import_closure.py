@@ -10,8 +10,18 @@ import helpers.runtime
 RUNTIME_DIR = Path(helpers.runtime.__file__).parent
 #: Every module of the runtime folder, found on disk so that a new module is covered by itself.
 RUNTIME_MODULES = sorted(f"helpers.runtime.{p.stem}" for p in RUNTIME_DIR.glob("*.py") if p.stem != "__init__")
-FORBIDDEN = {"torch", "torchvision", "cv2", "albumentations", "albucore", "lightning", "matplotlib",
-             "onnx", "boto3", "botocore"}
+FORBIDDEN = {
+    "torch",
+    "torchvision",
+    "cv2",
+    "albumentations",
+    "albucore",
+    "lightning",
+    "matplotlib",
+    "onnx",
+    "boto3",
+    "botocore",
+}
 ALLOWED_THIRD_PARTY = {"numpy", "PIL", "onnxruntime"}
 
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from helpers.runtime.config import FRIDGE_CLASSES
 from helpers.metrics import mean_average_precision
+from helpers.runtime.config import FRIDGE_CLASSES
 
 
 def _target(boxes, labels):
@@ -37,17 +37,13 @@ FAR = [300, 300, 340, 340]
 
 
 def test_hand_computed_ap_true_positive_ranked_first():
-    result = mean_average_precision(
-        [_pred([GT[0], FAR], [0.9, 0.8], [1, 1])], [_target(GT, [1, 1])], FRIDGE_CLASSES
-    )
+    result = mean_average_precision([_pred([GT[0], FAR], [0.9, 0.8], [1, 1])], [_target(GT, [1, 1])], FRIDGE_CLASSES)
     assert result["map"] == pytest.approx(51 / 101, abs=1e-4)  # precision 1 up to recall 0.5
     assert result["ap/carton"] == pytest.approx(51 / 101, abs=1e-4)
 
 
 def test_hand_computed_ap_false_positive_ranked_first():
-    result = mean_average_precision(
-        [_pred([FAR, GT[0]], [0.9, 0.8], [1, 1])], [_target(GT, [1, 1])], FRIDGE_CLASSES
-    )
+    result = mean_average_precision([_pred([FAR, GT[0]], [0.9, 0.8], [1, 1])], [_target(GT, [1, 1])], FRIDGE_CLASSES)
     assert result["map_50"] == pytest.approx(0.5 * 51 / 101, abs=1e-4)  # precision 1/2 at recall 0.5
 
 

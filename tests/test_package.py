@@ -11,7 +11,9 @@ from helpers.lambda_local import invoke_zip
 from helpers.runtime import handler as h
 
 PY312 = package.find_python("3.12")
-needs_312 = pytest.mark.skipif(PY312 is None, reason="no CPython 3.12 (PATH or pyenv) to build bytecode and invoke the zip")
+needs_312 = pytest.mark.skipif(
+    PY312 is None, reason="no CPython 3.12 (PATH or pyenv) to build bytecode and invoke the zip"
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +68,14 @@ MIN_FOUND_QUICK = 8
 @needs_312
 def test_the_zip_serving_the_quick_model_finds_the_real_boxes(built, trained, sample_records):
     from helpers import pipeline
-    from helpers.runtime.config import FRIDGE_CLASSES
-    from helpers.metrics import detections_to_arrays
-    from helpers.metrics import found_boxes
+    from helpers.metrics import detections_to_arrays, found_boxes
     from helpers.runtime.classmap import ClassMap
+    from helpers.runtime.config import FRIDGE_CLASSES
 
     threshold = 0.3
-    events = [{"image": base64.b64encode(r.image_path.read_bytes()).decode(), "threshold": threshold}
-              for r in sample_records]
+    events = [
+        {"image": base64.b64encode(r.image_path.read_bytes()).decode(), "threshold": threshold} for r in sample_records
+    ]
     report = invoke_zip(built["zip"], events, {"MODEL_PATH": str(pipeline.ensure_onnx()), "LOG_LEVEL": "WARNING"})
     class_map = ClassMap(FRIDGE_CLASSES)
     found = {
@@ -90,6 +92,7 @@ def test_the_zip_serving_the_quick_model_finds_the_real_boxes(built, trained, sa
 
 
 @needs_312
+@pytest.mark.slow
 def test_arm64_zip_builds_within_quotas(tmp_path):
     report = package.build("arm64", "3.12", out_dir=tmp_path)
     assert report["zipped_bytes"] < package.ZIP_LIMIT
@@ -106,6 +109,7 @@ def test_bad_arguments_fail_before_building(tmp_path):
 
 
 @needs_312
+@pytest.mark.slow
 def test_oversized_zip_is_refused(tmp_path):
     big = tmp_path / "big.onnx"
     big.write_bytes(__import__("os").urandom(30_000_000))  # incompressible: pushes the zip over 50 MB

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from helpers import data as fridge_data
-from helpers.runtime.config import PREPROCESS
+from helpers.paths import THUMBNAILS_DIR
 from helpers.runtime import preprocess as pp
+from helpers.runtime.config import PREPROCESS
 from helpers.runtime.postprocess import letterbox_boxes, restore_boxes
 from helpers.transforms import valid_transform
 
@@ -25,7 +26,7 @@ def _albu(image, transform=ALBU_LETTERBOX):
 
 def _bundled_images():
     paths = sorted(fridge_data.SAMPLE_DIR.glob("images/*.jpg"))
-    paths += sorted(fridge_data.THUMBNAILS_DIR.glob("*.jpg"))
+    paths += sorted(THUMBNAILS_DIR.glob("*.jpg"))
     return paths
 
 

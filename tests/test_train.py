@@ -1,13 +1,14 @@
 import csv
 import json
 
+import pytest
 import torch
 
 from helpers import data as fridge_data
 from helpers.backbones import WEIGHTS_RECORD
-from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.models import LITE0_MODEL, SMALL_MODEL, build_detector
 from helpers.runtime.classmap import ClassMap
+from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.train import MONITOR, BestCheckpoint, DetectionDataset, collate, load_checkpoint
 from helpers.transforms import valid_transform
 
@@ -22,6 +23,7 @@ def _loss(model, images, targets):
     return float(sum(model(images, targets).values()))
 
 
+@pytest.mark.slow
 def test_training_steps_lower_the_loss_on_real_images(sample_records):
     torch.manual_seed(0)
     model, used = build_detector(SMALL_MODEL, 5, PREPROCESS.image_size, weights="none")
@@ -101,6 +103,7 @@ def test_pipeline_reuses_a_run_only_when_its_configuration_matches(trained):
     assert (config["model"], config["dataset"], config["batch_size"]) == (LITE0_MODEL, "sample", 2)
 
 
+@pytest.mark.slow
 def test_training_on_a_downloaded_fridge_zip_uses_and_records_it(tmp_path, monkeypatch, fridge_zip):
     """--dataset fridge with FRIDGE_DATA_URL pointing at a zip of the official archive's shape: the run
     trains on its 80/20 split and says so in summary.json, the checkpoint and the ONNX metadata."""
@@ -110,14 +113,23 @@ def test_training_on_a_downloaded_fridge_zip_uses_and_records_it(tmp_path, monke
 
     archive = fridge_zip()
     monkeypatch.setenv(fridge_data.URL_VARIABLE, archive.as_uri())
-    config = TrainConfig.quick(dataset="fridge", epochs=1, out_dir=str(tmp_path / "run"), data_cache=str(tmp_path / "cache"))
+    config = TrainConfig.quick(
+        dataset="fridge", epochs=1, out_dir=str(tmp_path / "run"), data_cache=str(tmp_path / "cache")
+    )
     summary = train(config)
     data = summary["data"]
     assert (data["dataset"], data["url"], data["images"], data["boxes"]) == ("fridge", archive.as_uri(), 128, 256)
     assert (summary["n_train"], summary["n_valid_real"], summary["n_valid_synthetic"]) == (102, 26, 0)
     assert data["train_synthetic_images"] == 0 and not (tmp_path / "run" / "synthetic").exists()
+    split = fridge_data.Split.read(tmp_path / "run" / "split.json")  # what export, INT8 and the notebooks read
+    assert (len(split.train), len(split.valid), split.synthetic_holdout) == (102, 26, None)
+    assert split.root.is_relative_to(tmp_path / "cache") and len(split.evaluation()) == 26
     model = export_checkpoint(summary["checkpoint"], tmp_path / "model.onnx")
-    assert Detector(model).metadata["data"] == f"fridge ({archive.as_uri()})" == load_checkpoint(summary["checkpoint"]).hparams.data_used
+    assert (
+        Detector(model).metadata["data"]
+        == f"fridge ({archive.as_uri()})"
+        == load_checkpoint(summary["checkpoint"]).hparams.data_used
+    )
 
 
 def test_an_unreachable_fridge_dataset_is_recorded_as_the_sample_fallback(tmp_path, monkeypatch, capsys):

@@ -116,7 +116,9 @@ def main(argv=None) -> int:
     for image in images:
         resized = resize(image=image)["image"]
         params = pad.update_params({}, image=resized)
-        geometry.append([image.shape[0], image.shape[1], resized.shape[0], resized.shape[1], params["pad_top"], params["pad_left"]])
+        geometry.append(
+            [image.shape[0], image.shape[1], resized.shape[0], resized.shape[1], params["pad_top"], params["pad_left"]]
+        )
 
     sample_ds = Dataset.from_images(images[: len(sample_paths)], valid_tfms, class_map=parser.class_map)
     predictions = model_type.predict(model, sample_ds, detection_threshold=0.0, keep_images=False)

@@ -139,7 +139,9 @@ class Settings:
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"LOG_LEVEL must be DEBUG/INFO/WARNING/ERROR/CRITICAL, got {self.log_level!r}")
         self.model_sha256 = env.get("MODEL_SHA256") or None
-        if self.model_sha256 and (len(self.model_sha256) != 64 or not all(c in "0123456789abcdef" for c in self.model_sha256)):
+        if self.model_sha256 and (
+            len(self.model_sha256) != 64 or not all(c in "0123456789abcdef" for c in self.model_sha256)
+        ):
             raise ConfigError("MODEL_SHA256 must be 64 lowercase hex digits")
         self.cache_dir = Path(env.get("MODEL_CACHE_DIR", "/tmp"))
         self.class_map_path = env.get("CLASS_MAP_PATH") or None
@@ -156,7 +158,9 @@ class Settings:
                 raise ConfigError(f"MODEL_S3_URI: {err}") from None
         elif env.get("MODEL_BUCKET") or env.get("MODEL_KEY"):
             if not (env.get("MODEL_BUCKET") and env.get("MODEL_KEY")):
-                given, missing = ("MODEL_BUCKET", "MODEL_KEY") if env.get("MODEL_BUCKET") else ("MODEL_KEY", "MODEL_BUCKET")
+                given, missing = (
+                    ("MODEL_BUCKET", "MODEL_KEY") if env.get("MODEL_BUCKET") else ("MODEL_KEY", "MODEL_BUCKET")
+                )
                 raise ConfigError(f"{missing} is required with {given}")
             self.model_s3 = (env["MODEL_BUCKET"], env["MODEL_KEY"])
         else:
@@ -194,7 +198,9 @@ class _State:
         self.logger = _logger(self.settings.log_level)
         self.detector = Detector(_fetch_model(self.settings, self.logger), self.settings.class_map_path)
         self.init_ms = (time.perf_counter() - started) * 1e3
-        self.logger.info("initialised", extra={"fields": {"model": self.detector.model_id, "init_ms": round(self.init_ms, 1)}})
+        self.logger.info(
+            "initialised", extra={"fields": {"model": self.detector.model_id, "init_ms": round(self.init_ms, 1)}}
+        )
 
 
 _STATE: _State | None = None
@@ -242,7 +248,9 @@ def _parameters(source: dict, settings: Settings) -> dict:
 
 def _within_limit(data: bytes, what: str, settings: Settings) -> bytes:
     if len(data) > settings.max_image_bytes:
-        raise PayloadTooLarge(f"{what} is {len(data)} bytes; limit {settings.max_image_bytes} (send large images by S3 reference)")
+        raise PayloadTooLarge(
+            f"{what} is {len(data)} bytes; limit {settings.max_image_bytes} (send large images by S3 reference)"
+        )
     return data
 
 
@@ -289,7 +297,9 @@ def _parse(event, settings: Settings) -> tuple[bytes, dict]:
         raise RequestError("event must be a JSON object")
     if not _is_proxy(event):
         if not ({"image", "s3", "s3_uri"} & set(event)):
-            raise RequestError('unrecognised event: expected {"image": base64} or an S3 reference or an HTTP (API Gateway/Function URL) event')
+            raise RequestError(
+                'unrecognised event: expected {"image": base64} or an S3 reference or an HTTP (API Gateway/Function URL) event'
+            )
         return _image_from_request(event, settings), _parameters(event, settings)
     body = event.get("body")
     if body is None or body == "":
@@ -341,7 +351,12 @@ def handler(event, context):
             "model": state.detector.model_id,
             "timings_ms": {k: round(v, 2) for k, v in timings_ms.items()},
         }
-        state.logger.info("detected", extra={"fields": {**fields, "status": 200, "detections": len(detections), "timings_ms": payload["timings_ms"]}})
+        state.logger.info(
+            "detected",
+            extra={
+                "fields": {**fields, "status": 200, "detections": len(detections), "timings_ms": payload["timings_ms"]}
+            },
+        )
         return _respond(event, 200, payload)
     except Exception as err:  # noqa: BLE001 - the handler must answer every request
         status = _status_of(err)

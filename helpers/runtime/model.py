@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from helpers.runtime.config import PREPROCESS, PreprocessConfig
 from helpers.runtime.classmap import ClassMap
+from helpers.runtime.config import PREPROCESS, PreprocessConfig
 from helpers.runtime.postprocess import to_detections
 from helpers.runtime.preprocess import preprocess
 
@@ -116,9 +116,7 @@ class Detector:
         t1 = time.perf_counter()
         boxes, scores, labels = self.session.run(self.output_names, {self.input_name: tensor})
         t2 = time.perf_counter()
-        detections = to_detections(
-            boxes, scores, labels, geometry, self.class_map, score_threshold, max_detections
-        )
+        detections = to_detections(boxes, scores, labels, geometry, self.class_map, score_threshold, max_detections)
         t3 = time.perf_counter()
         timings = {
             "preprocess": (t1 - t0) * 1e3,

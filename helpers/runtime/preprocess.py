@@ -59,9 +59,7 @@ class Letterbox:
         return self.new_width / self.orig_width
 
 
-def decode_image(
-    data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, pad_fill=PREPROCESS.pad_fill
-) -> np.ndarray:
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, pad_fill=PREPROCESS.pad_fill) -> np.ndarray:
     """Image bytes -> RGB uint8 array (H, W, 3), upright per EXIF orientation.
 
     Mode conversion: alpha (RGBA, LA, PA, P with transparency) is composited onto the pad colour,
@@ -193,9 +191,7 @@ def letterbox_geometry(height: int, width: int, size: int) -> Letterbox:
     """albumentations LongestMaxSize(size) + PadIfNeeded(size, size, position='center')."""
     scale = size / max(height, width)
     new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
-    return Letterbox(
-        height, width, new_height, new_width, (size - new_height) // 2, (size - new_width) // 2
-    )
+    return Letterbox(height, width, new_height, new_width, (size - new_height) // 2, (size - new_width) // 2)
 
 
 def _resize_into_letterbox(image: np.ndarray, config: PreprocessConfig):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -290,3 +291,13 @@ class Split:
     def evaluation(self) -> list[Record]:
         """What an exported model is scored on: images the run never trained on (hold-out + real valid)."""
         return self.holdout() + self.real("valid")
+
+
+def letterboxed_box_sides(records: list[Record], image_size: int) -> list[float]:
+    """Each box's side as the model sees it: sqrt(width * height) after the letterbox scales the image's
+    longest side to image_size (the size anchors must cover)."""
+    return [
+        math.sqrt((x2 - x1) * (y2 - y1)) * image_size / max(r.width, r.height)
+        for r in records
+        for x1, y1, x2, y2 in r.boxes
+    ]

@@ -186,8 +186,9 @@ class Deployer:
             self.log(
                 f"  {detail.get('Action', '?'):8} {detail.get('LogicalResourceId')} ({detail.get('ResourceType')})"
             )
+        earlier = self._event_ids(stack_name)
         self.cloudformation.execute_change_set(StackName=stack_name, ChangeSetName=change_set)
-        self._wait_stack(stack_name, "stack_update_complete" if existing else "stack_create_complete")
+        self._wait_stack(stack_name, "stack_update_complete" if existing else "stack_create_complete", earlier)
         return self.outputs(stack_name)
 
     def _wait_change_set(
@@ -214,9 +215,13 @@ class Deployer:
                 )
             time.sleep(1)
 
-    def _wait_stack(self, stack_name: str, waiter: str) -> None:
-        """Print new stack events until the stack settles; stack_name may be a stack id (deletes)."""
-        seen: set[str] = set()
+    def _event_ids(self, stack_name: str) -> set[str]:
+        return {e["EventId"] for e in self.cloudformation.describe_stack_events(StackName=stack_name)["StackEvents"]}
+
+    def _wait_stack(self, stack_name: str, waiter: str, earlier: set[str] | frozenset = frozenset()) -> None:
+        """Print the stack events not in `earlier` (those of this operation) until the stack settles;
+        stack_name may be a stack id (deletes)."""
+        seen = set(earlier)
         waiter_obj = self.cloudformation.get_waiter(waiter)
         deadline = time.monotonic() + STACK_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -282,8 +287,9 @@ class Deployer:
         """Delete the stack, then every object this tool uploaded for it."""
         stack = self._stack(stack_name)
         if stack:
+            earlier = self._event_ids(stack["StackId"])
             self.cloudformation.delete_stack(StackName=stack_name)
-            self._wait_stack(stack["StackId"], "stack_delete_complete")
+            self._wait_stack(stack["StackId"], "stack_delete_complete", earlier)
         paginator = self.s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=bucket, Prefix=f"{stack_name}/"):
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]

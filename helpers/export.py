@@ -54,6 +54,7 @@ def export_onnx(
     weights_used: str,
     min_score: float = MIN_SCORE,
     data_used: str = "unknown",
+    training_run: str = "unknown",
 ) -> Path:
     """Export with opset 17 through the TorchScript exporter (dynamo=False: the dynamo exporter
     fails on torchvision's batched NMS), check it, and write the metadata the runtime reads.
@@ -91,6 +92,7 @@ def export_onnx(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "contract": CONTRACT,
         "min_score": str(min_score),
+        "training_run": training_run,  # the training configuration's fingerprint (TrainConfig.fingerprint)
     }
     write_metadata(model, metadata)
     onnx.checker.check_model(model, full_check=True)
@@ -119,7 +121,14 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, min_score: float 
         module.hparams.weights_used,
         min_score,
         module.hparams.get("data_used", "unknown"),
+        module.hparams.get("training_run", "unknown"),
     )
+
+
+def training_run_of(model_path: str | Path) -> str | None:
+    """The training fingerprint an exported (or quantised) model records, None if it has none."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    return next((p.value for p in model.metadata_props if p.key == META_PREFIX + "training_run"), None)
 
 
 def build_parser() -> argparse.ArgumentParser:

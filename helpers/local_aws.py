@@ -50,3 +50,40 @@ class MotoDeployer(Deployer):
         name = function["StackResourceDetail"]["PhysicalResourceId"]
         arn = self.lambda_.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
         return {"FunctionName": name, "FunctionArn": arn}
+
+
+def resources_off_by_condition(template_path, parameters: dict[str, str]) -> dict[str, str]:
+    """{logical id: condition} of the template's resources whose Condition is false for `parameters`
+    (defaults filled in): AWS does not create them, while moto 5.2 ignores conditions and lists (and
+    partly creates) them. Evaluates the intrinsic functions this template uses (Equals, And, Or, Not,
+    Condition, Ref to a parameter)."""
+    from cfnlint.decode import cfn_yaml
+
+    template = cfn_yaml.load(str(template_path))
+    values = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
+    values.update({k: str(v) for k, v in parameters.items()})
+    conditions = template.get("Conditions", {})
+
+    def evaluate(node):
+        if isinstance(node, dict) and len(node) == 1:
+            ((function, argument),) = node.items()
+            if function == "Ref":
+                return values[argument]
+            if function == "Condition":
+                return evaluate(conditions[argument])
+            if function == "Fn::Equals":
+                return evaluate(argument[0]) == evaluate(argument[1])
+            if function == "Fn::And":
+                return all(evaluate(a) for a in argument)
+            if function == "Fn::Or":
+                return any(evaluate(a) for a in argument)
+            if function == "Fn::Not":
+                return not evaluate(argument[0])
+            raise ValueError(f"unsupported intrinsic in a condition: {function}")
+        return str(node)
+
+    return {
+        name: resource["Condition"]
+        for name, resource in template["Resources"].items()
+        if "Condition" in resource and not evaluate(conditions[resource["Condition"]])
+    }

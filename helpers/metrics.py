@@ -96,3 +96,25 @@ def evaluate_detector(detector, records) -> dict[str, float]:
             }
         )
     return mean_average_precision(predictions, targets, detector.class_map.names)
+
+
+def threshold_sweep(predictions: list[dict], targets: list[dict], thresholds) -> list[dict]:
+    """Per score threshold, over all images: detections kept, boxes found (true positives: same
+    label, IoU >= 0.5, one box per detection), boxes missed, false detections, precision, recall."""
+    rows = []
+    n_truth = sum(len(t["boxes"]) for t in targets)
+    for threshold in thresholds:
+        kept = sum(int((torch.as_tensor(p["scores"]) >= threshold).sum()) for p in predictions)
+        found = sum(found_boxes(p, t, threshold) for p, t in zip(predictions, targets))
+        rows.append(
+            {
+                "threshold": float(threshold),
+                "detections": kept,
+                "found": found,
+                "missed": n_truth - found,
+                "false": kept - found,
+                "precision": found / kept if kept else 1.0,
+                "recall": found / n_truth if n_truth else 1.0,
+            }
+        )
+    return rows

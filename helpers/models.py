@@ -127,3 +127,16 @@ def set_serving_thresholds(model: torch.nn.Module, min_score: float) -> None:
         model.rpn.score_thresh = 0.0
     else:
         model.score_thresh = min_score
+
+
+def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Parameters in total, trained (requires_grad) and frozen."""
+    total = sum(p.numel() for p in model.parameters())
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trained": trained, "frozen": total - trained}
+
+
+def anchor_sizes(model: torch.nn.Module) -> list[int]:
+    """The anchor sides (input pixels) the detector proposes boxes from, smallest first."""
+    generator = model.rpn.anchor_generator if hasattr(model, "rpn") else model.anchor_generator
+    return sorted({int(size) for sizes in generator.sizes for size in sizes})

@@ -80,6 +80,19 @@ TRIM_GLOBS = (
 )
 
 
+def inputs_fingerprint(arch: str, python: str) -> str:
+    """What a zip is built from — the pins, the target and every runtime source file — as 12 hex
+    digits: an existing zip with the same fingerprint is the zip this code would build."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps([arch, python, list(LAMBDA_REQUIREMENTS), list(TRIM_GLOBS)]).encode())
+    for relative in RUNTIME_FILES:
+        source = PROJECT_ROOT / relative
+        for path in sorted([source] if source.is_file() else source.rglob("*.py")):
+            digest.update(path.relative_to(PROJECT_ROOT).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def find_python(version: str) -> Path | None:
     """A working CPython `version` interpreter: PATH first (pyenv shims may not run), then pyenv's
     versions folder."""
@@ -258,6 +271,7 @@ def build(
         "per_package_after": dict(sorted(after.items())),
         "handler": "helpers.runtime.handler.handler",
         "model_path": "model/model.onnx" if model else None,
+        "inputs_fingerprint": inputs_fingerprint(arch, python),
     }
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))
     if report["zipped_bytes"] > ZIP_LIMIT:

@@ -1,94 +1,200 @@
-"""Idempotent steps that make each artefact of the series if it is missing (layout: helpers.paths).
+"""The series' steps, each made only if missing or stale (layout: helpers.paths).
 
-Every notebook starts from these, so any notebook runs on its own (it builds what earlier notebooks
-would have) and `python -m helpers run-all` reuses what exists. Quick mode (HELPERS_QUICK=1) and full
-mode write to different folders: artifacts/quick and artifacts/full (override: HELPERS_ARTIFACTS).
+A `Series` holds what a learner may change — the values of the notebooks' `parameters` cells — and
+makes each artefact from them: the trained checkpoint, model.onnx, model_int8.onnx, the Lambda zip.
+Every artefact is keyed by the training configuration's fingerprint (TrainConfig.fingerprint): a run
+is reused only when its fingerprint matches, and says so; an export of another run is made again.
+So any notebook runs on its own (it builds what earlier ones would have), `python -m helpers run-all`
+reuses what exists, and a changed parameter never silently reuses a stale artefact.
+
+The module-level functions are the Series of the environment (HELPERS_QUICK, HELPERS_MODEL,
+HELPERS_ARTIFACTS): what CI, the tests and the CLIs use.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 
 from helpers.data import Split
-from helpers.paths import RunArtifacts, quick_mode, run_artifacts
+from helpers.paths import RunArtifacts, quick_mode, run_artifacts, shown
 from helpers.train import TrainConfig
+
+#: (artefacts folder, fingerprint) pairs whose reuse was already announced in this process.
+_ANNOUNCED: set[tuple[str, str]] = set()
+#: What a training run costs on 2 CPUs, said before one starts (measured: BENCHMARKS.md).
+TRAINING_TIME = {True: "about 3 minutes (quick mode)", False: "15 minutes or more (full mode)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Series:
+    """None means "the mode's default" (TrainConfig and TrainConfig.quick)."""
+
+    quick: bool
+    model: str | None = None
+    dataset: str | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    image_size: int | None = None
+    artifacts: str | Path | None = None  # None: artifacts/quick or artifacts/full (or HELPERS_ARTIFACTS)
+
+    @classmethod
+    def from_environment(cls) -> Series:
+        return cls(quick=quick_mode(), model=os.environ.get("HELPERS_MODEL") or None)
+
+    @classmethod
+    def from_parameters(
+        cls, quick=None, model=None, dataset=None, epochs=None, lr=None, image_size=None, artifacts=None
+    ) -> Series:
+        """A notebook's parameters cell: None takes the environment's default (HELPERS_QUICK,
+        HELPERS_MODEL, HELPERS_ARTIFACTS), so CI and `make run` set them without editing a notebook."""
+        default = cls.from_environment()
+        return cls(
+            default.quick if quick is None else bool(quick),
+            model or default.model,
+            dataset,
+            epochs,
+            lr,
+            image_size,
+            artifacts,
+        )
+
+    def layout(self) -> RunArtifacts:
+        layout = RunArtifacts(Path(self.artifacts)) if self.artifacts else run_artifacts(quick=self.quick)
+        layout.root.mkdir(parents=True, exist_ok=True)
+        return layout
+
+    def train_config(self) -> TrainConfig:
+        overrides = {
+            k: v
+            for k, v in (
+                ("model", self.model),
+                ("dataset", self.dataset),
+                ("epochs", self.epochs),
+                ("lr", self.lr),
+                ("image_size", self.image_size),
+            )
+            if v is not None
+        }
+        overrides["out_dir"] = str(self.layout().train_dir)
+        return TrainConfig.quick(**overrides) if self.quick else TrainConfig(**overrides)
+
+    def ensure_trained(self) -> dict:
+        """The training summary (see helpers.train.train): the run in the artefacts folder if its
+        fingerprint matches this configuration (and its checkpoint and split are there), else a new
+        run, announced with its expected duration before it starts."""
+        from helpers.train import train
+
+        config, layout = self.train_config(), self.layout()
+        fingerprint = config.fingerprint()
+        previous = json.loads(layout.summary.read_text()) if layout.summary.is_file() else None
+        if (
+            previous
+            and previous.get("config_hash") == fingerprint
+            and layout.checkpoint.is_file()
+            and layout.split.is_file()
+        ):
+            if (str(layout.root), fingerprint) not in _ANNOUNCED:  # once per process, not at every later step
+                _ANNOUNCED.add((str(layout.root), fingerprint))
+                print(f"reusing {shown(layout.checkpoint)} trained {previous['finished']}, config hash {fingerprint}")
+            return previous
+        why = (
+            f"{shown(layout.train_dir)} holds config hash {previous.get('config_hash', 'none')}"
+            if previous
+            else f"no run in {shown(layout.train_dir)}"
+        )
+        print(
+            f"training {config.model or 'the default model'} (config hash {fingerprint}; {why}): "
+            f"{TRAINING_TIME[self.quick]}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return train(config)
+
+    def split(self) -> Split:
+        """The trained run's split (training writes it next to the checkpoint)."""
+        self.ensure_trained()
+        return Split.read(self.layout().split)
+
+    def _current(self, path: Path, make) -> Path:
+        """`path` if it was made from the current training run, else made again by make(path)."""
+        from helpers.export import training_run_of
+
+        fingerprint = self.ensure_trained()["config_hash"]
+        if path.is_file() and training_run_of(path) == fingerprint:
+            return path
+        if path.is_file():
+            print(f"note: {shown(path)} was made from another training run; making it again", file=sys.stderr)
+        return make(path)
+
+    def ensure_onnx(self) -> Path:
+        from helpers.export import export_checkpoint
+
+        return self._current(
+            self.layout().onnx, lambda path: export_checkpoint(self.ensure_trained()["checkpoint"], path)
+        )
+
+    def calibration_inputs(self, limit: int = 8):
+        """Real preprocessed images for INT8 calibration: the run's real training images, letterboxed
+        with the run's own contract."""
+        from helpers.runtime.model import Detector
+        from helpers.runtime.preprocess import decode_image, preprocess
+
+        contract = Detector(self.ensure_onnx()).config
+        return [
+            preprocess(decode_image(r.image_path.read_bytes()), contract)[0] for r in self.split().real("train")[:limit]
+        ]
+
+    def ensure_int8(self) -> Path:
+        from helpers.quantize import quantize_int8
+
+        return self._current(
+            self.layout().int8, lambda path: quantize_int8(self.ensure_onnx(), path, self.calibration_inputs())
+        )
+
+    def ensure_zip(self, arch: str = "x86_64") -> dict:
+        """The Lambda zip (without a model: the model goes to S3) and its size report; an existing
+        zip is reused when it was built from the current pins and runtime sources."""
+        from helpers.package import build, inputs_fingerprint
+
+        layout = self.layout()
+        if layout.zip_report(arch).is_file() and layout.zip(arch).is_file():
+            report = json.loads(layout.zip_report(arch).read_text())
+            if report.get("inputs_fingerprint") == inputs_fingerprint(arch, "3.12"):
+                return report
+        return build(arch, "3.12", out_dir=layout.dist_dir)
+
+
+def _environment() -> Series:
+    return Series.from_environment()
 
 
 def artifacts() -> RunArtifacts:
-    """This mode's artefact layout, its root folder created."""
-    layout = run_artifacts()
-    layout.root.mkdir(parents=True, exist_ok=True)
-    return layout
+    return _environment().layout()
 
 
 def train_config() -> TrainConfig:
-    """Quick: Lite0 on the sample, minutes. Full: the Fridge dataset (sample offline) and
-    HELPERS_MODEL (default: the blog's RetinaNet with COCO weights if they download, else Lite0)."""
-    out_dir = str(artifacts().train_dir)
-    model = {"model": os.environ["HELPERS_MODEL"]} if os.environ.get("HELPERS_MODEL") else {}
-    if quick_mode():
-        return TrainConfig.quick(out_dir=out_dir, **model)
-    return TrainConfig(out_dir=out_dir, **model)
+    return _environment().train_config()
 
 
 def ensure_trained() -> dict:
-    """The training summary (see helpers.train.train). Reuses an earlier run only if it was trained
-    with this very configuration (and left its checkpoint and split); otherwise says why and trains again."""
-    from helpers.train import train
-
-    config = train_config()
-    layout = artifacts()
-    if layout.summary.is_file():
-        summary = json.loads(layout.summary.read_text())
-        if (
-            summary.get("config") == config.as_record()
-            and Path(summary["checkpoint"]).is_file()
-            and layout.split.is_file()
-        ):
-            return summary
-        print(f"note: {layout.summary} was trained with another configuration; training again", file=sys.stderr)
-    return train(config)
+    return _environment().ensure_trained()
 
 
 def split() -> Split:
-    """The trained run's split (training writes it next to the checkpoint)."""
-    ensure_trained()
-    return Split.read(artifacts().split)
+    return _environment().split()
 
 
 def ensure_onnx() -> Path:
-    from helpers.export import export_checkpoint
-
-    path = artifacts().onnx
-    if not path.is_file():
-        export_checkpoint(ensure_trained()["checkpoint"], path)
-    return path
-
-
-def calibration_inputs(limit: int = 8):
-    """Real preprocessed images for INT8 calibration: the run's real training images."""
-    from helpers.runtime.preprocess import decode_image, preprocess
-
-    return [preprocess(decode_image(r.image_path.read_bytes()))[0] for r in split().real("train")[:limit]]
+    return _environment().ensure_onnx()
 
 
 def ensure_int8() -> Path:
-    from helpers.quantize import quantize_int8
-
-    path = artifacts().int8
-    if not path.is_file():
-        quantize_int8(ensure_onnx(), path, calibration_inputs())
-    return path
+    return _environment().ensure_int8()
 
 
 def ensure_zip(arch: str = "x86_64") -> dict:
-    """The Lambda zip (without a model: the model goes to S3) and its size report."""
-    from helpers.package import build
-
-    layout = artifacts()
-    if layout.zip_report(arch).is_file() and layout.zip(arch).is_file():
-        return json.loads(layout.zip_report(arch).read_text())
-    return build(arch, "3.12", out_dir=layout.dist_dir)
+    return _environment().ensure_zip(arch)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import hashlib
 import json
 import logging
 import math
@@ -91,6 +93,7 @@ class DetectorModule(L.LightningModule):
         weights_used: str | None = None,
         data_used: str = "unknown",
         warmup_steps: int = 0,
+        training_run: str = "unknown",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -132,15 +135,18 @@ class DetectorModule(L.LightningModule):
         trainable = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = max(1, self.trainer.estimated_stepping_batches)
-        warmup = min(self.hparams.warmup_steps, total - 1)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, self.hparams.warmup_steps, total)
+        )
         return [optimizer], [{"scheduler": schedule, "interval": "step"}]
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """The learning rate at `step` as a fraction of the configured one: linear warm-up, then cosine to 0."""
+    warmup = min(warmup_steps, total_steps - 1)
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -222,6 +228,7 @@ class TrainConfig:
     synthetic_objects: tuple[int, int] = (1, 3)  # objects per synthetic image (min, max)
     real_repeats: int = 10  # with the sample only: each real training image this often per epoch
     valid_fraction: float | None = None  # None: the dataset's default (80/20; 2 of the 6 sample images)
+    image_size: int = PREPROCESS.image_size  # the letterbox side: part of the train/serve contract
     out_dir: str = str(run_artifacts(quick=False).train_dir)
     data_cache: str = str(DATA_CACHE_DIR)
     seed: int = 42
@@ -230,6 +237,15 @@ class TrainConfig:
     def as_record(self) -> dict:
         """The configuration as summary.json holds it (tuples become lists), for comparison."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def fingerprint(self) -> str:
+        """12 hex digits naming what the model depends on (not where it is written, the download
+        cache or the thread count): equal fingerprints, interchangeable runs."""
+        record = {k: v for k, v in self.as_record().items() if k not in ("out_dir", "data_cache", "threads")}
+        return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
+
+    def preprocess(self) -> PreprocessConfig:
+        return dataclasses.replace(PREPROCESS, image_size=self.image_size)
 
     @classmethod
     def quick(cls, **overrides) -> TrainConfig:
@@ -336,24 +352,26 @@ def train(config: TrainConfig) -> dict:
     data = prepare_data(config)  # before the model: a bad dataset fails before any weights download
     model_name, model_note = resolve_model(config)
     class_map = ClassMap(FRIDGE_CLASSES)
+    contract = config.preprocess()
     loaders = dict(batch_size=config.batch_size, collate_fn=collate, num_workers=0)
     train_loader = DataLoader(
-        DetectionDataset(data.train, train_transform(PREPROCESS), class_map), shuffle=True, **loaders
+        DetectionDataset(data.train, train_transform(contract), class_map), shuffle=True, **loaders
     )
     valid_loaders = [
-        DataLoader(DetectionDataset(records, valid_transform(PREPROCESS), class_map), **loaders)
+        DataLoader(DetectionDataset(records, valid_transform(contract), class_map), **loaders)
         for records in (data.valid_real, data.valid_synthetic)
         if records
     ]
     module = DetectorModule(
         model_name,
         class_map.names,
-        PREPROCESS.to_json(),
+        contract.to_json(),
         config.weights,
         config.lr,
         max_epochs=config.epochs,
         data_used=data.source.describe(),
         warmup_steps=config.warmup_steps,
+        training_run=config.fingerprint(),
     )
     checkpoint = BestCheckpoint(
         dirpath=out_dir, filename="best", monitor=MONITOR, mode="max", enable_version_counter=False
@@ -372,10 +390,12 @@ def train(config: TrainConfig) -> dict:
     )
     started = time.perf_counter()
     with warnings.catch_warnings():
-        # Lightning's notices that say nothing about this run: the reused output folder (it holds the
-        # synthetic set), a pytree deprecation inside Lightning itself, and no workers (by design).
+        # Lightning's notices that say nothing about this run: the reused output and log folders (they
+        # hold the synthetic set and the previous run's log; the log warning names an absolute path),
+        # a pytree deprecation inside Lightning itself, and no workers (by design).
         for message in (
             "Checkpoint directory",
+            "Experiment logs directory",
             "`isinstance\\(treespec",
             "The '.*dataloader' does not have many workers",
         ):
@@ -385,9 +405,11 @@ def train(config: TrainConfig) -> dict:
     (out_dir / "class_map.json").write_text(class_map.to_json())
     data.split(out_dir).write(split_file(out_dir))
     best_epoch = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["epoch"]
-    best_metrics = _epoch_metrics(out_dir, best_epoch)
+    best_metrics = epoch_history(out_dir / "logs" / "version_0" / "metrics.csv")[best_epoch]
     summary = {
         "config": config.as_record(),
+        "config_hash": config.fingerprint(),
+        "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "model": model_name,
         "model_note": model_note,
         "weights_used": module.hparams.weights_used,
@@ -411,16 +433,17 @@ def train(config: TrainConfig) -> dict:
     return summary
 
 
-def _epoch_metrics(out_dir: Path, epoch: int) -> dict[str, float]:
-    """The figures logged at the end of one epoch, from the CSV log (validation and loss)."""
+def epoch_history(metrics_csv: str | Path) -> dict[int, dict[str, float]]:
+    """{epoch: the figures logged at its end (epoch loss, validation mAP, selection score)} from
+    Lightning's CSV log; per-step rows contribute only their epoch-level columns."""
     import csv
 
-    metrics = {}
-    with open(out_dir / "logs" / "version_0" / "metrics.csv") as f:
+    history: dict[int, dict[str, float]] = {}
+    with open(metrics_csv) as f:
         for row in csv.DictReader(f):
-            if row.get("epoch") == str(epoch):
-                metrics.update({k: float(v) for k, v in row.items() if v and k not in ("epoch", "step")})
-    return metrics
+            figures = {k: float(v) for k, v in row.items() if v and k not in ("epoch", "step", "train/loss_step")}
+            history.setdefault(int(row["epoch"]), {}).update(figures)
+    return history
 
 
 def dry_run(config: TrainConfig) -> dict:

@@ -1,10 +1,13 @@
-"""run-all stops at a failing notebook, naming it and the failing cell."""
+"""run-all: a failing notebook is named; parameters are injected as papermill does; committed notebooks are clean."""
+
+import json
+import re
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from helpers.run_all import NOTEBOOKS_DIR, SERIES, NotebookFailed, run_notebook
+from helpers.run_all import NOTEBOOKS_DIR, SERIES, NotebookFailed, main, parameter_names, run_notebook
 
 
 def test_series_lists_the_notebooks_in_order():
@@ -25,3 +28,45 @@ def test_a_failing_cell_is_named_and_the_executed_notebook_kept(tmp_path):
         run_notebook(source, destination)
     executed = nbformat.read(destination, as_version=4)
     assert executed.cells[1].outputs[0]["ename"] == "ValueError"
+
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:home|root|work|tmp|Users|var/folders|opt|usr)/")
+
+
+@pytest.mark.parametrize("name", SERIES)
+def test_committed_notebooks_are_clean_and_parametrised(name):
+    notebook = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []), "the first code cell must be tagged parameters"
+    assert parameter_names(notebook), "the parameters cell assigns no names"
+    assert not [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    # Committed from one run, top to bottom: execution counts 1, 2, 3, ... and every checked cell has its output.
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+    assert all(c.outputs for c in code if "NBVAL_CHECK_OUTPUT" in c.source)
+    for cell in code:
+        assert "__import__(" not in cell.source
+        assert "execution" not in cell.metadata
+        text = cell.source + json.dumps(cell.outputs)
+        assert not ABSOLUTE_PATH.search(text), ABSOLUTE_PATH.search(text).group(0)
+        assert "\\u001b[" not in json.dumps(cell.outputs), "terminal escape codes in an output"
+
+
+def test_parameters_are_injected_after_the_parameters_cell(tmp_path):
+    notebook = new_notebook(cells=[new_code_cell("EPOCHS = None\nLR = 0.1"), new_code_cell("print(EPOCHS, LR)")])
+    notebook.cells[0].metadata["tags"] = ["parameters"]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    source = tmp_path / "params.ipynb"
+    nbformat.write(notebook, source)
+    run_notebook(source, tmp_path / "out.ipynb", parameters={"EPOCHS": 3, "THREADS": 1})
+    executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert executed.cells[1].metadata["tags"] == ["injected-parameters"]
+    assert executed.cells[1].source.endswith("EPOCHS = 3")  # THREADS: not a parameter of this notebook
+    assert executed.cells[2].outputs[0]["text"] == "3 0.1\n"
+    assert "execution" not in executed.cells[2].metadata
+
+
+def test_run_all_refuses_an_unknown_parameter(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--set", "EPOCS=3"])
+    assert exit_info.value.code == 2
+    assert "EPOCS: no notebook has such a parameter" in capsys.readouterr().err

@@ -1,0 +1,55 @@
+"""The series' steps: parameters become a training configuration; artefacts are reused only when
+made from the same parameters (their fingerprint), and made again otherwise."""
+
+import dataclasses
+
+import pytest
+
+from helpers import pipeline
+from helpers.export import training_run_of
+from helpers.models import LITE0_MODEL, SMALL_MODEL
+from helpers.train import TrainConfig
+
+
+def test_parameters_left_at_none_take_the_environment_and_mode_defaults(monkeypatch, tmp_path):
+    monkeypatch.setenv("HELPERS_QUICK", "1")
+    monkeypatch.setenv("HELPERS_MODEL", SMALL_MODEL)
+    series = pipeline.Series.from_parameters(artifacts=tmp_path)
+    config = series.train_config()
+    assert series.quick and config.model == SMALL_MODEL and config.epochs == TrainConfig.quick().epochs
+    assert config.out_dir == str(tmp_path / "train")
+    changed = pipeline.Series.from_parameters(False, LITE0_MODEL, "sample", 2, 1e-4, 320, tmp_path).train_config()
+    assert (changed.model, changed.dataset, changed.epochs, changed.lr, changed.image_size) == (
+        LITE0_MODEL,
+        "sample",
+        2,
+        1e-4,
+        320,
+    )
+    assert changed.preprocess().image_size == 320
+
+
+def test_the_fingerprint_names_what_the_model_depends_on():
+    config = TrainConfig.quick()
+    assert config.fingerprint() == dataclasses.replace(config, out_dir="/elsewhere", threads=1).fingerprint()
+    for change in ({"epochs": 5}, {"lr": 1e-4}, {"image_size": 320}, {"dataset": "fridge"}, {"seed": 1}):
+        assert dataclasses.replace(config, **change).fingerprint() != config.fingerprint(), change
+
+
+@pytest.mark.slow
+def test_a_changed_parameter_trains_and_exports_again_the_same_ones_reuse(tmp_path, capsys):
+    first = pipeline.Series(quick=True, epochs=1, artifacts=tmp_path)
+    summary = first.ensure_trained()
+    assert "training" in capsys.readouterr().err  # said before it started
+    onnx_path = first.ensure_onnx()
+    assert training_run_of(onnx_path) == summary["config_hash"]
+
+    assert pipeline.Series(quick=True, epochs=1, artifacts=tmp_path).ensure_trained() == summary
+    assert f"config hash {summary['config_hash']}" in capsys.readouterr().out  # "reusing ... config hash"
+
+    changed = pipeline.Series(quick=True, epochs=1, lr=1e-4, artifacts=tmp_path)
+    retrained = changed.ensure_trained()
+    assert retrained["config_hash"] != summary["config_hash"]
+    assert f"holds config hash {summary['config_hash']}" in capsys.readouterr().err
+    assert changed.ensure_onnx() == onnx_path and training_run_of(onnx_path) == retrained["config_hash"]
+    assert "made from another training run" in capsys.readouterr().err

@@ -108,8 +108,22 @@ def test_detections_equal_the_pytorch_model(state, trained, sample_records, lamb
         lambda data: rest_v1(json.dumps({"image": _b64(data)})),
         lambda data: http_v2(_b64(data), is_base64=True, content_type="image/jpeg"),
         lambda data: rest_v1(_b64(data), is_base64=True, content_type="image/jpeg"),
+        lambda data: {"image": base64.encodebytes(data).decode()},  # MIME lines, as the blog's clients sent
+        lambda data: {"image": base64.urlsafe_b64encode(data).decode()},
+        lambda data: {"body": json.dumps({"image": _b64(data)}), "isBase64Encoded": False},  # console test event
+        lambda data: {"body": _b64(data), "isBase64Encoded": True},
     ],
-    ids=["direct", "http-v2-json", "rest-v1-json", "function-url-binary", "rest-v1-binary"],
+    ids=[
+        "direct",
+        "http-v2-json",
+        "rest-v1-json",
+        "function-url-binary",
+        "rest-v1-binary",
+        "mime-base64",
+        "urlsafe-base64",
+        "body-only-json",
+        "body-only-binary",
+    ],
 )
 def test_every_event_shape_gives_the_same_answer(state, sample_jpegs, lambda_context, make_event):
     data = sample_jpegs["12.jpg"]
@@ -205,6 +219,15 @@ def _cases(sample_jpegs):
         ("empty-body", http_v2(""), 400, "empty body"),
         ("empty-image", {"image": ""}, 400, "empty image"),
         ("not-base64", {"image": "%%%not base64%%%"}, 400, "not valid base64"),
+        ("mixed-base64-alphabets", {"image": _b64(jpeg)[:-8] + "-_+/AAAA"}, 400, "not valid base64"),
+        (
+            "base64-with-junk-in-lines",
+            {"image": base64.encodebytes(jpeg).decode().replace("\n", "\n#", 1)},
+            400,
+            "not valid base64",
+        ),
+        ("body-only-empty", {"body": "", "isBase64Encoded": False}, 400, "empty body"),
+        ("body-only-bad-base64", {"body": "%%%", "isBase64Encoded": True}, 400, "not valid base64"),
         ("image-not-string", {"image": 12}, 400, "base64 string"),
         ("bad-json", http_v2("{not json"), 400, "not valid JSON"),
         ("json-array", http_v2("[1, 2]"), 400, "not valid JSON|must be an object|request needs"),

@@ -63,3 +63,41 @@ def test_access_denied_is_403(s3, onnx_model, lambda_context, monkeypatch):
     monkeypatch.setattr(h, "_s3_client", lambda: client)
     out = h.handler({"s3_uri": "s3://private/secret.jpg"}, lambda_context)
     assert out["statusCode"] == 403 and out["error"] == "access denied to s3://private/secret.jpg"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        lambda client: client.add_client_error("get_object", service_error_code="SlowDown", http_status_code=503),
+        lambda client: client.add_client_error("get_object", service_error_code="InternalError", http_status_code=500),
+    ],
+    ids=["SlowDown", "InternalError"],
+)
+def test_s3_server_errors_are_503_retryable(s3, onnx_model, lambda_context, monkeypatch, failure):
+    h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING"})
+    client = boto3.client("s3", region_name="eu-central-1")
+    stubber = Stubber(client)
+    failure(stubber)
+    stubber.activate()
+    monkeypatch.setattr(h, "_s3_client", lambda: client)
+    out = h.handler({"s3_uri": "s3://models/images/10.jpg"}, lambda_context)
+    assert out["statusCode"] == 503 and "retry" in out["error"]
+
+
+def test_unreachable_s3_is_503_not_404(onnx_model, lambda_context, monkeypatch):
+    """A real connection failure (nothing listens on the endpoint), not a stub: botocore raises
+    EndpointConnectionError, a BotoCoreError, which used to be answered as 404 "not found"."""
+    from botocore.config import Config
+
+    h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING"})
+    client = boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:9",
+        region_name="eu-central-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )
+    monkeypatch.setattr(h, "_s3_client", lambda: client)
+    out = h.handler({"s3": {"bucket": "models", "key": "images/10.jpg"}}, lambda_context)
+    assert out["statusCode"] == 503 and "EndpointConnectionError" in out["error"] and "retry" in out["error"]

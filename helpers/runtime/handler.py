@@ -12,15 +12,17 @@ Configuration (environment, validated once at cold start; a bad value fails init
 
 Requests (all may add "threshold" and "max_detections"):
   direct invoke         {"image": "<base64>"}  |  {"s3": {"bucket": ..., "key": ...}}  |  {"s3_uri": "s3://..."}
-  API Gateway v1/v2 and Function URL proxy events: a JSON body as above, or the raw image as the body
-  (binary, isBase64Encoded honoured); "threshold" may also come from the query string.
+  API Gateway v1/v2 and Function URL proxy events, or a bare {"body", "isBase64Encoded"} event: a JSON
+  body as above, or the raw image as the body (binary, isBase64Encoded honoured); "threshold" may also
+  come from the query string. Base64 may be standard or URL-safe, with line breaks.
 
 Response (200): {"detections": [{"label", "score", "box": [x1, y1, x2, y2]}], "image": {"width",
   "height"}, "model": "<name>", "timings_ms": {"decode", "preprocess", "inference", "postprocess",
   "total"}}; boxes in original image pixels (after EXIF rotation). Errors: {"error": "<message>",
   "request_id": "..."} with 400 (bad JSON/base64/image/parameter), 413 (too large), 403/404 (S3),
-  500 (unexpected; details only in the log). Proxy events get {statusCode, headers, body}; direct
-  invocations get the JSON object itself with "statusCode" added on errors.
+  503 (S3 unreachable or failing: retry), 500 (unexpected; details only in the log). Proxy events
+  get {statusCode, headers, body}; direct invocations get the JSON object itself with "statusCode"
+  added on errors.
 """
 
 from __future__ import annotations
@@ -67,6 +69,12 @@ class S3Forbidden(RequestError):
 
 class S3NotFound(RequestError):
     status = 404
+
+
+class S3Unavailable(RequestError):
+    """S3 could not be reached or answered with a server error: worth retrying, not the client's fault."""
+
+    status = 503
 
 
 def _status_of(err: Exception) -> int:
@@ -217,16 +225,28 @@ def init(env=os.environ) -> _State:
 
 
 def _b64(text, what: str) -> bytes:
+    """Standard base64, or its URL-safe alphabet (RFC 4648), with any ASCII whitespace removed first:
+    MIME line breaks (`base64.encodebytes`, what the blog's handler decoded) are common. Anything else,
+    mixed alphabets included, is refused."""
     if not isinstance(text, str):
         raise RequestError(f"{what} must be a base64 string")
+    compact = "".join(text.split())
+    urlsafe = ("-" in compact or "_" in compact) and not ("+" in compact or "/" in compact)
     try:
-        return base64.b64decode(text, validate=True)
+        return base64.b64decode(compact, altchars=b"-_" if urlsafe else None, validate=True)
     except (binascii.Error, ValueError):
         raise RequestError(f"{what} is not valid base64") from None
 
 
+REQUEST_KEYS = {"image", "s3", "s3_uri"}
+
+
 def _is_proxy(event: dict) -> bool:
-    return "requestContext" in event or "httpMethod" in event or event.get("version") == "2.0"
+    """API Gateway v1/v2 and Function URL events, and a bare HTTP-style body ({"body", "isBase64Encoded"},
+    as console test events and `sam local invoke -e` files carry it)."""
+    if "requestContext" in event or "httpMethod" in event or event.get("version") == "2.0":
+        return True
+    return "body" in event and not (REQUEST_KEYS & set(event))
 
 
 def _parameters(source: dict, settings: Settings) -> dict:
@@ -286,9 +306,11 @@ def _read_s3_image(bucket: str, key: str, limit: int) -> bytes:
             raise S3NotFound(f"s3://{bucket}/{key} not found") from None
         if code in ("AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             raise S3Forbidden(f"access denied to s3://{bucket}/{key}") from None
+        if code in ("SlowDown", "ServiceUnavailable", "503", "InternalError", "500", "RequestTimeout"):
+            raise S3Unavailable(f"S3 is unavailable for s3://{bucket}/{key} ({code}); retry") from None
         raise
-    except BotoCoreError as err:
-        raise S3NotFound(f"s3://{bucket}/{key} cannot be read: {err}") from None
+    except BotoCoreError as err:  # no answer from S3 at all: endpoint unreachable, timeouts
+        raise S3Unavailable(f"S3 cannot be reached for s3://{bucket}/{key} ({type(err).__name__}); retry") from None
 
 
 def _parse(event, settings: Settings) -> tuple[bytes, dict]:
@@ -296,7 +318,7 @@ def _parse(event, settings: Settings) -> tuple[bytes, dict]:
     if not isinstance(event, dict):
         raise RequestError("event must be a JSON object")
     if not _is_proxy(event):
-        if not ({"image", "s3", "s3_uri"} & set(event)):
+        if not (REQUEST_KEYS & set(event)):
             raise RequestError(
                 'unrecognised event: expected {"image": base64} or an S3 reference or an HTTP (API Gateway/Function URL) event'
             )

@@ -8,6 +8,8 @@ Configuration (environment, validated once at cold start; a bad value fails init
   SCORE_THRESHOLD   default 0.5        MAX_DETECTIONS   default 100 (at most 10000)
   MAX_IMAGE_PIXELS  default 40000000   MAX_IMAGE_BYTES  default 6291456 (S3 images: 10x that)
   LOG_LEVEL         default INFO       MODEL_CACHE_DIR  default /tmp
+  METRICS_NAMESPACE default FridgeDetector: CloudWatch metrics (Embedded Metric Format, one line per
+                    request, dimension Model); empty turns them off
 (defaults and limits: helpers.runtime.config)
 
 Requests (all may add "threshold" and "max_detections"):
@@ -36,6 +38,7 @@ import sys
 import time
 from pathlib import Path
 
+from helpers.runtime import emf
 from helpers.runtime.checksum import sha256_file
 from helpers.runtime.config import (
     DEFAULT_MAX_DETECTIONS,
@@ -49,6 +52,7 @@ from helpers.runtime.model import Detector
 from helpers.runtime.preprocess import ImageError, ImageTooLarge, decode_image
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # the unzipped deployment package
+DEFAULT_METRICS_NAMESPACE = "FridgeDetector"
 
 
 class ConfigError(RuntimeError):
@@ -153,6 +157,7 @@ class Settings:
             raise ConfigError("MODEL_SHA256 must be 64 lowercase hex digits")
         self.cache_dir = Path(env.get("MODEL_CACHE_DIR", "/tmp"))
         self.class_map_path = env.get("CLASS_MAP_PATH") or None
+        self.metrics_namespace = env.get("METRICS_NAMESPACE", DEFAULT_METRICS_NAMESPACE)
         self.model_path, self.model_s3 = None, None
         if env.get("MODEL_PATH"):
             path = Path(env["MODEL_PATH"])
@@ -206,6 +211,7 @@ class _State:
         self.logger = _logger(self.settings.log_level)
         self.detector = Detector(_fetch_model(self.settings, self.logger), self.settings.class_map_path)
         self.init_ms = (time.perf_counter() - started) * 1e3
+        self.cold = True  # until the first request has been answered
         self.logger.info(
             "initialised", extra={"fields": {"model": self.detector.model_id, "init_ms": round(self.init_ms, 1)}}
         )
@@ -353,6 +359,35 @@ def _respond(event, status: int, payload: dict):
     return payload if status == 200 else {"statusCode": status, **payload}
 
 
+def _emit_metrics(state: _State, request_id: str, status: int, timings_ms: dict, image=None, detections=0) -> None:
+    """One EMF line per request: stage latencies, detections, image size, 4xx/5xx, cold start."""
+    cold, state.cold = state.cold, False
+    if not state.settings.metrics_namespace:
+        return
+    metrics = {
+        "ColdStart": (int(cold), emf.COUNT),
+        "ClientErrors": (int(400 <= status < 500), emf.COUNT),
+        "ServerErrors": (int(status >= 500), emf.COUNT),
+        **{f"{stage.capitalize()}Ms": (round(value, 2), emf.MILLISECONDS) for stage, value in timings_ms.items()},
+    }
+    if cold:
+        metrics["InitMs"] = (round(state.init_ms, 1), emf.MILLISECONDS)
+    if image is not None:
+        metrics["Detections"] = (detections, emf.COUNT)
+        metrics["ImageMegapixels"] = (round(image.shape[0] * image.shape[1] / 1e6, 3), emf.NONE)
+    try:
+        line = emf.metric_line(
+            state.settings.metrics_namespace,
+            {"Model": state.detector.model_id},
+            metrics,
+            {"request_id": request_id, "status": status},
+        )
+    except ValueError:  # a metrics defect must never cost the caller the answer
+        state.logger.error("metrics not emitted", exc_info=True, extra={"fields": {"request_id": request_id}})
+        return
+    print(line, file=sys.stdout, flush=True)
+
+
 def handler(event, context):
     """parse -> decode -> detect -> respond. Never raises: every failure is a JSON error response."""
     state = _STATE or init()
@@ -379,6 +414,7 @@ def handler(event, context):
                 "fields": {**fields, "status": 200, "detections": len(detections), "timings_ms": payload["timings_ms"]}
             },
         )
+        _emit_metrics(state, request_id, 200, timings_ms, image, len(detections))
         return _respond(event, 200, payload)
     except Exception as err:  # noqa: BLE001 - the handler must answer every request
         status = _status_of(err)
@@ -388,6 +424,7 @@ def handler(event, context):
         else:
             message = str(err)
             state.logger.warning(message, extra={"fields": {**fields, "status": status}})
+        _emit_metrics(state, request_id, status, {"total": (time.perf_counter() - started) * 1e3})
         return _respond(event, status, {"error": message, "request_id": request_id})
 
 

@@ -311,6 +311,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--memory", type=int, default=2048)
     parser.add_argument("--function-url", choices=("yes", "no"), default="no")
     parser.add_argument("--url-auth", choices=("AWS_IAM", "NONE"), default="AWS_IAM")
+    parser.add_argument(
+        "--snapstart",
+        choices=("yes", "no"),
+        default="no",
+        help="publish a version with SnapStart behind the alias 'live' (invoke the alias)",
+    )
+    parser.add_argument(
+        "--provisioned-concurrency",
+        type=int,
+        default=0,
+        help="pre-initialised environments on the alias 'live' (not with --snapstart yes)",
+    )
     parser.add_argument("--region")
     parser.add_argument("--endpoint-url", help="e.g. a moto server; default: real AWS")
     return parser
@@ -318,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.snapstart == "yes" and args.provisioned_concurrency:
+        print("error: SnapStart cannot be combined with provisioned concurrency", file=sys.stderr)
+        return 2
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -333,6 +348,8 @@ def main(argv=None) -> int:
                 MemorySize=str(args.memory),
                 EnableFunctionUrl=args.function_url,
                 FunctionUrlAuthType=args.url_auth,
+                SnapStart=args.snapstart,
+                ProvisionedConcurrency=str(args.provisioned_concurrency),
             )
         else:
             deployer.down(args.stack_name, args.bucket)

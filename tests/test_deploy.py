@@ -210,3 +210,8 @@ def test_moto_adapter_is_not_on_the_production_path():
     """helpers.deploy (what users run against AWS) imports no test double; the moto quirk lives in local_aws."""
     code = "import sys, helpers.deploy; print(sorted(m for m in sys.modules if m.startswith(('moto', 'helpers.local_aws'))))"
     assert subprocess.check_output([sys.executable, "-c", code], text=True).strip() == "[]"
+
+
+def test_cli_refuses_snapstart_with_provisioned_concurrency(capsys):
+    assert deploy.main(["up", "--bucket", "my-bucket", "--snapstart", "yes", "--provisioned-concurrency", "2"]) == 2
+    assert capsys.readouterr().err.strip() == "error: SnapStart cannot be combined with provisioned concurrency"

@@ -34,9 +34,12 @@ import binascii
 import json
 import logging
 import os
+import random
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from helpers.runtime import emf
 from helpers.runtime.checksum import sha256_file
@@ -370,7 +373,7 @@ def _emit_metrics(state: _State, request_id: str, status: int, timings_ms: dict,
         "ServerErrors": (int(status >= 500), emf.COUNT),
         **{f"{stage.capitalize()}Ms": (round(value, 2), emf.MILLISECONDS) for stage, value in timings_ms.items()},
     }
-    if cold:
+    if cold and state.init_ms is not None:  # None after a SnapStart restore: init ran before the snapshot
         metrics["InitMs"] = (round(state.init_ms, 1), emf.MILLISECONDS)
     if image is not None:
         metrics["Detections"] = (detections, emf.COUNT)
@@ -427,6 +430,37 @@ def handler(event, context):
         _emit_metrics(state, request_id, status, {"total": (time.perf_counter() - started) * 1e3})
         return _respond(event, status, {"error": message, "request_id": request_id})
 
+
+# ---- SnapStart ------------------------------------------------------------------------------------
+
+
+def before_snapshot() -> None:
+    """Before Lambda snapshots the initialised environment: one inference on a blank image, so that
+    ONNX Runtime's lazy allocations and kernel choices are in the snapshot, not in the first request."""
+    state = _STATE or init()
+    size = state.detector.config.image_size
+    state.detector.predict(np.full((size, size, 3), state.detector.config.pad_fill, dtype=np.uint8), 1.0, 1)
+
+
+def after_restore() -> None:
+    """In each environment restored from the shared snapshot: its own random state (the snapshot's would
+    repeat in every copy), no partial download left in /tmp, and the next request reported as this
+    environment's start (its init happened before the snapshot, so no InitMs). S3 clients are made per
+    use (_s3_client), never cached, so none carries the snapshot's connections or credentials."""
+    random.seed(os.urandom(16))
+    if _STATE is not None:
+        for partial in _STATE.settings.cache_dir.glob("*.part"):
+            partial.unlink(missing_ok=True)
+        _STATE.cold, _STATE.init_ms = True, None
+
+
+try:  # provided by Lambda's python3.12+ runtime; absent locally, where there are no snapshots
+    from snapshot_restore_py import register_after_restore, register_before_snapshot
+except ImportError:
+    pass
+else:
+    register_before_snapshot(before_snapshot)
+    register_after_restore(after_restore)
 
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
     init()  # in Lambda, do the cold-start work in the init phase

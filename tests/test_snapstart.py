@@ -1,0 +1,61 @@
+"""SnapStart: the template publishes a version behind an alias only when asked, and the handler's
+snapshot hooks warm the model before the snapshot and refresh per-environment state after restore."""
+
+import base64
+import json
+import random
+
+import snapshot_restore_py
+from cfnlint.decode import cfn_yaml
+
+from helpers import deploy, local_aws
+from helpers.runtime import handler as h
+
+
+def test_snapstart_and_provisioned_concurrency_are_off_by_default_and_exclusive():
+    template = cfn_yaml.load(str(deploy.TEMPLATE))
+    assert template["Parameters"]["SnapStart"]["Default"] == "no"
+    assert template["Parameters"]["ProvisionedConcurrency"]["Default"] == 0
+    function = template["Resources"]["Function"]["Properties"]
+    assert function["SnapStart"] == {
+        "Fn::If": ["SnapStartOn", {"ApplyOn": "PublishedVersions"}, {"Ref": "AWS::NoValue"}]
+    }
+    off = local_aws.resources_off_by_condition(deploy.TEMPLATE, {})
+    assert {"Version", "LiveAlias"} <= set(off)
+    assert not {"Version", "LiveAlias"} & set(
+        local_aws.resources_off_by_condition(deploy.TEMPLATE, {"SnapStart": "yes"})
+    )
+    assert not {"Version", "LiveAlias"} & set(
+        local_aws.resources_off_by_condition(deploy.TEMPLATE, {"ProvisionedConcurrency": "2"})
+    )
+    rule = template["Rules"]["SnapStartWithoutProvisionedConcurrency"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "SnapStart"}, "yes"]}
+    assert rule["Assertions"][0]["Assert"] == {"Fn::Equals": [{"Ref": "ProvisionedConcurrency"}, "0"]}
+
+
+def test_hooks_run_in_order_warm_the_model_refresh_state_and_the_function_answers(
+    onnx_model, sample_jpegs, lambda_context, tmp_path, monkeypatch, capsys
+):
+    before = [entry[0] for entry in snapshot_restore_py.get_before_snapshot()]
+    after = [entry[0] for entry in snapshot_restore_py.get_after_restore()]
+    assert h.before_snapshot in before and h.after_restore in after  # registered at import, as Lambda needs
+    state = h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING", "MODEL_CACHE_DIR": str(tmp_path)})
+    calls = []
+    predict = state.detector.predict
+    monkeypatch.setattr(state.detector, "predict", lambda *args: calls.append(args[0].shape) or predict(*args))
+
+    for func, args, kwargs in snapshot_restore_py.get_before_snapshot():  # what the runtime does, in its order
+        func(*args, **kwargs)
+    assert calls == [(state.detector.config.image_size, state.detector.config.image_size, 3)]  # one warm-up inference
+
+    (tmp_path / "model.part").write_bytes(b"an interrupted download")
+    snapshot_random = random.getstate()
+    for func, args, kwargs in snapshot_restore_py.get_after_restore():
+        func(*args, **kwargs)
+    assert random.getstate() != snapshot_random and not (tmp_path / "model.part").exists()
+
+    capsys.readouterr()
+    out = h.handler({"image": base64.b64encode(sample_jpegs["10.jpg"]).decode()}, lambda_context)
+    assert out["image"] == {"width": 499, "height": 666} and "detections" in out
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert metrics[0]["ColdStart"] == 1 and "InitMs" not in metrics[0]  # the restored environment's first request

@@ -174,7 +174,10 @@ def main(argv=None) -> int:
     layout = pipeline.Series(quick=not args.full, artifacts=values.get("ARTIFACTS")).layout()
     out_dir = layout.notebooks_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"running {len(SERIES)} notebooks in {'full' if args.full else 'quick'} mode -> {layout.root}", flush=True)
+    print(
+        f"running {len(SERIES)} notebooks in {'full' if args.full else 'quick'} mode -> {shown(layout.root)}",
+        flush=True,
+    )
     for index, name in enumerate(SERIES, 1):
         print(f"[{index}/{len(SERIES)}] {name} ...", end=" ", flush=True)
         try:

@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from PIL import Image
 from helpers import blog
 from helpers.runtime.config import PREPROCESS
 from helpers.runtime.preprocess import decode_image, preprocess
-from helpers.timing import measure, percentiles
+from helpers.timing import interleaved, measure, percentiles
 
 
 def preprocessing_comparison(image: np.ndarray, repeats: int = 30) -> dict[str, dict]:
@@ -75,22 +74,13 @@ def inference_comparison(
     int8 = Detector(int8_path, threads=threads).session
     image = torch.from_numpy(tensor[0])
     feeds = {"images": tensor}
-    results = {"torch": [], "ort_fp32": [], "ort_int8": []}
     runs = {
         "torch": lambda: module([image]),
         "ort_fp32": lambda: fp32.run(None, feeds),
         "ort_int8": lambda: int8.run(None, feeds),
     }
     with torch.no_grad():
-        for _ in range(2):  # warm-up
-            for fn in runs.values():
-                fn()
-        for _ in range(repeats):  # interleaved so host noise hits every contender alike
-            for name, fn in runs.items():
-                start = time.perf_counter()
-                fn()
-                results[name].append((time.perf_counter() - start) * 1e3)
-    return {name: percentiles(samples) for name, samples in results.items()}
+        return interleaved(runs, repeats, warmup=2)
 
 
 def gemm_peak_gflops(threads: int, n: int = 2048, repeats: int = 10) -> float:
@@ -178,15 +168,7 @@ def bytes_to_tensor_comparison(jpeg: bytes, repeats: int) -> dict[str, dict]:
         "ours": lambda: preprocess(decode_image(jpeg, max_pixels=1 << 30)),
         "opencv_albumentations": opencv_albumentations,
     }
-    samples: dict[str, list[float]] = {name: [] for name in runs}
-    for fn in runs.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            started = time.perf_counter()
-            fn()
-            samples[name].append((time.perf_counter() - started) * 1e3)
-    return {name: percentiles(values) for name, values in samples.items()}
+    return interleaved(runs, repeats, warmup=1)
 
 
 def _models(out_dir: Path, checkpoints: list[Path], calibration_sample: list[np.ndarray]) -> dict[str, dict]:
@@ -197,7 +179,7 @@ def _models(out_dir: Path, checkpoints: list[Path], calibration_sample: list[np.
     from helpers.export import export_checkpoint, export_onnx
     from helpers.models import MODEL_NAMES, build_detector
     from helpers.paths import shown, split_file
-    from helpers.quantize import quantize_int8
+    from helpers.quantize import calibration_inputs, quantize_int8
     from helpers.runtime.classmap import ClassMap
     from helpers.runtime.config import FRIDGE_CLASSES
     from helpers.train import load_checkpoint
@@ -208,17 +190,16 @@ def _models(out_dir: Path, checkpoints: list[Path], calibration_sample: list[np.
         if not split_path.is_file():
             raise BenchmarkRefused(f"{checkpoint}: no split record next to it (train it with this version)")
         split = fridge_data.Split.read(split_path)
-        if len(split.evaluation()) < MIN_EVALUATION_IMAGES:
+        unseen = len(split.evaluation())
+        if unseen < MIN_EVALUATION_IMAGES:
             raise BenchmarkRefused(
-                f"{checkpoint}: {len(split.evaluation())} images never trained on; the INT8 accuracy "
+                f"{checkpoint}: {unseen} images never trained on; the INT8 accuracy "
                 f"goal needs at least {MIN_EVALUATION_IMAGES}"
             )
         module = load_checkpoint(checkpoint)
         name = module.hparams.model_name
         fp32 = export_checkpoint(checkpoint, out_dir / f"{name}.onnx")
-        calibration = [
-            preprocess(decode_image(r.image_path.read_bytes()), module.preprocess)[0] for r in split.real("train")[:8]
-        ]
+        calibration = calibration_inputs(split, module.preprocess, limit=8)
         models[name] = {
             "module": module.model.eval(),
             "fp32": fp32,

@@ -138,15 +138,11 @@ class Series:
         )
 
     def calibration_inputs(self, limit: int = 8):
-        """Real preprocessed images for INT8 calibration: the run's real training images, letterboxed
-        with the run's own contract."""
+        """INT8 calibration tensors from the run's real training images, with the exported model's contract."""
+        from helpers.quantize import calibration_inputs
         from helpers.runtime.model import Detector
-        from helpers.runtime.preprocess import decode_image, preprocess
 
-        contract = Detector(self.ensure_onnx()).config
-        return [
-            preprocess(decode_image(r.image_path.read_bytes()), contract)[0] for r in self.split().real("train")[:limit]
-        ]
+        return calibration_inputs(self.split(), Detector(self.ensure_onnx()).config, limit)
 
     def ensure_int8(self) -> Path:
         from helpers.quantize import quantize_int8

@@ -20,6 +20,7 @@ from helpers.paths import THUMBNAILS_DIR
 from helpers.runtime.config import FRIDGE_CLASSES
 
 SYNTHETIC_TAG = "SYNTHETIC (helpers.synthetic: real thumbnails on generated backgrounds)"
+SYNTHETIC_PREFIX = "synthetic_"  # every composite's file name starts with it
 
 
 def object_photos(folder: Path = THUMBNAILS_DIR) -> list[tuple[Path, str]]:
@@ -101,7 +102,10 @@ def make_synthetic_voc(
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "annotations").mkdir(parents=True, exist_ok=True)
-    for stale in [*(out_dir / "images").glob("synthetic_*.jpg"), *(out_dir / "annotations").glob("synthetic_*.xml")]:
+    for stale in [
+        *(out_dir / "images").glob(f"{SYNTHETIC_PREFIX}*.jpg"),
+        *(out_dir / "annotations").glob(f"{SYNTHETIC_PREFIX}*.xml"),
+    ]:
         stale.unlink()
     rng = random.Random(seed)
     thumbs = photos if photos is not None else object_photos()
@@ -129,11 +133,16 @@ def make_synthetic_voc(
                     boxes.append(box)
                     labels.append(label)
                     break
-        name = f"synthetic_{index:04d}.jpg"
+        name = f"{SYNTHETIC_PREFIX}{index:04d}.jpg"
         image.save(out_dir / "images" / name, quality=90)
         xml = _voc_xml(name, width, height, boxes, labels)
-        (out_dir / "annotations" / f"synthetic_{index:04d}.xml").write_text(xml)
+        (out_dir / "annotations" / f"{SYNTHETIC_PREFIX}{index:04d}.xml").write_text(xml)
     return parse_voc(out_dir / "annotations", out_dir / "images")
+
+
+def is_synthetic(record: Record) -> bool:
+    """Whether a record is one of the composites make_synthetic_voc writes (all named synthetic_*)."""
+    return record.image_path.name.startswith(SYNTHETIC_PREFIX)
 
 
 def _overlap(a, b) -> float:

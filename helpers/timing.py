@@ -18,6 +18,21 @@ def measure(fn, repeats: int = 20, warmup: int = 3) -> dict[str, float]:
     return {**percentiles(samples), "min_ms": min(samples), "n": len(samples)}
 
 
+def interleaved(runs: dict, repeats: int, warmup: int = 1) -> dict[str, dict[str, float]]:
+    """{name: p50/p90 ms} of several contenders timed in turn, round after round, so that host noise hits
+    every contender alike (ratios between them are then fair on a shared machine)."""
+    for _ in range(warmup):
+        for fn in runs.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - start) * 1e3)
+    return {name: percentiles(values) for name, values in samples.items()}
+
+
 def percentiles(samples: list[float]) -> dict[str, float]:
     """p50 (the median) and p90 (the sorted sample at index round(0.9 * (n - 1)), no interpolation)
     of latencies in milliseconds."""

@@ -38,7 +38,7 @@ from helpers.paths import DATA_CACHE_DIR, quick_mode, run_artifacts, split_file
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
 from helpers.runtime.preprocess import decode_image
-from helpers.synthetic import make_synthetic_voc, object_photos, split_object_photos
+from helpers.synthetic import is_synthetic, make_synthetic_voc, object_photos, split_object_photos
 from helpers.transforms import train_transform, valid_transform
 
 #: Checkpoint selection: the mean of the real and synthetic validation mAP (whichever exist), so
@@ -274,7 +274,7 @@ class PreparedData:
         return {
             **self.source.summary(),
             "train_images": len(self.train),
-            "train_synthetic_images": sum(r.image_path.name.startswith("synthetic_") for r in self.train),
+            "train_synthetic_images": sum(map(is_synthetic, self.train)),
             "valid_real_images": [r.image_path.name for r in self.valid_real],
             "train_real_images": list(self.real_train_names),
             "valid_synthetic_images": len(self.valid_synthetic),
@@ -284,7 +284,7 @@ class PreparedData:
     @property
     def real_train_names(self) -> tuple[str, ...]:
         """The real training images once each (they are repeated among the synthetic ones)."""
-        return tuple(sorted({r.image_path.name for r in self.train if not r.image_path.name.startswith("synthetic_")}))
+        return tuple(sorted({r.image_path.name for r in self.train if not is_synthetic(r)}))
 
     def split(self, train_dir: str | Path) -> fridge_data.Split:
         return fridge_data.Split(

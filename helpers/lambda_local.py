@@ -1,12 +1,16 @@
-"""Run a built Lambda zip the way the managed runtime would, without Docker.
+"""Run a built Lambda zip under AWS's own runtime interface client, locally and without Docker.
 
-The zip is unzipped into a temporary folder and imported by a separate, isolated CPython 3.12
-(`-I -S`: no site-packages, no user paths, no PYTHON* variables), whose sys.path is the stdlib plus
-that folder only; so a missing or over-trimmed file fails here as it would in AWS. The driver
-resolves the handler string like the runtime ("module.function"), reports cold init (imports of
-numpy/Pillow/onnxruntime, then handler import + init) and the latency of every event.
+Lambda's python3.12 runtime is a client (awslambdaric) that imports the handler and then asks the
+Lambda Runtime API for events over HTTP, posting back each response or error. Here the same client,
+pinned and installed for the target Python and architecture into a cache (as /var/runtime), runs the
+unzipped package (as /var/task) in an isolated interpreter (`-I -S`: the stdlib plus those two
+folders only), and `RuntimeApi` serves the invocation side of the Runtime API on 127.0.0.1. So handler
+resolution, event and response (de)serialisation, init errors and error shapes are the runtime's own,
+and a missing or over-trimmed file fails here as it would in AWS.
 
     python -m helpers.lambda_local dist/lambda-x86_64.zip data/fridge-sample/images/10.jpg
+
+With arch="arm64" the interpreter is Debian's aarch64 CPython under qemu-user (helpers.arm64).
 """
 
 from __future__ import annotations
@@ -14,59 +18,155 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
+import queue
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import uuid
 import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from helpers.package import find_python
+from helpers.package import find_python, pip_install
+from helpers.paths import ARTIFACTS_ROOT
 
-DRIVER = r"""
-import importlib, json, sys, time
-package_dir, handler_name, events_path, results_path = sys.argv[1:5]
-sys.path = [package_dir] + [p for p in sys.path if p.startswith(sys.base_prefix)]
-t0 = time.perf_counter()
-import numpy, PIL.Image, onnxruntime  # what the handler needs, timed on their own
-t1 = time.perf_counter()
-module_name, function_name = handler_name.rsplit(".", 1)
-handler = getattr(importlib.import_module(module_name), function_name)
-t2 = time.perf_counter()
+#: The runtime interface client of Lambda's managed Python runtimes, and its dependencies, pinned.
+RUNTIME_CLIENT = ("awslambdaric==4.2.2", "simplejson==4.3.0", "snapshot-restore-py==1.0.0")
+RUNTIME_CLIENT_CACHE = ARTIFACTS_ROOT / "cache" / "runtime-client"
+API_PREFIX = "/2018-06-01/runtime"
 
-def peak_rss_mb():
-    # VmHWM belongs to this process image; ru_maxrss would carry over the parent's peak across exec.
-    with open("/proc/self/status") as status:
-        line = next(l for l in status if l.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
-
-class Context:
-    aws_request_id = "local-invoke"
-    function_name = "local"
-    memory_limit_in_mb = 2048
-    def get_remaining_time_in_millis(self):
-        return 30000
-
-with open(events_path) as f:
-    events = json.load(f)
-responses, latencies = [], []
-for event in events:
-    start = time.perf_counter()
-    responses.append(handler(event, Context()))
-    latencies.append((time.perf_counter() - start) * 1e3)
-outside = [m for m in ("torch", "cv2", "albumentations") if m in sys.modules]
-with open(results_path, "w") as f:
-    json.dump({
-        "python": sys.version.split()[0],
-        "import_libraries_ms": (t1 - t0) * 1e3,
-        "import_handler_and_init_ms": (t2 - t1) * 1e3,
-        "cold_init_ms": (t2 - t0) * 1e3,
-        "latencies_ms": latencies,
-        "responses": responses,
-        "peak_rss_mb": peak_rss_mb(),
-        "numpy_file": numpy.__file__,
-        "forbidden_modules_loaded": outside,
-    }, f)
+#: Started by the isolated interpreter: /var/task first, then /var/runtime, then the stdlib — the
+#: order of sys.path in Lambda — and awslambdaric's own entry point with the handler string.
+BOOTSTRAP = r"""
+import sys
+task, runtime, handler = sys.argv[1:4]
+sys.path[:0] = [task, runtime]
+from awslambdaric.__main__ import main
+main([sys.argv[0], handler])
 """
+
+
+def runtime_client_dir(arch: str = "x86_64", python: str = "3.12") -> Path:
+    """awslambdaric for `arch`/CPython `python`, installed once into the artefacts cache."""
+    target = RUNTIME_CLIENT_CACHE / f"{RUNTIME_CLIENT[0].replace('==', '-')}-{arch}-cp{python.replace('.', '')}"
+    if not (target / "awslambdaric").is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as staging:  # complete or absent, never half
+            pip_install(Path(staging) / "runtime", arch, python, RUNTIME_CLIENT)
+            (Path(staging) / "runtime").rename(target)
+    return target
+
+
+class RuntimeApi(ThreadingHTTPServer):
+    """The invocation side of the Lambda Runtime API on 127.0.0.1: queued events go out on
+    GET /invocation/next; POST /invocation/{id}/response, /invocation/{id}/error and /init/error are
+    recorded with the time they arrived. `done` is set once every event has an answer or init failed."""
+
+    daemon_threads = True
+
+    def __init__(self, events: list):
+        super().__init__(("127.0.0.1", 0), _RuntimeApiHandler)
+        self.pending: queue.Queue = queue.Queue()
+        self.request_ids = [str(uuid.uuid4()) for _ in events]
+        for request_id, event in zip(self.request_ids, events):
+            self.pending.put((request_id, json.dumps(event).encode()))
+        self.first_next_at: float | None = None
+        self.sent_at: dict[str, float] = {}
+        self.answers: dict[str, tuple[str, dict, float]] = {}  # id -> (response|error, body, time)
+        self.init_error: dict | None = None
+        self.user_agent = ""
+        self.done = threading.Event()
+        if not events:
+            self.done.set()
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # the client is killed at the end: expected
+            super().handle_error(request, client_address)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+    def record(self, request_id: str, kind: str, body: dict) -> None:
+        self.answers[request_id] = (kind, body, time.perf_counter())
+        if len(self.answers) == len(self.request_ids):
+            self.done.set()
+
+
+class _RuntimeApiHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # the client keeps its connection open between events
+    server: RuntimeApi
+
+    def log_message(self, *args):  # the invoke's report says what happened; no access log on stderr
+        pass
+
+    def _reply(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path != f"{API_PREFIX}/invocation/next":
+            return self._reply(404, b'{"errorMessage": "not part of the local Runtime API"}')
+        api = self.server
+        api.user_agent = self.headers.get("User-Agent", api.user_agent)
+        if api.first_next_at is None:
+            api.first_next_at = time.perf_counter()
+        request_id, body = api.pending.get()  # blocks like Lambda between events; the process is then ended
+        api.sent_at[request_id] = time.perf_counter()
+        headers = {
+            "Lambda-Runtime-Aws-Request-Id": request_id,
+            "Lambda-Runtime-Deadline-Ms": str(int(time.time() * 1000) + 300_000),
+            "Lambda-Runtime-Invoked-Function-Arn": "arn:aws:lambda:us-east-1:000000000000:function:local",
+            "Lambda-Runtime-Trace-Id": f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0",
+        }
+        self._reply(200, body, headers)
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = {"unparsed": raw.decode(errors="replace")}
+        parts = self.path.removeprefix(API_PREFIX).strip("/").split("/")
+        api = self.server
+        if parts == ["init", "error"]:
+            api.init_error = body
+            api.done.set()
+        elif len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):
+            api.record(parts[1], parts[2], body)
+        else:
+            return self._reply(404, b'{"errorMessage": "not part of the local Runtime API"}')
+        self._reply(202, b'{"status": "OK"}')
+
+
+def _process_memory(pid: int) -> tuple[float | None, list[str]]:
+    """Peak resident MB (VmHWM) and the shared objects mapped by a live process."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return None, []
+    peak = next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    libraries = {line.split()[-1] for line in maps.splitlines() if ".so" in line.rsplit("/", 1)[-1]}
+    return peak, sorted(libraries)
+
+
+def _metric(stdout: str, name: str) -> float | None:
+    """The first value of an Embedded Metric Format metric the handler logged."""
+    for line in stdout.splitlines():
+        if line.startswith("{") and '"_aws"' in line and f'"{name}"' in line:
+            return json.loads(line)[name]
+    return None
 
 
 def invoke_zip(
@@ -75,70 +175,126 @@ def invoke_zip(
     env: dict[str, str],
     handler: str = "helpers.runtime.handler.handler",
     python: str = "3.12",
+    arch: str = "x86_64",
     timeout: float = 300,
 ) -> dict:
-    """Unzip, run `events` through `handler` in an isolated interpreter; returns the driver report."""
-    interpreter = find_python(python)
-    if interpreter is None:
-        raise FileNotFoundError(f"no python{python} interpreter (PATH or pyenv) for the local invoke")
+    """Unzip, run `events` through `handler` under the runtime client; returns a report: the
+    responses (an error body where the handler raised), latencies as the Runtime API saw them, the cold
+    init (start to the first request for an event, what Lambda reports as Init Duration), the handler's
+    own init (its InitMs metric), peak RSS, the shared objects it mapped (those from the package and
+    any from this development environment, which must be none), the log output, and any init error."""
+    if arch == "arm64":
+        from helpers import arm64
+
+        command, python = arm64.interpreter_command()
+    else:
+        interpreter = find_python(python)
+        if interpreter is None:
+            raise FileNotFoundError(f"no python{python} interpreter (PATH or pyenv) for the local invoke")
+        command = [str(interpreter)]
+    runtime = runtime_client_dir(arch, python)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        package = tmp / "task"  # like /var/task
+        task = tmp / "task"  # like /var/task
         with zipfile.ZipFile(zip_path) as zf:
-            zf.extractall(package)
-        for path in package.rglob("*.so*"):  # zipfile drops the mode bits
+            zf.extractall(task)
+        for path in task.rglob("*.so*"):  # zipfile drops the mode bits
             path.chmod(0o755)
-        (tmp / "driver.py").write_text(DRIVER)
-        (tmp / "events.json").write_text(json.dumps(events))
+        (tmp / "tmp").mkdir()
+        api = RuntimeApi(events)
+        threading.Thread(target=api.serve_forever, daemon=True).start()
         lambda_env = {
+            "AWS_LAMBDA_RUNTIME_API": api.address,
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_python{python}",
             "AWS_LAMBDA_FUNCTION_NAME": "local",  # makes the handler do its init at import, as in AWS
-            "LAMBDA_TASK_ROOT": str(package),
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
+            "AWS_REGION": "us-east-1",
+            "_HANDLER": handler,
+            "LAMBDA_TASK_ROOT": str(task),
             "MODEL_CACHE_DIR": str(tmp / "tmp"),
             "LANG": "C.UTF-8",
+            "TZ": ":UTC",
             **env,
         }
-        completed = subprocess.run(
-            [
-                str(interpreter),
-                "-I",
-                "-S",
-                str(tmp / "driver.py"),
-                str(package),
-                handler,
-                str(tmp / "events.json"),
-                str(tmp / "results.json"),
+        log_path = tmp / "log.txt"
+        with open(log_path, "wb") as log:
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                [*command, "-I", "-S", "-c", BOOTSTRAP, str(task), str(runtime), handler],
+                env=lambda_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=task,
+                start_new_session=True,
+            )
+            try:
+                deadline = time.monotonic() + timeout
+                while not api.done.wait(0.05) and process.poll() is None:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"local invoke timed out after {timeout:.0f} s")
+                api.done.wait(1)  # an init error is posted just before the client exits
+                peak_rss_mb, libraries = _process_memory(process.pid)
+            finally:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)  # as Lambda ends an environment
+                process.wait()
+                api.shutdown()
+                api.server_close()
+        stdout = log_path.read_text(errors="replace")
+        if not api.done.is_set():
+            raise RuntimeError(f"the runtime client exited ({process.returncode}) before answering:\n{stdout[-3000:]}")
+        user_agent = api.user_agent.split("/", 1)[-1]  # aws-lambda-python/<python>-<client version>
+        answers = [api.answers.get(request_id) for request_id in api.request_ids]
+        return {
+            "python": user_agent.split("-")[0],
+            "runtime_client": api.user_agent,
+            "init_error": api.init_error,
+            "request_ids": api.request_ids,
+            "cold_init_ms": (api.first_next_at - started) * 1e3 if api.first_next_at else None,
+            "handler_init_ms": _metric(stdout, "InitMs"),
+            "responses": [answer[1] for answer in answers if answer],
+            "failed": [i for i, answer in enumerate(answers) if answer and answer[0] == "error"],
+            "latencies_ms": [
+                (answer[2] - api.sent_at[request_id]) * 1e3
+                for request_id, answer in zip(api.request_ids, answers)
+                if answer
             ],
-            env=lambda_env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=package,
-        )
-        if completed.returncode != 0:
-            raise RuntimeError(f"local invoke failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
-        report = json.loads((tmp / "results.json").read_text())
-        report["stdout"] = completed.stdout
-        return report
+            "peak_rss_mb": peak_rss_mb,
+            "libraries_from_package": [str(Path(p).relative_to(task)) for p in libraries if p.startswith(f"{task}/")],
+            "libraries_from_dev_environment": [p for p in libraries if p.startswith(f"{Path(sys.prefix)}/")],
+            "libraries": libraries,
+            "stdout": stdout,
+        }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Invoke a built Lambda zip locally on images.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Invoke a built Lambda zip locally on images, under awslambdaric.")
     parser.add_argument("zip")
     parser.add_argument("images", nargs="+")
     parser.add_argument("--model-path", default="model/model.onnx", help="MODEL_PATH inside the zip")
     parser.add_argument("--repeat", type=int, default=1, help="send each image this many times")
-    args = parser.parse_args(argv)
+    parser.add_argument("--arch", choices=("x86_64", "arm64"), default="x86_64", help="arm64 runs under qemu-user")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     missing = [p for p in [args.zip, *args.images] if not Path(p).is_file()]
     if missing:
         print(f"error: file not found: {missing[0]}", file=sys.stderr)
         return 2
     events = [{"image": base64.b64encode(Path(p).read_bytes()).decode()} for p in args.images] * args.repeat
     try:
-        report = invoke_zip(args.zip, events, {"MODEL_PATH": args.model_path})
-    except (FileNotFoundError, RuntimeError, zipfile.BadZipFile) as err:
+        report = invoke_zip(args.zip, events, {"MODEL_PATH": args.model_path}, arch=args.arch)
+    except (FileNotFoundError, RuntimeError, ValueError, zipfile.BadZipFile) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
-    del report["stdout"]
+    if report["init_error"]:
+        error = report["init_error"]
+        print(f"error: init failed: {error.get('errorType')}: {error.get('errorMessage')}", file=sys.stderr)
+        return 1
+    for key in ("stdout", "libraries", "libraries_from_package"):
+        del report[key]
     print(json.dumps(report, indent=2))
     return 0
 

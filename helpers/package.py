@@ -111,7 +111,8 @@ def find_python(version: str) -> Path | None:
     return None
 
 
-def _pip_install(target: Path, arch: str, python: str) -> None:
+def pip_install(target: Path, arch: str, python: str, requirements=LAMBDA_REQUIREMENTS) -> None:
+    """Install binary wheels of `requirements` for Lambda's `arch` and CPython `python` into `target`."""
     platforms = [arg for tag in MANYLINUX_TAGS for arg in ("--platform", f"{tag}_{ARCHES[arch]}")]
     command = [
         sys.executable,
@@ -130,12 +131,12 @@ def _pip_install(target: Path, arch: str, python: str) -> None:
         "--abi",
         f"cp{python.replace('.', '')}",
         *platforms,
-        *LAMBDA_REQUIREMENTS,
+        *requirements,
     ]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         last = (completed.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise ValueError(f"pip could not install {', '.join(LAMBDA_REQUIREMENTS)} for {arch}/cp{python}: {last}")
+        raise ValueError(f"pip could not install {', '.join(requirements)} for {arch}/cp{python}: {last}")
 
 
 def _tree_size(root: Path) -> dict[str, int]:
@@ -249,7 +250,7 @@ def build(
         raise ValueError(f"no python{python} interpreter found (PATH or pyenv) to compile bytecode")
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         root = Path(tmp) / "package"
-        _pip_install(root, arch, python)
+        pip_install(root, arch, python)
         before = _tree_size(root)
         _trim(root)
         _strip(root)

@@ -64,7 +64,9 @@ def runtime_client_dir(arch: str = "x86_64", python: str = "3.12") -> Path:
 class RuntimeApi(ThreadingHTTPServer):
     """The invocation side of the Lambda Runtime API on 127.0.0.1: queued events go out on
     GET /invocation/next; POST /invocation/{id}/response, /invocation/{id}/error and /init/error are
-    recorded with the time they arrived. `done` is set once every event has an answer or init failed."""
+    recorded with the time they arrived. `done` is set once every event has an answer or init failed.
+    With SnapStart the client asks GET /restore/next after its before-snapshot hooks; the answer means
+    "restored", and POST /restore/error is an init error."""
 
     daemon_threads = True
 
@@ -78,6 +80,7 @@ class RuntimeApi(ThreadingHTTPServer):
         self.sent_at: dict[str, float] = {}
         self.answers: dict[str, tuple[str, dict, float]] = {}  # id -> (response|error, body, time)
         self.init_error: dict | None = None
+        self.restored = False
         self.user_agent = ""
         self.done = threading.Event()
         if not events:
@@ -114,9 +117,12 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
+        api = self.server
+        if self.path == f"{API_PREFIX}/restore/next":  # SnapStart: the snapshot is "taken" and restored at once
+            api.restored = True
+            return self._reply(200)
         if self.path != f"{API_PREFIX}/invocation/next":
             return self._reply(404, b'{"errorMessage": "not part of the local Runtime API"}')
-        api = self.server
         api.user_agent = self.headers.get("User-Agent", api.user_agent)
         if api.first_next_at is None:
             api.first_next_at = time.perf_counter()
@@ -139,7 +145,7 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
             body = {"unparsed": raw.decode(errors="replace")}
         parts = self.path.removeprefix(API_PREFIX).strip("/").split("/")
         api = self.server
-        if parts == ["init", "error"]:
+        if parts in (["init", "error"], ["restore", "error"]):
             api.init_error = body
             api.done.set()
         elif len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):
@@ -177,12 +183,14 @@ def invoke_zip(
     python: str = "3.12",
     arch: str = "x86_64",
     timeout: float = 300,
+    snapstart: bool = False,
 ) -> dict:
     """Unzip, run `events` through `handler` under the runtime client; returns a report: the
     responses (an error body where the handler raised), latencies as the Runtime API saw them, the cold
     init (start to the first request for an event, what Lambda reports as Init Duration), the handler's
     own init (its InitMs metric), peak RSS, the shared objects it mapped (those from the package and
-    any from this development environment, which must be none), the log output, and any init error."""
+    any from this development environment, which must be none), the log output, and any init error.
+    `snapstart` runs the init as SnapStart does: hooks before the snapshot, a restore, hooks after it."""
     if arch == "arm64":
         from helpers import arm64
 
@@ -214,6 +222,7 @@ def invoke_zip(
             "MODEL_CACHE_DIR": str(tmp / "tmp"),
             "LANG": "C.UTF-8",
             "TZ": ":UTC",
+            **({"AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"} if snapstart else {}),
             **env,
         }
         log_path = tmp / "log.txt"
@@ -250,6 +259,7 @@ def invoke_zip(
             "runtime_client": api.user_agent,
             "init_error": api.init_error,
             "request_ids": api.request_ids,
+            "restored_from_snapshot": api.restored,
             "cold_init_ms": (api.first_next_at - started) * 1e3 if api.first_next_at else None,
             "handler_init_ms": _metric(stdout, "InitMs"),
             "responses": [answer[1] for answer in answers if answer],

@@ -81,3 +81,20 @@ def test_the_local_runtime_api_answers_only_its_routes():
 def test_cli_exits_2_with_one_line_for_a_missing_zip(capsys, tmp_path):
     assert main([str(tmp_path / "missing.zip"), str(tmp_path / "x.jpg")]) == 2
     assert capsys.readouterr().err.strip() == f"error: file not found: {tmp_path / 'missing.zip'}"
+
+
+@needs_312
+def test_snapstart_init_runs_the_hooks_through_the_runtime_client(lambda_zip, onnx_model, sample_jpegs):
+    image = base64.b64encode(next(iter(sample_jpegs.values()))).decode()
+    env = {"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING"}
+    plain = invoke_zip(lambda_zip["zip"], [{"image": image}], env)
+    restored = invoke_zip(lambda_zip["zip"], [{"image": image}] * 2, env, snapstart=True)
+    assert not plain["restored_from_snapshot"] and restored["restored_from_snapshot"]
+    assert (
+        restored["init_error"] is None and restored["responses"][0]["detections"] == plain["responses"][0]["detections"]
+    )
+    # The first request after the restore is this environment's cold start, and after_restore removed its
+    # InitMs (the init happened before the snapshot); an ordinary start reports an InitMs.
+    cold_flags = [json.loads(line)["ColdStart"] for line in restored["stdout"].splitlines() if '"_aws"' in line]
+    assert cold_flags == [1, 0]
+    assert restored["handler_init_ms"] is None and plain["handler_init_ms"] > 0

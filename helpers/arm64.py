@@ -1,0 +1,195 @@
+"""arm64 proven, not assumed: the arm64 zip run on an emulated Graviton, compared with x86_64.
+
+On arm64 Lambda, /sys/devices/system/cpu is not readable, and onnxruntime builds before the fix for
+onnxruntime#10038 aborted at import there, because cpuinfo could not parse the possible/present CPU
+lists. This check reproduces that environment on an x86_64 machine:
+
+- Debian's own aarch64 CPython (its .debs fetched with apt into a private state folder, no system
+  change, unpacked into a sysroot), run by qemu-user (Debian package qemu-user-static);
+- inside a private mount namespace (`unshare -m`) with an empty tmpfs over /sys/devices/system/cpu;
+- the arm64 zip, built for that Python, driven by awslambdaric as in helpers.lambda_local.
+
+It runs the handler on real images and compares every detection with the x86_64 zip's.
+
+    python -m helpers.arm64 [IMAGE ...]    # exit 0: equal; 1: not equal; 2: cannot run here
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from helpers.paths import ARTIFACTS_ROOT, SAMPLE_DIR, run_artifacts, shown
+
+QEMU = "qemu-aarch64-static"
+#: Enough of Debian's arm64 userland for CPython, numpy, Pillow and onnxruntime.
+SYSROOT_PACKAGES = (
+    "libc6",
+    "libgcc-s1",
+    "libstdc++6",
+    "zlib1g",
+    "libbz2-1.0",
+    "liblzma5",
+    "libexpat1",
+    "libffi8",
+    "libssl3",
+    "libuuid1",
+    "python3.11-minimal",
+    "libpython3.11-minimal",
+    "libpython3.11-stdlib",
+)
+HIDDEN_SYSFS = "/sys/devices/system/cpu"
+#: Emulated and native float kernels sum in different orders; the response rounds boxes to 0.01 px.
+BOX_TOLERANCE_PX = 0.5
+SCORE_TOLERANCE = 1e-3
+
+
+class EmulationUnavailable(RuntimeError):
+    """This machine cannot run the arm64 check (no qemu-user, no apt, no namespaces); says which."""
+
+
+def _codename() -> str:
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip('"')
+    raise EmulationUnavailable("not a Debian-family system: /etc/os-release names no VERSION_CODENAME")
+
+
+def sysroot() -> Path:
+    """Debian's aarch64 userland with CPython, unpacked once into the artefacts cache."""
+    root = ARTIFACTS_ROOT / "cache" / f"sysroot-arm64-{_codename()}"
+    if list(root.glob("usr/bin/python3.*")):
+        return root
+    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+        raise EmulationUnavailable("apt-get and dpkg are needed to fetch Debian's arm64 Python")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
+        state = Path(tmp)
+        for folder in ("lists/partial", "cache/archives/partial", "debs", "root"):
+            (state / folder).mkdir(parents=True)
+        # A private package index for arm64: the system's sources, none of its state touched.
+        options = [
+            f"-oDir::State::Lists={state / 'lists'}",
+            f"-oDir::Cache={state / 'cache'}",
+            "-oAPT::Architecture=arm64",
+            "-oAPT::Architectures::=arm64",
+            "-oAPT::Sandbox::User=root" if os.geteuid() == 0 else "-oAPT::Sandbox::User=",
+            "-oDebug::NoLocking=1",
+            "-qq",
+        ]
+        for step in (["update"], ["download", *SYSROOT_PACKAGES]):
+            done = subprocess.run(["apt-get", *options, *step], cwd=state / "debs", capture_output=True, text=True)
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+                raise EmulationUnavailable(f"apt-get {step[0]} for arm64 failed: {last}")
+        for deb in sorted((state / "debs").glob("*.deb")):
+            subprocess.run(["dpkg", "-x", str(deb), str(state / "root")], check=True)
+        (state / "root").rename(root)
+    return root
+
+
+def interpreter_command() -> tuple[list[str], str]:
+    """The command that starts the emulated aarch64 CPython with the CPU sysfs hidden, and its version."""
+    qemu = shutil.which(QEMU)
+    if qemu is None:
+        raise EmulationUnavailable(f"{QEMU} not found: install Debian's qemu-user-static")
+    if shutil.which("unshare") is None:
+        raise EmulationUnavailable("unshare (util-linux) not found: it hides the CPU sysfs as Lambda does")
+    root = sysroot()
+    python = sorted(root.glob("usr/bin/python3.*"))[-1]
+    # A private mount namespace (as an unprivileged user: a user namespace too) whose only change is an
+    # empty tmpfs over the CPU sysfs, the folder cpuinfo reads and Lambda does not expose.
+    namespace = ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "--map-root-user", "--mount"]
+    hide = f'mount -t tmpfs none {HIDDEN_SYSFS} && exec "$@"'
+    probe = subprocess.run([*namespace, "sh", "-c", hide, "sh", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise EmulationUnavailable(f"cannot hide {HIDDEN_SYSFS} in a mount namespace: {probe.stderr.strip()}")
+    return [*namespace, "sh", "-c", hide, "sh", qemu, "-L", str(root), str(python)], python.name.removeprefix("python")
+
+
+def _summary(response: dict) -> list[tuple[str, list[float], float]]:
+    return [(d["label"], d["box"], d["score"]) for d in response["detections"]]
+
+
+def compare_responses(native: list[dict], emulated: list[dict]) -> dict:
+    """Per image: same labels in the same order, and the largest box and score differences."""
+    box_diff = score_diff = 0.0
+    labels_equal = len(native) == len(emulated)
+    for a, b in zip(native, emulated):
+        a_detections, b_detections = _summary(a), _summary(b)
+        labels_equal &= [d[0] for d in a_detections] == [d[0] for d in b_detections]
+        for (_, box_a, score_a), (_, box_b, score_b) in zip(a_detections, b_detections):
+            box_diff = max(box_diff, *(abs(p - q) for p, q in zip(box_a, box_b)))
+            score_diff = max(score_diff, abs(score_a - score_b))
+    return {
+        "labels_equal": labels_equal,
+        "box_max_abs_diff_px": round(box_diff, 4),
+        "score_max_abs_diff": round(score_diff, 6),
+        "equal": labels_equal and box_diff <= BOX_TOLERANCE_PX and score_diff <= SCORE_TOLERANCE,
+    }
+
+
+def check(images: list[Path], model: Path, threshold: float = 0.3) -> dict:
+    """Build both zips, run `images` through each (arm64 emulated, CPU sysfs hidden), compare."""
+    from helpers import package
+    from helpers.lambda_local import invoke_zip
+
+    _, python = interpreter_command()  # fail early, before building anything
+    dist = run_artifacts().dist_dir / "emulated"
+    events = [{"image": base64.b64encode(Path(p).read_bytes()).decode(), "threshold": threshold} for p in images]
+    env = {"MODEL_PATH": str(Path(model).resolve()), "LOG_LEVEL": "WARNING", "METRICS_NAMESPACE": ""}
+    reports = {}
+    for arch, version in (("x86_64", "3.12"), ("arm64", python)):
+        built = package.build(arch, version, out_dir=dist / arch)
+        reports[arch] = invoke_zip(built["zip"], events, env, arch=arch, python=version, timeout=3600)
+        if reports[arch]["init_error"]:
+            raise RuntimeError(f"{arch} init failed: {reports[arch]['init_error']['errorMessage']}")
+    emulated = reports["arm64"]
+    return {
+        "images": [shown(p) for p in images],
+        "arm64_python": emulated["python"],
+        "sysfs_hidden": HIDDEN_SYSFS,
+        "cpuinfo_messages": [line for line in emulated["stdout"].splitlines() if "cpuinfo" in line.lower()],
+        "onnxruntime_extension_loaded": [p for p in emulated["libraries_from_package"] if "onnxruntime_pybind" in p],
+        "detections": {
+            arch: sum(len(r["detections"]) for r in report["responses"]) for arch, report in reports.items()
+        },
+        **compare_responses(reports["x86_64"]["responses"], emulated["responses"]),
+        "emulated_seconds_per_image": sum(emulated["latencies_ms"]) / 1e3 / max(len(images), 1),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Run the arm64 zip under emulation and compare it with x86_64.")
+    parser.add_argument("images", nargs="*", help="default: two of the bundled sample photos")
+    parser.add_argument("--model", help="ONNX model (default: this mode's exported model)")
+    args = parser.parse_args(argv)
+    images = [Path(p) for p in args.images] or sorted((SAMPLE_DIR / "images").glob("*.jpg"))[:2]
+    model = Path(args.model) if args.model else run_artifacts().onnx
+    missing = [p for p in [model, *images] if not p.is_file()]
+    if missing:
+        hint = " (run `make run` or pass --model)" if missing[0] == model else ""
+        print(f"error: file not found: {shown(missing[0])}{hint}", file=sys.stderr)
+        return 2
+    try:
+        result = check(images, model)
+    except EmulationUnavailable as err:
+        print(f"error: cannot emulate arm64 here: {err}", file=sys.stderr)
+        return 2
+    except (RuntimeError, ValueError) as err:
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 1
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    print("arm64 equals x86_64" if result["equal"] else "arm64 DIFFERS from x86_64")
+    return 0 if result["equal"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -278,7 +278,7 @@ class Deployer:
         )
         self.log(json.dumps(outputs, indent=2))
         if smoke if smoke is not None else self.endpoint_url is None:
-            result = self.smoke_test(outputs["FunctionName"])
+            result = self.smoke_test(outputs.get("AliasArn") or outputs["FunctionName"])
             self.log(f"smoke test: {json.dumps(result)[:300]}")
             outputs["smoke_test"] = result
         return outputs

@@ -33,6 +33,23 @@ def test_snapstart_and_provisioned_concurrency_are_off_by_default_and_exclusive(
     assert rule["Assertions"][0]["Assert"] == {"Fn::Equals": [{"Ref": "ProvisionedConcurrency"}, "0"]}
 
 
+def test_the_function_url_and_its_public_permissions_follow_the_alias_when_a_version_is_published():
+    resources = cfn_yaml.load(str(deploy.TEMPLATE))["Resources"]
+    # The alias name comes from the alias's ARN (so the URL waits for the alias); $LATEST otherwise.
+    assert resources["FunctionUrl"]["Properties"]["Qualifier"] == {
+        "Fn::If": [
+            "PublishVersion",
+            {"Fn::Select": [7, {"Fn::Split": [":", {"Ref": "LiveAlias"}]}]},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    assert resources["LiveAlias"]["Properties"]["Name"] == "live"
+    for permission in ("PublicUrlInvokePermission", "PublicUrlFunctionPermission"):
+        assert resources[permission]["Properties"]["FunctionName"] == {
+            "Fn::If": ["PublishVersion", {"Ref": "LiveAlias"}, {"Ref": "Function"}]
+        }
+
+
 def test_hooks_run_in_order_warm_the_model_refresh_state_and_the_function_answers(
     onnx_model, sample_jpegs, lambda_context, tmp_path, monkeypatch, capsys
 ):

@@ -165,15 +165,15 @@ class Deployer:
             raise
         return None if stack["StackStatus"] == "REVIEW_IN_PROGRESS" else stack
 
-    def apply(self, stack_name: str, parameters: dict[str, str]) -> dict[str, str]:
-        """Create or update through a change set, wait with progress, return the outputs."""
+    def apply(self, stack_name: str, parameters: dict[str, str], template: Path = TEMPLATE) -> dict[str, str]:
+        """Create or update `template`'s stack through a change set, wait with progress, return the outputs."""
         existing = self._stack(stack_name)
         change_set = f"deploy-{int(time.time())}"
         self.cloudformation.create_change_set(
             StackName=stack_name,
             ChangeSetName=change_set,
             ChangeSetType="UPDATE" if existing else "CREATE",
-            TemplateBody=TEMPLATE.read_text(),
+            TemplateBody=template.read_text(),
             Parameters=[{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()],
             Capabilities=["CAPABILITY_NAMED_IAM"],
         )

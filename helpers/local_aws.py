@@ -7,17 +7,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import urllib.request
 
 from helpers.deploy import Deployer
 
 
 @contextlib.contextmanager
 def moto_server(region: str = "eu-central-1"):
-    """A local moto server on 127.0.0.1 (a free port) with dummy credentials; yields its endpoint
-    URL. The environment is restored afterwards."""
+    """A local moto server on 127.0.0.1 (a free port), empty, with dummy credentials; yields its
+    endpoint URL. The environment is restored afterwards."""
     from moto.server import ThreadedMotoServer
 
-    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_PROFILE")
+    names = (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_DEFAULT_REGION",
+        "AWS_PROFILE",
+        "MOTO_PORT",
+    )
     saved = {k: os.environ.get(k) for k in names}
     for key in names:
         os.environ.pop(key, None)
@@ -27,6 +35,9 @@ def moto_server(region: str = "eu-central-1"):
     server.start()
     try:
         host, port = server.get_host_and_port()
+        os.environ["MOTO_PORT"] = str(port)  # where moto's executing Step Functions send their service calls
+        # moto's state lives in the process, not in the server: start each server empty.
+        urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST")).close()
         yield f"http://{host}:{port}"
     finally:
         server.stop()
@@ -39,17 +50,22 @@ def moto_server(region: str = "eu-central-1"):
 
 class MotoDeployer(Deployer):
     """The Deployer against a moto server. moto 5.2 drops every stack output when a conditional one
-    refers to a resource it skipped (the template's AWS::Lambda::Url when EnableFunctionUrl=no);
-    the function's physical id carries the same information, so the outputs are rebuilt from it."""
+    refers to a resource it skipped (the template's AWS::Lambda::Url when EnableFunctionUrl=no), and
+    returns none for the batch stack; the physical ids of the function and of the state machine carry
+    the same information, so the outputs are rebuilt from them."""
 
     def outputs(self, stack_name: str) -> dict[str, str]:
         outputs = super().outputs(stack_name)
         if outputs:
             return outputs
-        function = self.cloudformation.describe_stack_resource(StackName=stack_name, LogicalResourceId="Function")
-        name = function["StackResourceDetail"]["PhysicalResourceId"]
-        arn = self.lambda_.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
-        return {"FunctionName": name, "FunctionArn": arn}
+        resources = self.cloudformation.describe_stack_resources(StackName=stack_name)["StackResources"]
+        physical = {r.get("LogicalResourceId"): r.get("PhysicalResourceId") for r in resources}
+        if "StateMachine" in physical:  # the batch stack
+            return {"StateMachineArn": physical["StateMachine"]}
+        if "Function" not in physical:
+            return outputs
+        arn = self.lambda_.get_function(FunctionName=physical["Function"])["Configuration"]["FunctionArn"]
+        return {"FunctionName": physical["Function"], "FunctionArn": arn}
 
 
 def resources_off_by_condition(template_path, parameters: dict[str, str]) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Training: IceVision's recipe (RetinaNet/Faster R-CNN, aug_tfms, COCO mAP) on Lightning.
 
 CLI: python -m helpers.train [--dataset fridge|sample|DIR] [--model NAME] [--epochs N] [--dry-run]
+     [--accelerator cpu|gpu|auto] [--devices N] [--num-nodes M] [--strategy auto|ddp|...]
 Full mode trains on the 128-image Fridge Objects dataset (downloaded once; offline: the bundled
 sample + synthetic set, said loudly and recorded) with the blog's COCO-pretrained RetinaNet when
 torchvision's weights can be had, else the EfficientNet-Lite0 Faster R-CNN (ImageNet weights from a
@@ -111,7 +112,8 @@ class DetectorModule(L.LightningModule):
         images, targets = batch
         losses = self.model(images, targets)
         loss = sum(losses.values())
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
+        # sync_dist: with several devices, the logged epoch loss is the mean over all of them (no-op on one).
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images), sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
@@ -123,11 +125,11 @@ class DetectorModule(L.LightningModule):
         for prefix, metric in zip(("val_real", "val_synthetic"), self.metrics):
             if metric.detection_box:  # a dataloader that yielded nothing has nothing to compute
                 for key, value in summarize(metric, self.class_map.names).items():
-                    self.log(f"{prefix}/{key}", value, prog_bar=key == "map")
+                    self.log(f"{prefix}/{key}", value, prog_bar=key == "map", sync_dist=True)
                     maps += [value] if key == "map" else []
             metric.reset()
         if maps:
-            self.log(MONITOR, sum(maps) / len(maps))
+            self.log(MONITOR, sum(maps) / len(maps), sync_dist=True)
 
     def configure_optimizers(self):
         """AdamW; a linear warm-up over `warmup_steps` (new heads on a pretrained backbone diverge
@@ -194,6 +196,8 @@ class EpochReport(Callback):
         self.started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, module):  # after this epoch's validation
+        if not trainer.is_global_zero:
+            return
         logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
         figures = [
             f"{name} {logged[key]:.3f}"
@@ -232,7 +236,13 @@ class TrainConfig:
     out_dir: str = str(run_artifacts(quick=False).train_dir)
     data_cache: str = str(DATA_CACHE_DIR)
     seed: int = 42
-    threads: int = 0  # 0 = all CPUs
+    threads: int = 0  # 0 = all CPUs (shared among the processes of a CPU multi-device run)
+    # Lightning's multi-device settings, passed to its Trainer. batch_size is per device: the effective
+    # batch is batch_size x devices x num_nodes (README: scaling the learning rate with it).
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
 
     def as_record(self) -> dict:
         """The configuration as summary.json holds it (tuples become lists), for comparison."""
@@ -348,7 +358,8 @@ def train(config: TrainConfig) -> dict:
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    processes_here = config.devices if config.accelerator == "cpu" and isinstance(config.devices, int) else 1
+    torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // processes_here))
     data = prepare_data(config)  # before the model: a bad dataset fails before any weights download
     model_name, model_note = resolve_model(config)
     class_map = ClassMap(FRIDGE_CLASSES)
@@ -379,7 +390,10 @@ def train(config: TrainConfig) -> dict:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # no GPU/TPU roll call
     trainer = L.Trainer(
         max_epochs=config.epochs,
-        accelerator="cpu",
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
         logger=CSVLogger(out_dir, name="logs", version=0),
         callbacks=[checkpoint, EpochReport()],
         enable_progress_bar=sys.stderr.isatty(),
@@ -402,6 +416,8 @@ def train(config: TrainConfig) -> dict:
             warnings.filterwarnings("ignore", message=message)
         trainer.fit(module, train_loader, valid_loaders)
     seconds = time.perf_counter() - started
+    if not trainer.is_global_zero:  # one process writes the run's files
+        return {"global_rank": trainer.global_rank}
     (out_dir / "class_map.json").write_text(class_map.to_json())
     data.split(out_dir).write(split_file(out_dir))
     best_epoch = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["epoch"]
@@ -422,6 +438,8 @@ def train(config: TrainConfig) -> dict:
         "epochs": config.epochs,
         "lr": config.lr,
         "batch_size": config.batch_size,
+        "world_size": trainer.world_size,
+        "optimizer_steps": trainer.global_step,
         "seconds": round(seconds, 1),
         "seconds_per_epoch": round(seconds / max(1, config.epochs), 1),
         "n_train": len(data.train),
@@ -477,6 +495,10 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--synthetic", type=int, dest="n_synthetic")
     parser.add_argument("--out", dest="out_dir")
+    parser.add_argument("--accelerator", help="cpu (default), gpu, auto, ... (Lightning)")
+    parser.add_argument("--devices", type=lambda v: int(v) if v.isdigit() else v, help="per node: N or auto")
+    parser.add_argument("--num-nodes", type=int, dest="num_nodes")
+    parser.add_argument("--strategy", help="auto (default), ddp, ddp_spawn, fsdp, ... (Lightning)")
     parser.add_argument("--quick", action="store_true", help="tiny run (also HELPERS_QUICK=1)")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved data as JSON; do not train")
     args = vars(parser.parse_args(argv))
@@ -486,6 +508,8 @@ def main(argv=None) -> int:
     config = TrainConfig.quick(**overrides) if quick else TrainConfig(**overrides)
     try:
         result = dry_run(config) if only_resolve else train(config)
+        if "global_rank" in result:  # another process of a multi-device run: rank 0 reports
+            return 0
     except (ValueError, FileNotFoundError, fridge_data.AnnotationError, PretrainedWeightsMissing) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -142,3 +143,23 @@ def test_an_unreachable_fridge_dataset_is_recorded_as_the_sample_fallback(tmp_pa
     assert (report["requested"], report["dataset"], report["images"]) == ("fridge", "sample", 6)
     assert report["description"].startswith("sample (fridge unavailable: URLError")
     assert captured.err.count("could not be downloaded") == 1
+
+
+def test_cpu_ddp_with_two_processes_trains_one_epoch_and_reports_once(tmp_path):
+    """Lightning's DDP on CPU (gloo), launched the way users launch it: the CLI with --devices 2.
+    About 20 s on CI's 2 cores. The batch size is per device, so each optimizer step sees 2 x 2 images."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "helpers.train", "--quick", "--epochs", "1", "--synthetic", "8"]
+    command += ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in done.stdout + done.stderr
+    assert done.stdout.count("epoch 1/1:") == 1  # only rank 0 reports
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["config"]["devices"] == 2
+    assert summary["optimizer_steps"] == math.ceil(summary["n_train"] / (2 * summary["batch_size"]))
+    state = torch.load(out / "best.ckpt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 0 and state["global_step"] == summary["optimizer_steps"]

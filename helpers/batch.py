@@ -261,6 +261,7 @@ def run_on_aws(
     clients: _Clients, stack_name: str, bucket: str, prefix: str, out: Path, progress: bool = True, log=print
 ) -> dict:
     """Start the batch state machine over s3://bucket/prefix, show progress, wait, collect the results."""
+    from botocore.exceptions import ClientError
     from tqdm import tqdm
 
     stack = batch_stack(clients, stack_name)
@@ -268,7 +269,10 @@ def run_on_aws(
         raise BatchInputError(
             f"s3://{bucket}/{prefix} is outside the stack's input s3://{stack['InputBucket']}/{stack.get('InputPrefix', '')}"
         )
-    listed = clients.s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    try:
+        listed = clients.s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    except ClientError as err:
+        raise BatchInputError(f"cannot list s3://{bucket}/{prefix}: {err.response['Error'].get('Code', err)}") from None
     if not listed.get("KeyCount"):
         raise BatchInputError(f"no objects under s3://{bucket}/{prefix}")
     execution = clients.stepfunctions.start_execution(

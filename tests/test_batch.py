@@ -8,12 +8,12 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from unittest import mock
 
 import boto3
 import pytest
-import requests
 from cfnlint.decode import cfn_yaml
 
 from helpers import batch
@@ -258,7 +258,8 @@ def test_distributed_map_on_moto_reaches_exactly_the_prefix_keys(
 
         # moto runs state machines in a second backend that CloudFormation does not write to: the
         # definition CloudFormation rendered is registered there under the same name (same ARN).
-        requests.post(f"{url}/moto-api/config", json=moto_executing_step_functions).raise_for_status()
+        config = json.dumps(moto_executing_step_functions).encode()
+        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/config", data=config, method="POST")).close()
         sfn.create_state_machine(name=machine["name"], definition=machine["definition"], roleArn=machine["roleArn"])
 
         h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING", "METRICS_NAMESPACE": ""})

@@ -40,7 +40,7 @@ def measure_run(mode: str, model: str, seed: int, work: Path) -> dict:
     from helpers.metrics import evaluate_detector
     from helpers.quantize import calibration_inputs, quantize_int8
     from helpers.runtime.model import Detector
-    from helpers.runtime.preprocess import decode_image, preprocess
+    from helpers.runtime.preprocess import decode_for_model, preprocess
     from helpers.timing import measure
 
     out_dir = work / f"{mode}-{model}-{seed}"
@@ -62,7 +62,7 @@ def measure_run(mode: str, model: str, seed: int, work: Path) -> dict:
 
     fp32 = export_checkpoint(summary["checkpoint"], out_dir / "model.onnx")
     int8 = quantize_int8(fp32, out_dir / "model_int8.onnx", calibration_inputs(split, module.preprocess))
-    tensor = preprocess(decode_image(real[0].image_path.read_bytes()))[0]
+    tensor = preprocess(decode_for_model(real[0].image_path.read_bytes()))[0]
     served = {}
     for name, path in (("fp32", fp32), ("int8", int8)):
         detector = Detector(path, threads=2)

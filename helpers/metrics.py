@@ -76,11 +76,12 @@ def detections_to_arrays(detections: list[dict], class_map: ClassMap) -> dict[st
 def evaluate_detector(detector, records) -> dict[str, float]:
     """COCO mAP of an ONNX Detector end to end (decode -> letterbox -> ORT -> restore) against the
     records' boxes in original pixels: the accuracy the Lambda will serve."""
-    from helpers.runtime.preprocess import decode_image
+    from helpers.runtime.preprocess import decode_for_model
 
     predictions, targets = [], []
     for record in records:
-        detections, _, _ = detector.predict(decode_image(record.image_path.read_bytes()), 0.0, 1000)
+        decoded = decode_for_model(record.image_path.read_bytes(), detector.config.image_size)
+        detections, _, _ = detector.predict(decoded, 0.0, 1000)
         arrays = detections_to_arrays(detections, detector.class_map)
         predictions.append(
             {

@@ -13,13 +13,16 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from helpers.export import write_metadata
 from helpers.runtime.config import PreprocessConfig
 from helpers.runtime.model import META_PREFIX
-from helpers.runtime.preprocess import decode_image, preprocess
+from helpers.runtime.preprocess import decode_for_model, preprocess
 
 
 def calibration_inputs(split, contract: PreprocessConfig, limit: int | None = None) -> list[np.ndarray]:
     """INT8 calibration tensors: a run's real training images (helpers.data.Split), the first `limit`
     (all if None), letterboxed and normalised with the model's own contract."""
-    return [preprocess(decode_image(r.image_path.read_bytes()), contract)[0] for r in split.real("train")[:limit]]
+    return [
+        preprocess(decode_for_model(r.image_path.read_bytes(), contract.image_size), contract)[0]
+        for r in split.real("train")[:limit]
+    ]
 
 
 def quantize_int8(model_path: str | Path, out_path: str | Path, calibration_inputs: list[np.ndarray]) -> Path:

@@ -38,7 +38,7 @@ from helpers.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES, build_detector
 from helpers.paths import DATA_CACHE_DIR, quick_mode, run_artifacts, split_file
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
-from helpers.runtime.preprocess import decode_image
+from helpers.runtime.preprocess import decode_for_model
 from helpers.synthetic import is_synthetic, make_synthetic_voc, object_photos, split_object_photos
 from helpers.transforms import train_transform, valid_transform
 
@@ -50,22 +50,24 @@ MONITOR = "val/selection"
 class DetectionDataset(Dataset):
     """Records -> (float32 CHW tensor, torchvision target) through an albumentations transform.
 
-    Images are decoded with the serving decoder (Pillow, EXIF-aware) so train and serve see the same
-    pixels before the transform.
+    Images are decoded with the serving decoder (Pillow, EXIF-aware, JPEG DCT scaling for photos at
+    least twice `image_size`) so train and serve see the same pixels before the transform; boxes follow
+    the decoder's reduction.
     """
 
-    def __init__(self, records, transform, class_map: ClassMap):
+    def __init__(self, records, transform, class_map: ClassMap, image_size: int = PREPROCESS.image_size):
         self.records, self.transform, self.class_map = list(records), transform, class_map
+        self.image_size = image_size
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int):
         record = self.records[index]
-        image = decode_image(record.image_path.read_bytes(), max_pixels=1 << 40)
+        decoded = decode_for_model(record.image_path.read_bytes(), self.image_size, max_pixels=1 << 40)
         out = self.transform(
-            image=image,
-            bboxes=np.asarray(record.boxes, dtype=np.float32).reshape(-1, 4),
+            image=decoded.pixels,
+            bboxes=np.asarray(record.boxes, dtype=np.float32).reshape(-1, 4) / np.float32(decoded.reduction),
             labels=[self.class_map.id(name) for name in record.labels],
         )
         tensor = torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1)))
@@ -174,7 +176,9 @@ def load_checkpoint(path: str | Path) -> DetectorModule:
 def predict(module: DetectorModule, records, batch_size: int = 4):
     """Eager predictions on records through the valid transform, boxes in letterboxed pixels,
     plus the targets in the same space (the form torchmetrics wants)."""
-    dataset = DetectionDataset(records, valid_transform(module.preprocess), module.class_map)
+    dataset = DetectionDataset(
+        records, valid_transform(module.preprocess), module.class_map, module.preprocess.image_size
+    )
     predictions, targets = [], []
     module.eval()
     for images, batch_targets in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
@@ -366,10 +370,12 @@ def train(config: TrainConfig) -> dict:
     contract = config.preprocess()
     loaders = dict(batch_size=config.batch_size, collate_fn=collate, num_workers=0)
     train_loader = DataLoader(
-        DetectionDataset(data.train, train_transform(contract), class_map), shuffle=True, **loaders
+        DetectionDataset(data.train, train_transform(contract), class_map, contract.image_size),
+        shuffle=True,
+        **loaders,
     )
     valid_loaders = [
-        DataLoader(DetectionDataset(records, valid_transform(contract), class_map), **loaders)
+        DataLoader(DetectionDataset(records, valid_transform(contract), class_map, contract.image_size), **loaders)
         for records in (data.valid_real, data.valid_synthetic)
         if records
     ]

@@ -315,3 +315,25 @@ def test_unexpected_errors_are_500_without_details(state, sample_jpegs, lambda_c
 def test_bad_configuration_names_the_variable(env, message):
     with pytest.raises(h.ConfigError, match=message):
         h.Settings(env)
+
+
+def test_a_12_mp_photo_is_decoded_reduced_and_answered_in_its_own_frame(state, lambda_context):
+    """A 4000x3000 phone-size JPEG is decoded at 1/8 in the DCT domain (decode_for_model); the response
+    still speaks of the original: its size, and boxes in its pixels, as the same photo at 1/8 scale gives
+    them multiplied by 8 (up to the 0.01 px rounding of the response and the ceil of the last block)."""
+    from helpers.benchmark import synthetic_photo
+
+    big = synthetic_photo(12)
+    out = h.handler({"image": _b64(big), "threshold": 0.0}, lambda_context)
+    assert out["image"] == {"width": 4000, "height": 3000} and out["detections"]
+    boxes = np.array([d["box"] for d in out["detections"]])
+    assert (boxes[:, 0::2] <= 4000).all() and (boxes[:, 1::2] <= 3000).all() and (boxes >= 0).all()
+    small = Image.open(io.BytesIO(big))
+    small.draft(None, (500, 375))  # the same DCT-scaled pixels, handed over as a small PNG
+    buffer = io.BytesIO()
+    small.convert("RGB").save(buffer, "PNG")
+    reduced = h.handler({"image": _b64(buffer.getvalue()), "threshold": 0.0}, lambda_context)
+    assert reduced["image"] == {"width": 500, "height": 375}
+    assert [d["label"] for d in reduced["detections"]] == [d["label"] for d in out["detections"]]
+    scaled = np.array([d["box"] for d in reduced["detections"]]) * 8
+    assert np.abs(np.minimum(scaled, [4000, 3000, 4000, 3000]) - boxes).max() < 0.1

@@ -173,3 +173,70 @@ def test_albumentations_moves_boxes_as_letterbox_boxes_says(sample_records):
     out = ALBU_LETTERBOX(image=image, bboxes=np.array(record.boxes), labels=record.labels)
     geometry = pp.letterbox(image)[1]
     assert np.abs(np.array(out["bboxes"]) - letterbox_boxes(np.array(record.boxes), geometry)).max() < 1e-3
+
+
+# ---- JPEG DCT scaling (decode_for_model) -------------------------------------------------------
+
+
+def _big_photo(width: int, height: int, orientation: int | None = None) -> bytes:
+    """A real photo's pixels tiled to width x height, as a phone-like JPEG (optionally EXIF-rotated)."""
+    tile = Image.open(fridge_data.SAMPLE_DIR / "images" / "10.jpg").convert("RGB")
+    canvas = Image.new("RGB", (width, height))
+    for x in range(0, width, tile.width):
+        for y in range(0, height, tile.height):
+            canvas.paste(tile, (x, y))
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    return _encode(canvas, "JPEG", quality=90, exif=exif)
+
+
+def test_bundled_images_are_not_reduced_and_decode_as_before():
+    for path in _bundled_images():
+        data = path.read_bytes()
+        decoded = pp.decode_for_model(data, PREPROCESS.image_size)
+        assert decoded.reduction == 1 and np.array_equal(decoded.pixels, pp.decode_image(data))
+        assert (decoded.height, decoded.width) == decoded.pixels.shape[:2]
+
+
+@pytest.mark.parametrize(
+    "width, height, reduction",
+    [(4000, 3000, 8), (2309, 1732, 4), (1154, 866, 2), (632, 474, 1), (767, 1000, 2), (3000, 4000, 8)],
+)
+def test_reduction_keeps_both_sides_at_least_the_resized_sides(width, height, reduction):
+    data = _big_photo(width, height)
+    decoded = pp.decode_for_model(data, 384)
+    assert decoded.reduction == pp.reduction_for(width, height, 384) == reduction
+    assert decoded.pixels.shape[:2] == (-(-height // reduction), -(-width // reduction))
+    geometry = pp.letterbox_geometry(height, width, 384)
+    assert decoded.pixels.shape[0] >= geometry.new_height and decoded.pixels.shape[1] >= geometry.new_width
+    # The reduced pixels stand for reduction x reduction blocks of the full decode: close to their
+    # average (compared where whole blocks fit; libjpeg scales in the DCT domain, not by averaging).
+    full = pp.decode_image(data, max_pixels=1 << 30)
+    rows, columns = height // reduction, width // reduction
+    blocks = full[: rows * reduction, : columns * reduction].reshape(rows, reduction, columns, reduction, 3)
+    average = blocks.mean(axis=(1, 3))
+    assert np.abs(average - decoded.pixels[:rows, :columns]).mean() < 2
+
+
+def test_a_12_mp_photo_gives_training_and_serving_the_same_tensor_and_boxes(tmp_path):
+    """The parity guarantee on the DCT-scaled path: the training dataset (albumentations on the pixels
+    decode_for_model gives, boxes divided by the reduction) and the handler's preprocess give identical
+    tensors, and a box lands in the same place; restore_boxes brings it back to the original frame."""
+    from helpers.runtime.classmap import ClassMap
+    from helpers.runtime.config import FRIDGE_CLASSES
+    from helpers.train import DetectionDataset
+
+    data = _big_photo(4000, 3000, orientation=6)  # stored landscape, displayed portrait 3000x4000
+    box = [600.0, 1000.0, 2400.0, 3600.0]  # in the displayed frame
+    path = tmp_path / "12mp.jpg"
+    path.write_bytes(data)
+    record = fridge_data.Record(path, 3000, 4000, [box], ["carton"])
+    tensor, target = DetectionDataset([record], ALBU_FULL, ClassMap(FRIDGE_CLASSES), 384)[0]
+    decoded = pp.decode_for_model(data, 384, max_pixels=1 << 30)
+    assert decoded.reduction == 8 and (decoded.height, decoded.width) == (4000, 3000)
+    served, geometry = pp.preprocess(decoded)
+    assert np.array_equal(tensor.numpy(), served[0])
+    placed = letterbox_boxes(np.array([box]), geometry)
+    assert np.abs(target["boxes"].numpy() - placed).max() < 1e-3
+    assert np.abs(restore_boxes(placed, geometry) - np.array([box])).max() < 1e-6

@@ -52,7 +52,7 @@ from helpers.runtime.config import (
     S3_IMAGE_BYTES_FACTOR,
 )
 from helpers.runtime.model import Detector
-from helpers.runtime.preprocess import ImageError, ImageTooLarge, decode_image
+from helpers.runtime.preprocess import ImageError, ImageTooLarge, decode_for_model
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # the unzipped deployment package
 DEFAULT_METRICS_NAMESPACE = "FridgeDetector"
@@ -377,7 +377,7 @@ def _emit_metrics(state: _State, request_id: str, status: int, timings_ms: dict,
         metrics["InitMs"] = (round(state.init_ms, 1), emf.MILLISECONDS)
     if image is not None:
         metrics["Detections"] = (detections, emf.COUNT)
-        metrics["ImageMegapixels"] = (round(image.shape[0] * image.shape[1] / 1e6, 3), emf.NONE)
+        metrics["ImageMegapixels"] = (round(image.height * image.width / 1e6, 3), emf.NONE)
     try:
         line = emf.metric_line(
             state.settings.metrics_namespace,
@@ -400,14 +400,15 @@ def handler(event, context):
     try:
         data, params = _parse(event, state.settings)
         t0 = time.perf_counter()
-        image = decode_image(data, state.settings.max_image_pixels, state.detector.config.pad_fill)
+        config = state.detector.config
+        image = decode_for_model(data, config.image_size, state.settings.max_image_pixels, config.pad_fill)
         t1 = time.perf_counter()
         detections, _, timings = state.detector.predict(image, params["threshold"], params["max_detections"])
         total = (time.perf_counter() - started) * 1e3
         timings_ms = {"decode": (t1 - t0) * 1e3, **timings, "total": total}
         payload = {
             "detections": detections,
-            "image": {"width": int(image.shape[1]), "height": int(image.shape[0])},
+            "image": {"width": image.width, "height": image.height},
             "model": state.detector.model_id,
             "timings_ms": {k: round(v, 2) for k, v in timings_ms.items()},
         }

@@ -18,7 +18,7 @@ import onnxruntime as ort
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import PREPROCESS, PreprocessConfig
 from helpers.runtime.postprocess import to_detections
-from helpers.runtime.preprocess import preprocess
+from helpers.runtime.preprocess import Decoded, preprocess
 
 META_PREFIX = "helpers."
 OUTPUT_NAMES = ("boxes", "scores", "labels")
@@ -109,8 +109,9 @@ class Detector:
             return names
         raise ModelError(f"{self.path}: outputs {names}; expected {list(OUTPUT_NAMES)}")
 
-    def predict(self, image: np.ndarray, score_threshold: float = 0.5, max_detections: int = 100):
-        """RGB uint8 image -> (detections, geometry, timings in ms for preprocess/inference/postprocess)."""
+    def predict(self, image: np.ndarray | Decoded, score_threshold: float = 0.5, max_detections: int = 100):
+        """RGB uint8 image, or Decoded (boxes then come back in the original image's pixels) ->
+        (detections, geometry, timings in ms for preprocess/inference/postprocess)."""
         t0 = time.perf_counter()
         tensor, geometry = preprocess(image, self.config)
         t1 = time.perf_counter()

@@ -28,6 +28,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from helpers.runtime.config import MAX_IMAGE_PIXELS, PREPROCESS, PreprocessConfig
 
 _COEF_BITS = 11
+_EXIF_ORIENTATION = 0x0112
 _COEF_SCALE = 1 << _COEF_BITS
 
 
@@ -41,7 +42,9 @@ class ImageTooLarge(ImageError):
 
 @dataclasses.dataclass(frozen=True)
 class Letterbox:
-    """How an original (height, width) image was placed in the square model input."""
+    """How an original (height, width) image was placed in the square model input. `reduction` > 1:
+    the pixels resized were the original decoded at 1/reduction per axis (JPEG DCT scaling, see
+    decode_for_model); the scales still map original pixels to model-input pixels."""
 
     orig_height: int
     orig_width: int
@@ -49,18 +52,57 @@ class Letterbox:
     new_width: int
     pad_top: int
     pad_left: int
+    reduction: int = 1
 
     @property
     def scale_y(self) -> float:
-        return self.new_height / self.orig_height
+        return self.new_height / (-(-self.orig_height // self.reduction) * self.reduction)
 
     @property
     def scale_x(self) -> float:
-        return self.new_width / self.orig_width
+        return self.new_width / (-(-self.orig_width // self.reduction) * self.reduction)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoded:
+    """Pixels decoded for a model input, and the original image they stand for."""
+
+    pixels: np.ndarray  # upright RGB uint8 (H, W, 3)
+    reduction: int  # 1, 2, 4 or 8: pixels are the upright original at 1/reduction per axis
+    height: int  # the original upright size
+    width: int
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, pad_fill=PREPROCESS.pad_fill) -> np.ndarray:
-    """Image bytes -> RGB uint8 array (H, W, 3), upright per EXIF orientation.
+    """Image bytes -> RGB uint8 array (H, W, 3) at full size, upright per EXIF orientation (see
+    decode_for_model for the modes)."""
+    return decode_for_model(data, None, max_pixels, pad_fill).pixels
+
+
+def reduction_for(width: int, height: int, size: int | None) -> int:
+    """The JPEG DCT scaling (1, 2, 4 or 8) decode_for_model uses: the largest that keeps both sides at
+    least the letterbox's resized sides, so the linear resize still only shrinks (Pillow's draft rule)."""
+    if size is None:
+        return 1
+    geometry = letterbox_geometry(height, width, size)
+    most = min(width // geometry.new_width, height // geometry.new_height)
+    return next((k for k in (8, 4, 2) if k <= most), 1)  # 1: no room (or an upscale)
+
+
+def decode_for_model(
+    data: bytes,
+    size: int | None = PREPROCESS.image_size,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    pad_fill=PREPROCESS.pad_fill,
+) -> Decoded:
+    """Image bytes -> Decoded: upright RGB uint8 pixels for a model input of side `size`.
+
+    A JPEG at least twice the letterbox's resized size is decoded at 1/2, 1/4 or 1/8 scale in the DCT
+    domain (libjpeg's scaling, Pillow's draft): a 12 MP photo for 384 px decodes at 1/8, several times
+    faster, and its pixels are an average over each 8x8 block instead of the full-size pixels that the
+    linear resize would mostly skip. Training's dataset and the handler both decode here, so they see
+    the same pixels; the resize that follows is the exact OpenCV INTER_LINEAR. Images below twice the
+    size (the bundled 499x666 photos for 384) are decoded at full size. `size=None`: always full size.
 
     Mode conversion: alpha (RGBA, LA, PA, P with transparency) is composited onto the pad colour,
     because that is the colour the model learnt as "nothing here" (the letterbox padding); dropping
@@ -82,12 +124,19 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, pad_fill=PREPR
     if width * height > max_pixels:
         raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; limit {max_pixels}")
     try:
-        image = ImageOps.exif_transpose(image)
-        return _to_rgb(image, pad_fill)
+        # The orientation decides which stored side is the upright height; the tag is read before decoding.
+        swapped = image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+        reduction = reduction_for(width, height, size) if image.format in ("JPEG", "MPO") else 1
+        if reduction > 1:
+            image.draft(None, (width // reduction, height // reduction))  # Pillow then picks `reduction`
+            reduction = round(width / image.size[0])  # 1 where Pillow cannot scale this file's layout
+        ImageOps.exif_transpose(image, in_place=True)  # in place: no copy when already upright
+        pixels = _to_rgb(image, pad_fill)
     except Image.DecompressionBombError as err:
         raise ImageTooLarge(str(err)) from None
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageError(f"cannot decode image: {err}") from None
+    return Decoded(pixels, reduction, width if swapped else height, height if swapped else width)
 
 
 def _to_rgb(image: Image.Image, pad_fill) -> np.ndarray:
@@ -194,16 +243,21 @@ def letterbox_geometry(height: int, width: int, size: int) -> Letterbox:
     return Letterbox(height, width, new_height, new_width, (size - new_height) // 2, (size - new_width) // 2)
 
 
-def _resize_into_letterbox(image: np.ndarray, config: PreprocessConfig):
-    """The LongestMaxSize step: (resized uint8 image, Letterbox), both from config."""
+def _resize_into_letterbox(image: np.ndarray | Decoded, config: PreprocessConfig):
+    """The LongestMaxSize step: (resized uint8 image, Letterbox from the original image), both from config."""
     if config.interpolation != "linear":
         raise ValueError(f"only 'linear' interpolation is implemented, not {config.interpolation!r}")
-    geometry = letterbox_geometry(image.shape[0], image.shape[1], config.image_size)
-    return resize_linear(image, geometry.new_height, geometry.new_width), geometry
+    pixels = image.pixels if isinstance(image, Decoded) else image
+    geometry = letterbox_geometry(pixels.shape[0], pixels.shape[1], config.image_size)
+    if isinstance(image, Decoded):
+        geometry = dataclasses.replace(
+            geometry, orig_height=image.height, orig_width=image.width, reduction=image.reduction
+        )
+    return resize_linear(pixels, geometry.new_height, geometry.new_width), geometry
 
 
-def letterbox(image: np.ndarray, config: PreprocessConfig = PREPROCESS):
-    """RGB uint8 (H, W, 3) -> (size x size x 3 uint8 padded with config.pad_fill, Letterbox)."""
+def letterbox(image: np.ndarray | Decoded, config: PreprocessConfig = PREPROCESS):
+    """RGB uint8 (H, W, 3) or Decoded -> (size x size x 3 uint8 padded with config.pad_fill, Letterbox)."""
     resized, geometry = _resize_into_letterbox(image, config)
     size = config.image_size
     canvas = np.empty((size, size, 3), dtype=np.uint8)
@@ -221,8 +275,8 @@ def normalization(config: PreprocessConfig = PREPROCESS) -> tuple[np.ndarray, np
     return mean, denominator
 
 
-def preprocess(image: np.ndarray, config: PreprocessConfig = PREPROCESS):
-    """RGB uint8 image -> (model input float32 1x3xSxS, Letterbox).
+def preprocess(image: np.ndarray | Decoded, config: PreprocessConfig = PREPROCESS):
+    """RGB uint8 image or Decoded -> (model input float32 1x3xSxS, Letterbox).
 
     Equal to letterbox() followed by albumentations Normalize and HWC->CHW, but normalises only the
     resized region and fills the padding with the normalised pad colour (it is constant)."""

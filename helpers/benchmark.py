@@ -546,11 +546,11 @@ def plot(results: dict, path: Path) -> None:
     for offset, name in ((-0.25, "torch"), (0, "ort_fp32"), (0.25, "ort_int8")):
         ax1.bar(x + offset, [results["inference"][k][name]["p50_ms"] for k in keys], width=0.25, label=name)
     short = {
-        "retinanet_resnet50_fpn": "RetinaNet-R50",
-        "fasterrcnn_mobilenet_v3_large_320_fpn": "FRCNN-MobileNetV3",
-        "fasterrcnn_efficientnet_lite0_fpn": "FRCNN-Lite0",
+        "retinanet_resnet50_fpn": "RetinaNet",
+        "fasterrcnn_mobilenet_v3_large_320_fpn": "MobileNetV3",
+        "fasterrcnn_efficientnet_lite0_fpn": "Lite0",
     }
-    labels = [f"{short.get(k.split(' (')[0], k.split(' (')[0])}\n{k.rsplit('@', 1)[1].strip()} thread(s)" for k in keys]
+    labels = [f"{short.get(k.rsplit(' @', 1)[0], k)}\n{k.rsplit('@', 1)[1].strip()} thread(s)" for k in keys]
     ax1.set_xticks(x, labels, fontsize=7)
     ax1.set_ylabel("p50 ms"), ax1.set_title("inference, 384x384"), ax1.legend(fontsize=7)
     # Cost growth with the photo's size: the handler as it is, and the same request had its bytes ->

@@ -187,7 +187,9 @@ def run_local(source: str, model: Path, out: Path, workers: int | None = None, p
     workers = max(1, min(workers or len(cpus), len(todo) or 1))
     cpu_sets = [set(cpus[i :: min(workers, len(cpus))]) for i in range(min(workers, len(cpus)))]
     started = time.perf_counter()
-    context = multiprocessing.get_context("fork")
+    # spawn, not fork: a forked child inherits the parent's thread pools (ONNX Runtime, PyTorch) in
+    # whatever state they were and can hang on them.
+    context = multiprocessing.get_context("spawn")
     init_args = (str(model), bucket, str(folder) if folder else None, cpu_sets, context.Value("i", 0))
     with open(out, "a") as sink, context.Pool(workers, _init_worker, init_args) as pool:
         bar = tqdm(total=len(todo), desc="images", unit="img", disable=not progress)
@@ -313,11 +315,12 @@ def run_on_aws(
     }
 
 
-def deploy_batch_stack(clients_region: str | None, endpoint_url: str | None, stack_name: str, parameters: dict) -> dict:
+def deploy_batch_stack(region: str | None, endpoint_url: str | None, stack_name: str, parameters: dict) -> dict:
+    """Create or update the batch stack (cloudformation/batch.yaml) through a change set."""
     from helpers.deploy import Deployer
     from helpers.local_aws import MotoDeployer
 
-    deployer = (MotoDeployer if endpoint_url else Deployer)(clients_region, endpoint_url)  # moto: its adapter
+    deployer = (MotoDeployer if endpoint_url else Deployer)(region, endpoint_url)  # a local moto server: its adapter
     return deployer.apply(stack_name, parameters, template=BATCH_TEMPLATE)
 
 

@@ -12,7 +12,8 @@ this module re-implements exactly what OpenCV computes for uint8 INTER_LINEAR:
   (An exact 2x shrink is INTER_AREA in OpenCV; for 2x it gives the same numbers.)
 
 tests/test_preprocess.py checks max abs difference 0 against albumentations on every bundled image
-and on random sizes.
+and on random sizes. The guarantee starts at the decoded pixels: training and serving both decode with
+decode_for_model (EXIF, modes, and JPEG DCT scaling for photos at least twice the model size).
 """
 
 from __future__ import annotations

@@ -176,6 +176,8 @@ def run_local(source: str, model: Path, out: Path, workers: int | None = None, p
     from helpers.runtime.model import Detector
 
     keys, bucket, folder = list_source(source)
+    if not Path(model).is_file():
+        raise BatchInputError(f"model not found: {model}")
     try:
         Detector(model)
     except Exception as err:  # any reason the handler could not load it, said in one line
@@ -363,10 +365,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "local":
-            model = args.model or run_artifacts().onnx
-            if not model.is_file():
-                raise BatchInputError(f"model not found: {model}")
-            summary = run_local(args.source, model, args.out, args.workers)
+            summary = run_local(args.source, args.model or run_artifacts().onnx, args.out, args.workers)
             this_run = summary["this_run"]
             print(
                 f"{this_run['images']} images in {this_run['seconds']:.1f} s with {this_run['workers']} worker(s) "

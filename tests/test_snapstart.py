@@ -59,7 +59,11 @@ def test_hooks_run_in_order_warm_the_model_refresh_state_and_the_function_answer
     state = h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING", "MODEL_CACHE_DIR": str(tmp_path)})
     calls = []
     predict = state.detector.predict
-    monkeypatch.setattr(state.detector, "predict", lambda *args: calls.append(args[0].shape) or predict(*args))
+    monkeypatch.setattr(
+        state.detector,
+        "predict",
+        lambda *args: calls.append(getattr(args[0], "pixels", args[0]).shape) or predict(*args),
+    )
 
     for func, args, kwargs in snapshot_restore_py.get_before_snapshot():  # what the runtime does, in its order
         func(*args, **kwargs)

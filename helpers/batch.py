@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from helpers.deploy import Deployer, DeployError
+from helpers.local_aws import MotoDeployer
 from helpers.paths import PROJECT_ROOT, run_artifacts
 
 BATCH_TEMPLATE = PROJECT_ROOT / "cloudformation" / "batch.yaml"
@@ -100,12 +102,6 @@ def read_done(out: Path) -> set[str]:
 # ---- local: the handler in-process ----------------------------------------------------------
 
 
-def _s3():
-    import boto3
-
-    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None)
-
-
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     if not bucket:
@@ -116,12 +112,14 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 def list_source(source: str) -> tuple[list[str], str | None, Path | None]:
     """(keys, bucket, folder): the images under a folder (relative paths) or an S3 prefix (keys)."""
     if source.startswith("s3://"):
+        import boto3
         from botocore.exceptions import ClientError
 
         bucket, prefix = parse_s3_uri(source)
         keys = []
         try:
-            for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            # boto3 honours AWS_ENDPOINT_URL_S3 itself, as the handler's S3 client does.
+            for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
         except ClientError as err:
             raise BatchInputError(f"cannot list {source}: {err.response['Error'].get('Code', err)}") from None
@@ -213,32 +211,22 @@ def run_local(source: str, model: Path, out: Path, workers: int | None = None, p
 
 
 class _Clients:
+    """The batch stack's AWS clients; against a local moto server (endpoint_url) through its adapter."""
+
     def __init__(self, region: str | None, endpoint_url: str | None):
         import boto3
 
-        session = boto3.session.Session(region_name=region)
-        kwargs = {"endpoint_url": endpoint_url, "region_name": session.region_name or "us-east-1"}
-        self.s3 = session.client("s3", **kwargs)
-        self.cloudformation = session.client("cloudformation", **kwargs)
-        self.stepfunctions = session.client("stepfunctions", **kwargs)
+        self.deployer = (MotoDeployer if endpoint_url else Deployer)(region, endpoint_url)
+        self.s3 = self.deployer.s3
+        self.stepfunctions = boto3.client("stepfunctions", region_name=self.deployer.region, endpoint_url=endpoint_url)
 
 
 def batch_stack(clients: _Clients, stack_name: str) -> dict:
     """The batch stack's state machine and its input/results locations (from its parameters)."""
-    from botocore.exceptions import ClientError
-
-    try:
-        stack = clients.cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
-    except ClientError:
-        raise BatchInputError(f"no batch stack {stack_name!r} (python -m helpers.batch deploy ...)") from None
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs") or []}
-    if "StateMachineArn" not in outputs:  # moto returns no outputs for this stack; AWS does
-        resource = clients.cloudformation.describe_stack_resource(
-            StackName=stack_name, LogicalResourceId="StateMachine"
-        )
-        outputs["StateMachineArn"] = resource["StackResourceDetail"]["PhysicalResourceId"]
-    parameters = {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters") or []}
-    return {**parameters, **outputs}
+    parameters = clients.deployer.stack_parameters(stack_name)
+    if parameters is None:
+        raise BatchInputError(f"no batch stack {stack_name!r} (python -m helpers.batch deploy ...)")
+    return {**parameters, **clients.deployer.outputs(stack_name)}
 
 
 def collect_result_writer(s3, bucket: str, manifest_key: str) -> list[dict]:
@@ -317,13 +305,9 @@ def run_on_aws(
     }
 
 
-def deploy_batch_stack(region: str | None, endpoint_url: str | None, stack_name: str, parameters: dict) -> dict:
+def deploy_batch_stack(clients: _Clients, stack_name: str, parameters: dict) -> dict:
     """Create or update the batch stack (cloudformation/batch.yaml) through a change set."""
-    from helpers.deploy import Deployer
-    from helpers.local_aws import MotoDeployer
-
-    deployer = (MotoDeployer if endpoint_url else Deployer)(region, endpoint_url)  # a local moto server: its adapter
-    return deployer.apply(stack_name, parameters, template=BATCH_TEMPLATE)
+    return clients.deployer.apply(stack_name, parameters, template=BATCH_TEMPLATE)
 
 
 # ---- CLI ------------------------------------------------------------------------------------
@@ -373,8 +357,7 @@ def main(argv=None) -> int:
             )
         elif args.command == "deploy":
             outputs = deploy_batch_stack(
-                args.region,
-                args.endpoint_url,
+                _Clients(args.region, args.endpoint_url),
                 args.stack,
                 {
                     "DetectorName": args.detector,
@@ -398,7 +381,7 @@ def main(argv=None) -> int:
             counted = summary["map_run_item_counts"].get("total")
             if counted is not None and counted != summary["images"]:
                 print(f"note: the map run counted {counted} items; its result files hold {summary['images']}")
-    except BatchInputError as err:
+    except (BatchInputError, DeployError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_summary(summary))

@@ -236,6 +236,13 @@ class Deployer:
             time.sleep(2)
         waiter_obj.wait(StackName=stack_name, WaiterConfig={"Delay": 2, "MaxAttempts": 5})
 
+    def stack_parameters(self, stack_name: str) -> dict[str, str] | None:
+        """The live stack's parameter values, or None when there is no such stack."""
+        stack = self._stack(stack_name)
+        if stack is None:
+            return None
+        return {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters") or []}
+
     def outputs(self, stack_name: str) -> dict[str, str]:
         stack = self.cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
         return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", []) or []}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -140,8 +141,8 @@ def preprocessing_parity(out_dir: Path, config: PreprocessConfig = PREPROCESS) -
         figures["decode_max_abs_diff"] = max(figures["decode_max_abs_diff"], int(decode_diff.max()))
         decode_sum, decode_count = decode_sum + int(decode_diff.sum()), decode_count + decode_diff.size
         boxed, geometry = letterbox(theirs, config)
-        placed = [geometry.orig_height, geometry.orig_width, geometry.new_height, geometry.new_width]
-        if placed + [geometry.pad_top, geometry.pad_left] != arrays["geometry"][index].tolist():
+        # The six fields the lane records (orig, new sizes, pads); not our decode-time reduction, the seventh.
+        if list(dataclasses.astuple(geometry))[:6] != arrays["geometry"][index].tolist():
             figures["geometry_mismatches"].append(name)
         letterbox_diff = np.abs(boxed.astype(np.int16) - arrays["letterboxed"][index].astype(np.int16))
         figures["letterbox_max_abs_diff"] = max(figures["letterbox_max_abs_diff"], int(letterbox_diff.max()))

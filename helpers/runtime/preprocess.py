@@ -29,8 +29,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from helpers.runtime.config import MAX_IMAGE_PIXELS, PREPROCESS, PreprocessConfig
 
 _COEF_BITS = 11
-_EXIF_ORIENTATION = 0x0112
 _COEF_SCALE = 1 << _COEF_BITS
+_EXIF_ORIENTATION = 0x0112
 
 
 class ImageError(ValueError):

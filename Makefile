@@ -15,7 +15,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[all]"
 	touch $@
 
+# The C letterbox kernel the runtime uses when it is built (helpers.native; rebuilt when its source changes).
 setup: $(VENV)/.installed
+	$(BIN)/python -m helpers.native
 
 run: setup
 	$(BIN)/python -m helpers run-all $(ARGS)

@@ -9,7 +9,10 @@ lists. This check reproduces that environment on an x86_64 machine:
 - inside a private mount namespace (`unshare -m`) with an empty tmpfs over /sys/devices/system/cpu;
 - the arm64 zip, built for that Python, driven by awslambdaric as in helpers.lambda_local.
 
-It runs the handler on real images and compares every detection with the x86_64 zip's.
+It runs the handler on real images and compares every detection with the x86_64 zip's, and checks
+that the arm64 build of the letterbox kernel gives model inputs bit-identical to this machine's (which
+tests/test_preprocess.py holds equal to albumentations). The arm64 zip's kernel needs Debian's
+gcc-aarch64-linux-gnu.
 
     python -m helpers.arm64 [IMAGE ...]    # exit 0: equal; 1: not equal; 2: cannot run here
 """
@@ -18,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 from helpers.paths import ARTIFACTS_ROOT, SAMPLE_DIR, run_artifacts, shown
@@ -135,12 +140,44 @@ def compare_responses(native: list[dict], emulated: list[dict]) -> dict:
     }
 
 
+_TENSOR_DIGESTS = """
+import hashlib, sys
+sys.path.insert(0, sys.argv[1])
+from helpers.runtime.preprocess import decode_for_model, kernel, preprocess
+assert kernel() is not None, "no letterbox kernel in the zip"
+for path in sys.argv[2:]:
+    with open(path, "rb") as f:
+        print(hashlib.sha256(preprocess(decode_for_model(f.read()))[0].tobytes()).hexdigest())
+"""
+
+
+def tensor_digests(images: list[Path], package_dir: Path | None = None, command: list[str] | None = None) -> list[str]:
+    """sha256 of each image's model input, from the package unzipped in `package_dir` run by `command`
+    (the emulated interpreter), or from this process."""
+    if command is None:
+        from helpers.runtime.preprocess import decode_for_model, preprocess
+
+        return [hashlib.sha256(preprocess(decode_for_model(p.read_bytes()))[0].tobytes()).hexdigest() for p in images]
+    run = subprocess.run(
+        [*command, "-I", "-S", "-c", _TENSOR_DIGESTS, str(package_dir), *map(str, images)],
+        capture_output=True,
+        text=True,
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"arm64 preprocessing failed: {run.stderr.strip().splitlines()[-1:]}")
+    return run.stdout.split()
+
+
 def check(images: list[Path], model: Path, threshold: float = 0.3) -> dict:
     """Build both zips, run `images` through each (arm64 emulated, CPU sysfs hidden), compare."""
-    from helpers import package
+    from helpers import native, package
     from helpers.lambda_local import invoke_zip
 
-    _, python = interpreter_command()  # fail early, before building anything
+    command, python = interpreter_command()  # fail early, before building anything
+    try:
+        native.compiler_for("arm64")
+    except native.CompilerMissing as err:
+        raise EmulationUnavailable(f"{err}: install Debian's gcc-aarch64-linux-gnu") from None
     dist = run_artifacts().dist_dir / "emulated"
     events = [{"image": base64.b64encode(Path(p).read_bytes()).decode(), "threshold": threshold} for p in images]
     env = {"MODEL_PATH": str(Path(model).resolve()), "LOG_LEVEL": "WARNING", "METRICS_NAMESPACE": ""}
@@ -150,6 +187,9 @@ def check(images: list[Path], model: Path, threshold: float = 0.3) -> dict:
         reports[arch] = invoke_zip(built["zip"], events, env, arch=arch, python=version, timeout=3600)
         if reports[arch]["init_error"]:
             raise RuntimeError(f"{arch} init failed: {reports[arch]['init_error']['errorMessage']}")
+    with tempfile.TemporaryDirectory() as unzipped:
+        zipfile.ZipFile(dist / "arm64" / "lambda-arm64.zip").extractall(unzipped)
+        tensors_identical = tensor_digests(images, Path(unzipped), command) == tensor_digests(images)
     emulated = reports["arm64"]
     return {
         "images": [shown(p) for p in images],
@@ -160,6 +200,8 @@ def check(images: list[Path], model: Path, threshold: float = 0.3) -> dict:
         "detections": {
             arch: sum(len(r["detections"]) for r in report["responses"]) for arch, report in reports.items()
         },
+        "letterbox_kernel_loaded": [p for p in emulated["libraries_from_package"] if "_letterbox_kernel" in p],
+        "model_inputs_bit_identical": tensors_identical,
         **compare_responses(reports["x86_64"]["responses"], emulated["responses"]),
         "emulated_seconds_per_image": sum(emulated["latencies_ms"]) / 1e3 / max(len(images), 1),
     }
@@ -187,8 +229,9 @@ def main(argv=None) -> int:
         return 1
     for key, value in result.items():
         print(f"{key}: {value}")
-    print("arm64 equals x86_64" if result["equal"] else "arm64 DIFFERS from x86_64")
-    return 0 if result["equal"] else 1
+    equal = result["equal"] and result["model_inputs_bit_identical"]
+    print("arm64 equals x86_64" if equal else "arm64 DIFFERS from x86_64")
+    return 0 if equal else 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@
 
 Writes artifacts/<mode>/dist/lambda-<arch>.zip by default (helpers.paths), where helpers.deploy looks.
 
+The letterbox kernel (helpers/runtime/letterbox_kernel.c) is compiled for the zip's architecture
+(helpers.native: the system C compiler for x86_64, Debian's gcc-aarch64-linux-gnu for arm64); without
+that compiler the build fails, unless --without-kernel asks for the slower NumPy preprocessing.
+
 Deterministic (sorted entries, fixed timestamps and modes, hash-based bytecode): the same inputs give
 the same sha256. Fails (exit 2, one line) when the zip exceeds 50 MB or the tree 250 MB. boto3 is not
 bundled: the managed runtime provides it and the handler imports it only for S3.
@@ -22,8 +26,10 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+from helpers import native
 from helpers.paths import PROJECT_ROOT, run_artifacts, shown
 from helpers.runtime.checksum import sha256_file
+from helpers.runtime.preprocess import KERNEL_PATH
 
 
 def lambda_requirements() -> tuple[str, ...]:
@@ -80,15 +86,16 @@ TRIM_GLOBS = (
 )
 
 
-def inputs_fingerprint(arch: str, python: str) -> str:
-    """What a zip is built from — the pins, the target and every runtime source file — as 12 hex
-    digits: an existing zip with the same fingerprint is the zip this code would build."""
+def inputs_fingerprint(arch: str, python: str, kernel: bool = True) -> str:
+    """What a zip is built from — the pins, the target, the kernel's compiler and every runtime source
+    file — as 12 hex digits: an existing zip with the same fingerprint is the zip this code would build."""
     import hashlib
 
-    digest = hashlib.sha256(json.dumps([arch, python, list(LAMBDA_REQUIREMENTS), list(TRIM_GLOBS)]).encode())
+    compiler = native.compiler_version(arch) if kernel else None
+    digest = hashlib.sha256(json.dumps([arch, python, list(LAMBDA_REQUIREMENTS), list(TRIM_GLOBS), compiler]).encode())
     for relative in RUNTIME_FILES:
         source = PROJECT_ROOT / relative
-        for path in sorted([source] if source.is_file() else source.rglob("*.py")):
+        for path in sorted([source] if source.is_file() else [*source.rglob("*.py"), *source.rglob("*.c")]):
             digest.update(path.relative_to(PROJECT_ROOT).as_posix().encode() + path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -187,14 +194,19 @@ def _strip(root: Path) -> None:
         subprocess.run([strip, "--strip-unneeded", str(library)], check=False, capture_output=True)
 
 
-def _add_runtime(root: Path, model: Path | None) -> None:
+def _add_runtime(root: Path, model: Path | None, arch: str, kernel: bool) -> None:
+    """The runtime's Python files, its kernel built for `arch` (not this machine's development build),
+    and the model."""
     for relative in RUNTIME_FILES:
         source = PROJECT_ROOT / relative
         if source.is_dir():
-            shutil.copytree(source, root / relative, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.c", KERNEL_PATH.name)
+            shutil.copytree(source, root / relative, ignore=ignore)
         else:
             (root / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / relative)
+    if kernel:
+        native.build(root / KERNEL_PATH.relative_to(PROJECT_ROOT), arch)
     if model:
         (root / "model").mkdir(exist_ok=True)
         shutil.copy2(model, root / "model" / "model.onnx")
@@ -238,11 +250,18 @@ def build(
     model: Path | None = None,
     out_dir: Path | None = None,
     work_dir: Path | None = None,
+    kernel: bool = True,
 ) -> dict:
     """Build <out_dir>/lambda-<arch>.zip (default: this mode's dist folder, helpers.paths); returns the
-    size report (also written next to the zip as JSON)."""
+    size report (also written next to the zip as JSON). kernel=False: no letterbox kernel (the
+    runtime then preprocesses in NumPy)."""
     if arch not in ARCHES:
         raise ValueError(f"--arch must be one of {sorted(ARCHES)}, not {arch!r}")
+    if kernel:
+        try:
+            native.compiler_for(arch)
+        except native.CompilerMissing as err:
+            raise ValueError(f"{err}; install one, or pass --without-kernel for NumPy preprocessing") from None
     if model is not None and not Path(model).is_file():
         raise ValueError(f"model not found: {model}")
     interpreter = find_python(python)
@@ -254,7 +273,7 @@ def build(
         before = _tree_size(root)
         _trim(root)
         _strip(root)
-        _add_runtime(root, Path(model) if model else None)
+        _add_runtime(root, Path(model) if model else None, arch, kernel)
         _compile(root, interpreter)
         after = _tree_size(root)
         out = Path(out_dir) / f"lambda-{arch}.zip" if out_dir else run_artifacts().zip(arch)
@@ -272,7 +291,8 @@ def build(
         "per_package_after": dict(sorted(after.items())),
         "handler": "helpers.runtime.handler.handler",
         "model_path": "model/model.onnx" if model else None,
-        "inputs_fingerprint": inputs_fingerprint(arch, python),
+        "letterbox_kernel": native.compiler_version(arch) if kernel else None,
+        "inputs_fingerprint": inputs_fingerprint(arch, python, kernel),
     }
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))
     if report["zipped_bytes"] > ZIP_LIMIT:
@@ -285,6 +305,7 @@ def build(
 def format_report(report: dict) -> str:
     lines = [
         f"{shown(report['zip'])}  sha256 {report['sha256'][:16]}…",
+        f"letterbox kernel: {report['letterbox_kernel'] or 'none (NumPy preprocessing)'}",
         f"zipped {report['zipped_bytes'] / 2**20:.1f} MiB (limit 50 MB), unzipped "
         f"{report['unzipped_bytes'] / 2**20:.1f} MiB (limit 250 MB; untrimmed "
         f"{report['untrimmed_unzipped_bytes'] / 2**20:.1f} MiB)",
@@ -304,14 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--python", default="3.12", choices=("3.12", "3.13"))
     parser.add_argument("--model", type=Path, help="bundle this ONNX model as model/model.onnx")
     parser.add_argument("--out-dir", type=Path, default=run_artifacts().dist_dir)
+    parser.add_argument(
+        "--without-kernel", action="store_true", help="leave out the C letterbox kernel (NumPy preprocessing)"
+    )
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        report = build(args.arch, args.python, args.model, args.out_dir)
-    except (ValueError, subprocess.CalledProcessError) as err:
+        report = build(args.arch, args.python, args.model, args.out_dir, kernel=not args.without_kernel)
+    except (ValueError, RuntimeError, subprocess.CalledProcessError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_report(report))

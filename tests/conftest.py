@@ -4,8 +4,12 @@ import zipfile
 import pytest
 
 from helpers import data as fridge_data
+from helpers import native
 
 os.environ.setdefault("HELPERS_QUICK", "1")
+# The tests run what the Lambda runs: the compiled letterbox kernel (tests/test_preprocess.py also
+# runs the NumPy path it replaces).
+native.build_in_place()
 
 #: Fixtures that train, build a Lambda zip or run the IceVision lane: tests using them are `slow`
 #: (left out of `make test-fast`; `make test` runs everything).

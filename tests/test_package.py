@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import package
+from helpers import native, package
 from helpers.lambda_local import invoke_zip
 from helpers.runtime import handler as h
 
@@ -34,6 +34,9 @@ def test_zip_is_within_quotas_and_holds_only_the_runtime(built):
     assert not [n for n in names if n.startswith(("boto3/", "botocore/", "torch/", "cv2/", "google/"))]
     assert not [n for n in names if "libonnxruntime.so" in n or "/tests/" in n]
     assert any(n.endswith(".cpython-312.pyc") for n in names)
+    # The letterbox kernel, built for x86_64 (the compiler is in the report); not its source.
+    assert "helpers/runtime/_letterbox_kernel.so" in names and not [n for n in names if n.endswith(".c")]
+    assert built["letterbox_kernel"].startswith(("gcc", "cc", "x86_64-linux-gnu-gcc"))
 
 
 @needs_312
@@ -52,6 +55,7 @@ def test_zip_under_the_runtime_client_equals_in_process_handler(built, onnx_mode
     # numpy, Pillow and onnxruntime were loaded from the unzipped package; nothing from this environment.
     loaded = " ".join(report["libraries_from_package"])
     assert all(f"{name}/" in loaded for name in ("numpy", "PIL", "onnxruntime"))
+    assert "helpers/runtime/_letterbox_kernel.so" in loaded  # preprocessing ran in the zip's kernel
     assert report["libraries_from_dev_environment"] == []
     assert not [p for p in report["libraries"] if "torch" in p or "cv2" in p]
     h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING"})
@@ -99,10 +103,31 @@ def test_the_zip_serving_the_quick_model_finds_the_real_boxes(built, trained, sa
 @needs_312
 @pytest.mark.slow
 def test_arm64_zip_builds_within_quotas(tmp_path):
+    try:
+        native.compiler_for("arm64")
+    except native.CompilerMissing as err:
+        pytest.skip(f"{err} (Debian: gcc-aarch64-linux-gnu; .ci/run installs it as root)")
     report = package.build("arm64", "3.12", out_dir=tmp_path)
     assert report["zipped_bytes"] < package.ZIP_LIMIT
-    names = zipfile.ZipFile(report["zip"]).namelist()
-    assert any("aarch64" in n for n in names if n.endswith(".so"))
+    archive = zipfile.ZipFile(report["zip"])
+    assert any("aarch64" in n for n in archive.namelist() if n.endswith(".so"))
+    kernel = archive.read("helpers/runtime/_letterbox_kernel.so")
+    assert int.from_bytes(kernel[18:20], "little") == 183  # EM_AARCH64
+
+
+def test_without_a_compiler_the_build_stops_unless_told_to_leave_the_kernel_out(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(native.shutil, "which", lambda name: None)
+    assert package.main(["--arch", "arm64", "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "error: no C compiler for arm64 (tried aarch64-linux-gnu-gcc); install one, "
+        "or pass --without-kernel for NumPy preprocessing"
+    ]
+    assert not list(tmp_path.iterdir())
+    root = tmp_path / "package"
+    package._add_runtime(root, None, "arm64", kernel=False)  # what --without-kernel puts in
+    assert (root / "helpers/runtime/preprocess.py").exists()
+    assert not [p for p in root.rglob("*") if p.suffix in (".so", ".c")]
 
 
 def test_bad_arguments_fail_before_building(tmp_path):

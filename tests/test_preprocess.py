@@ -82,13 +82,58 @@ def test_geometry_rules_match_albumentations_2_0_8():
     assert (g.pad_top, g.new_height) == (50, 283) and np.array_equal(ours, out)
 
 
-def test_normalised_tensor_equals_albumentations_within_1e_6(sample_jpegs):
-    for name, data in sample_jpegs.items():
-        image = pp.decode_image(data)
-        ours, _ = pp.preprocess(image)
-        expected = _albu(image, ALBU_FULL).transpose(2, 0, 1)[None]
+@pytest.fixture(params=["kernel", "numpy"])
+def preprocess_path(request, monkeypatch):
+    """preprocess() as the Lambda runs it (the compiled letterbox kernel; conftest builds it) and as it
+    runs where the kernel is absent (NumPy)."""
+    if request.param == "kernel":
+        assert pp.kernel() is not None, "letterbox kernel not built (python -m helpers.native)"
+    else:
+        monkeypatch.setattr(pp, "kernel", lambda: None)
+    return request.param
+
+
+def _albu_tensor(image):
+    return _albu(np.ascontiguousarray(image), ALBU_FULL).transpose(2, 0, 1)[None]
+
+
+def test_normalised_tensor_is_bit_exact_on_every_bundled_image(preprocess_path):
+    for path in _bundled_images():
+        decoded = pp.decode_for_model(path.read_bytes())
+        ours, _ = pp.preprocess(decoded)
         assert ours.dtype == np.float32 and ours.shape == (1, 3, 384, 384)
-        assert np.abs(ours - expected).max() <= 1e-6, name
+        assert np.array_equal(ours, _albu_tensor(decoded.pixels)), path.name
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_normalised_tensor_is_bit_exact_on_random_sizes_and_layouts(preprocess_path, seed):
+    """Shrinks, upscales, scale 1, 1-pixel sides; packed RGB arrays and Pillow's 4-byte pixels."""
+    rng = np.random.default_rng(seed)
+    shapes = [(768, 1024), (384, 200), (1, 1), (1, 5000), (1152, 300)] if seed == 0 else []
+    shapes += [tuple(int(v) for v in rng.integers(1, 1400, 2)) for _ in range(20)]
+    for height, width in shapes:
+        rgbx = rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+        for image in (np.ascontiguousarray(rgbx[:, :, :3]), rgbx[:, :, :3]):
+            assert np.array_equal(pp.preprocess(image)[0], _albu_tensor(image)), (height, width, image.strides)
+
+
+def test_decoded_pixels_are_pillows_own_memory_and_outlive_the_image():
+    import gc
+
+    data = (fridge_data.SAMPLE_DIR / "images" / "10.jpg").read_bytes()
+    pixels = pp.decode_image(data)
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert pixels.strides == (499 * 4, 4, 1) and not pixels.flags.owndata and not pixels.flags.writeable
+    gc.collect()
+    for _ in range(5):  # reuse of freed memory would show here
+        pp.decode_image(_encode(Image.fromarray(255 - expected), "PNG"))
+    assert np.array_equal(pixels, expected)
+
+
+def test_images_pillow_holds_in_several_blocks_are_copied():
+    rgb = np.random.default_rng(2).integers(0, 256, (2100, 2100, 3), dtype=np.uint8)  # 17.6 MB as RGBX
+    pixels = pp.decode_image(_encode(Image.fromarray(rgb), "PNG"))
+    assert pixels.flags.c_contiguous and np.array_equal(pixels, rgb)
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

@@ -11,17 +11,23 @@ this module re-implements exactly what OpenCV computes for uint8 INTER_LINEAR:
   ((h0 >> 4) * b0 >> 16) + ((h1 >> 4) * b1 >> 16), then (v + 2) >> 2.
   (An exact 2x shrink is INTER_AREA in OpenCV; for 2x it gives the same numbers.)
 
-tests/test_preprocess.py checks max abs difference 0 against albumentations on every bundled image
-and on random sizes. The guarantee starts at the decoded pixels: training and serving both decode with
-decode_for_model (EXIF, modes, and JPEG DCT scaling for photos at least twice the model size).
+preprocess() runs the same arithmetic, fused with the pad and Normalize, in letterbox_kernel.c when
+that is built next to this file (helpers.native; the zip has it), and in NumPy otherwise: same numbers,
+the C path about 4x faster. tests/test_preprocess.py checks max abs difference 0 against albumentations
+on every bundled image and on random sizes, for both paths. The guarantee starts at the decoded pixels:
+training and serving both decode with decode_for_model (EXIF, modes, and JPEG DCT scaling for photos at
+least twice the model size).
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import functools
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -31,6 +37,8 @@ from helpers.runtime.config import MAX_IMAGE_PIXELS, PREPROCESS, PreprocessConfi
 _COEF_BITS = 11
 _COEF_SCALE = 1 << _COEF_BITS
 _EXIF_ORIENTATION = 0x0112
+#: The compiled letterbox_kernel.c (helpers.native builds it; absent: the NumPy path).
+KERNEL_PATH = Path(__file__).with_name("_letterbox_kernel.so")
 
 
 class ImageError(ValueError):
@@ -158,11 +166,48 @@ def _to_rgb(image: Image.Image, pad_fill) -> np.ndarray:
         return np.repeat(grey[..., None], 3, axis=2)
     if mode != "RGB":
         image = image.convert("RGB")
-    return np.asarray(image, dtype=np.uint8)
+    return _shared_rgb(image)
 
 
+class _ArrowArray(ctypes.Structure):
+    """struct ArrowArray of the Arrow C data interface (a stable ABI)."""
+
+
+_ArrowArray._fields_ = [
+    *((name, ctypes.c_int64) for name in ("length", "null_count", "offset", "n_buffers", "n_children")),
+    ("buffers", ctypes.POINTER(ctypes.c_void_p)),
+    ("children", ctypes.POINTER(ctypes.POINTER(_ArrowArray))),
+    *((name, ctypes.c_void_p) for name in ("dictionary", "release", "private_data")),
+]
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_pointer.restype, _capsule_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+
+
+def _shared_rgb(image: Image.Image) -> np.ndarray:
+    """An RGB image's pixels as a read-only (H, W, 3) view of Pillow's own memory, without a copy.
+
+    Pillow keeps RGB as 4 bytes per pixel and exports that buffer through the Arrow C data interface
+    (__arrow_c_array__, a list of 4 uint8 per pixel); the view keeps the export alive, and with it the
+    memory. np.asarray would repack it into a new 3-byte buffer: a third of the decode time at the
+    sample size. Pillow exports only images held in one block (up to 16 MB, about 4 MP); larger
+    ones are copied."""
+    width, height = image.size
+    try:
+        _, exported = image.__arrow_c_array__()
+    except ValueError:  # "Image rows are not contiguous in memory": several blocks
+        return np.asarray(image, dtype=np.uint8)
+    pixels = _ArrowArray.from_address(_capsule_pointer(exported, b"arrow_array")).children[0].contents
+    memory = (ctypes.c_uint8 * (height * width * 4)).from_address(pixels.buffers[1])
+    memory.export = exported  # released (and the pixels freed) when the last view goes
+    view = np.frombuffer(memory, np.uint8).reshape(height, width, 4)[:, :, :3]
+    view.flags.writeable = False
+    return view
+
+
+@functools.lru_cache(maxsize=64)
 def _linear_taps(src: int, dst: int, clamp_weights: bool):
-    """OpenCV's resize tables for one axis: two source indices and 11-bit weights per output index."""
+    """OpenCV's resize tables for one axis: two source indices and 11-bit weights per output index
+    (int32, read-only; cached because a service sees the same few sizes again and again)."""
     scale = 1.0 / (dst / src)
     position = ((np.arange(dst) + 0.5) * scale - 0.5).astype(np.float32)
     index = np.floor(position).astype(np.int64)
@@ -174,7 +219,10 @@ def _linear_taps(src: int, dst: int, clamp_weights: bool):
         index[above] = src - 1
     w0 = np.rint((np.float32(1) - frac) * np.float32(_COEF_SCALE)).astype(np.int32)
     w1 = np.rint(frac * np.float32(_COEF_SCALE)).astype(np.int32)
-    return np.clip(index, 0, src - 1), np.clip(index + 1, 0, src - 1), w0, w1
+    taps = np.clip(index, 0, src - 1).astype(np.int32), np.clip(index + 1, 0, src - 1).astype(np.int32), w0, w1
+    for table in taps:
+        table.flags.writeable = False
+    return taps
 
 
 def _workers() -> int:
@@ -192,6 +240,15 @@ def _pool() -> ThreadPoolExecutor:
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="resize")
     return _POOL
+
+
+def _split_rows(work, rows: int) -> list:
+    """[work(lo, hi) for bands of output rows], the bands shared between the CPUs this process may
+    use: this thread takes the first, the pool the rest (NumPy and ctypes release the GIL)."""
+    workers = _workers() if rows >= 64 else 1
+    bounds = np.linspace(0, rows, workers + 1).astype(int).tolist()
+    others = [_pool().submit(work, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    return [work(bounds[0], bounds[1]), *(future.result() for future in others)]
 
 
 def resize_linear(image: np.ndarray, new_height: int, new_width: int) -> np.ndarray:
@@ -228,12 +285,7 @@ def resize_linear(image: np.ndarray, new_height: int, new_width: int) -> np.ndar
         top >>= 2  # weights sum to 2048 per axis, so 0 <= top <= 255: no clipping needed
         return top.astype(np.uint8)
 
-    workers = _workers() if new_height >= 64 else 1
-    bounds = np.linspace(0, new_height, workers + 1).astype(int)
-    if workers == 1:
-        out = rows(0, new_height)
-    else:
-        out = np.concatenate(list(_pool().map(rows, bounds[:-1], bounds[1:])))
+    out = np.concatenate(_split_rows(rows, new_height))
     return out.reshape(new_height, new_width, channels)
 
 
@@ -244,8 +296,9 @@ def letterbox_geometry(height: int, width: int, size: int) -> Letterbox:
     return Letterbox(height, width, new_height, new_width, (size - new_height) // 2, (size - new_width) // 2)
 
 
-def _resize_into_letterbox(image: np.ndarray | Decoded, config: PreprocessConfig):
-    """The LongestMaxSize step: (resized uint8 image, Letterbox from the original image), both from config."""
+def _placement(image: np.ndarray | Decoded, config: PreprocessConfig) -> tuple[np.ndarray, Letterbox]:
+    """The pixels to resize and where LongestMaxSize + PadIfNeeded put them (from config), with the
+    Letterbox measured in the original image."""
     if config.interpolation != "linear":
         raise ValueError(f"only 'linear' interpolation is implemented, not {config.interpolation!r}")
     pixels = image.pixels if isinstance(image, Decoded) else image
@@ -254,6 +307,12 @@ def _resize_into_letterbox(image: np.ndarray | Decoded, config: PreprocessConfig
         geometry = dataclasses.replace(
             geometry, orig_height=image.height, orig_width=image.width, reduction=image.reduction
         )
+    return pixels, geometry
+
+
+def _resize_into_letterbox(image: np.ndarray | Decoded, config: PreprocessConfig):
+    """The LongestMaxSize step: (resized uint8 image, Letterbox from the original image)."""
+    pixels, geometry = _placement(image, config)
     return resize_linear(pixels, geometry.new_height, geometry.new_width), geometry
 
 
@@ -280,12 +339,25 @@ def preprocess(image: np.ndarray | Decoded, config: PreprocessConfig = PREPROCES
     """RGB uint8 image or Decoded -> (model input float32 1x3xSxS, Letterbox).
 
     Equal to letterbox() followed by albumentations Normalize and HWC->CHW, but normalises only the
-    resized region and fills the padding with the normalised pad colour (it is constant)."""
-    resized, geometry = _resize_into_letterbox(image, config)
+    resized region and fills the padding with the normalised pad colour (it is constant). Runs in
+    letterbox_kernel.c when it is built (see kernel()), else in NumPy; both give the same numbers."""
+    pixels, geometry = _placement(image, config)
     size = config.image_size
     mean, denominator = normalization(config)
     pad = (np.asarray(config.pad_fill, dtype=np.uint8).astype(np.float32) - mean) * denominator
     tensor = np.empty((1, 3, size, size), dtype=np.float32)
+    function = kernel()
+    if function is None:
+        resized = resize_linear(pixels, geometry.new_height, geometry.new_width)
+        _normalise_into(resized, geometry, tensor, (mean, denominator, pad))
+    else:
+        _letterbox_native(function, pixels, geometry, tensor, (mean, denominator, pad))
+    return tensor, geometry
+
+
+def _normalise_into(resized: np.ndarray, geometry: Letterbox, tensor: np.ndarray, normalise) -> None:
+    """The NumPy path's pad + Normalize + HWC->CHW, written into `tensor`."""
+    mean, denominator, pad = normalise
     top, left = geometry.pad_top, geometry.pad_left
     bottom, right = top + geometry.new_height, left + geometry.new_width
     for c in range(3):
@@ -294,4 +366,53 @@ def preprocess(image: np.ndarray | Decoded, config: PreprocessConfig = PREPROCES
         region = plane[top:bottom, left:right]
         np.subtract(resized[:, :, c], mean[c], out=region, dtype=np.float32)
         region *= denominator[c]
-    return tensor, geometry
+
+
+_POINTER = ctypes.c_void_p
+
+
+@functools.cache
+def kernel():
+    """helpers_letterbox from the compiled letterbox_kernel.c next to this file, or None when it was
+    not built (preprocess then runs in NumPy). A library that is there but does not load (built for
+    another architecture) raises: that is a packaging error, not a reason to serve more slowly."""
+    if not KERNEL_PATH.exists():
+        return None
+    function = ctypes.CDLL(str(KERNEL_PATH)).helpers_letterbox
+    function.argtypes = [_POINTER, ctypes.c_int64] + [_POINTER] * 8 + [ctypes.c_int] * 7 + [_POINTER] * 5
+    function.restype = None
+    return function
+
+
+@functools.lru_cache(maxsize=64)
+def _byte_offsets(src: int, dst: int, pixel_stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """The horizontal taps as byte offsets into a row, for the kernel: 3 bytes per pixel from NumPy,
+    4 from Pillow's own memory (see _shared_rgb)."""
+    x0, x1, _, _ = _linear_taps(src, dst, clamp_weights=True)
+    return x0 * pixel_stride, x1 * pixel_stride
+
+
+def _letterbox_native(function, pixels: np.ndarray, geometry: Letterbox, tensor: np.ndarray, normalise) -> None:
+    """Resize + pad + Normalize in C into `tensor`; output rows split between the CPUs (ctypes releases
+    the GIL for the call), each band with its own scratch rows."""
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected an RGB uint8 (H, W, 3) image, not {pixels.dtype} {pixels.shape}")
+    if pixels.strides[2] != 1 or min(pixels.strides) < 1:  # the kernel steps rows and pixels forwards
+        pixels = np.ascontiguousarray(pixels)
+    height, width, _ = pixels.shape
+    new_height, new_width = geometry.new_height, geometry.new_width
+    _, _, wx0, wx1 = _linear_taps(width, new_width, clamp_weights=True)
+    offsets = _byte_offsets(width, new_width, pixels.strides[1])
+    tables = (*offsets, wx0, wx1, *_linear_taps(height, new_height, clamp_weights=False))
+    size = tensor.shape[-1]
+    pointers = [a.ctypes.data for a in tables]
+    constants = [a.ctypes.data for a in normalise]
+
+    def band(lo: int, hi: int) -> None:
+        scratch = np.empty(6 * new_width, np.int16)
+        function(
+            pixels.ctypes.data, pixels.strides[0], *pointers, new_height, new_width, lo, hi, size,
+            geometry.pad_top, geometry.pad_left, *constants, scratch.ctypes.data, tensor.ctypes.data,
+        )  # fmt: skip
+
+    _split_rows(band, new_height)

@@ -1,0 +1,91 @@
+"""Build the serving letterbox kernel (helpers/runtime/letterbox_kernel.c) as a plain shared library.
+
+    python -m helpers.native            # build it next to its source for this machine (development)
+
+The zip gets its own build for its architecture (helpers.package); the runtime loads the library with
+ctypes when it is there and otherwise runs the NumPy path, which gives the same numbers more slowly.
+It is a C-ABI library, not a Python extension, so one build serves every CPython version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers.paths import shown
+from helpers.runtime import preprocess
+
+SOURCE = Path(preprocess.__file__).with_name("letterbox_kernel.c")
+#: Lambda architecture -> (machine name, C compilers to try). arm64 from x86_64 needs Debian's
+#: gcc-aarch64-linux-gnu (`.ci/run` installs it when it runs as root).
+COMPILERS = {
+    "x86_64": ("x86_64", ("x86_64-linux-gnu-gcc", "gcc", "cc")),
+    "arm64": ("aarch64", ("aarch64-linux-gnu-gcc",)),
+}
+#: -ffp-contract=off: no fused multiply-add, so (pixel - mean) * denominator rounds as NumPy's two
+#: float32 steps do; the baseline ISA of each architecture (no -march), as the Lambda hosts vary.
+FLAGS = ("-std=c11", "-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-stack-protector", "-s", "-Wall", "-Werror")
+
+
+class CompilerMissing(RuntimeError):
+    """No C compiler for the requested architecture."""
+
+
+def compiler_for(arch: str) -> str:
+    machine, candidates = COMPILERS[arch]
+    if machine != platform.machine():  # cross build: only the cross compiler targets it
+        candidates = tuple(c for c in candidates if c.startswith(machine))
+    found = next((shutil.which(c) for c in candidates if shutil.which(c)), None)
+    if found is None:
+        raise CompilerMissing(f"no C compiler for {arch} (tried {', '.join(candidates)})")
+    return found
+
+
+def compiler_version(arch: str) -> str:
+    """The compiler's first version line, or why there is none (part of the zip's fingerprint)."""
+    try:
+        command = [compiler_for(arch), "--version"]
+    except CompilerMissing as err:
+        return str(err)
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[0]
+
+
+def build(out: Path, arch: str | None = None) -> Path:
+    """Compile the kernel for `arch` (default: this machine's) into `out`."""
+    arch = arch or next(a for a, (machine, _) in COMPILERS.items() if machine == platform.machine())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = [compiler_for(arch), *FLAGS, "-o", str(out), str(SOURCE)]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"building {SOURCE.name} failed: {completed.stderr.strip()}")
+    return out
+
+
+def build_in_place() -> bool:
+    """The development build, next to the source where the runtime looks, (re)built when missing or
+    older than the source; True if it was. The runtime loads the new build on its next call."""
+    out = preprocess.KERNEL_PATH
+    if out.exists() and out.stat().st_mtime >= SOURCE.stat().st_mtime:
+        return False
+    build(out)
+    preprocess.kernel.cache_clear()
+    return True
+
+
+def main(argv=None) -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    try:
+        built = build_in_place()
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{'built' if built else 'up to date:'} {shown(preprocess.KERNEL_PATH)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -20,12 +20,13 @@ from PIL import Image
 
 from helpers import blog
 from helpers.runtime.config import PREPROCESS
-from helpers.runtime.preprocess import decode_for_model, decode_image, preprocess
+from helpers.runtime.preprocess import decode_for_model, decode_image, kernel, preprocess, preprocess_numpy
 from helpers.timing import interleaved, measure, percentiles
 
 
 def preprocessing_comparison(image: np.ndarray, repeats: int = 30) -> dict[str, dict]:
-    """decoded RGB -> model input, three ways: ours (NumPy), albumentations 2.0.8, the blog's float64."""
+    """decoded RGB -> model input: ours (C kernel, and the NumPy path used without it), albumentations
+    2.0.8, the blog's float64."""
     from helpers.transforms import valid_transform
 
     albu = valid_transform(PREPROCESS)
@@ -36,7 +37,8 @@ def preprocessing_comparison(image: np.ndarray, repeats: int = 30) -> dict[str, 
         return np.ascontiguousarray(out.transpose(2, 0, 1))[None]
 
     return {
-        "ours": measure(lambda: preprocess(image), repeats),
+        "ours (C kernel)": measure(lambda: preprocess(image), repeats),
+        "ours without the kernel (NumPy)": measure(lambda: preprocess_numpy(image), repeats),
         "albumentations": measure(albumentations_path, repeats),
         "blog": measure(lambda: blog.preprocess(pil), repeats),
     }
@@ -133,9 +135,12 @@ def _env_description() -> str:
     import onnxruntime
     import torch
 
+    from helpers import native
+
     return (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, numpy {np.__version__}"
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, numpy {np.__version__}, "
+        f"letterbox kernel {'loaded' if kernel() else 'NOT built'} ({native.compiler_version(native.host_arch())})"
     )
 
 
@@ -150,7 +155,7 @@ class BenchmarkRefused(ValueError):
 
 
 def bytes_to_tensor_comparison(jpeg: bytes, repeats: int) -> dict[str, dict]:
-    """JPEG bytes -> model input, ours (Pillow decode + exact NumPy letterbox) vs what a user would pick
+    """JPEG bytes -> model input, ours (Pillow decode + exact C letterbox) vs what a user would pick
     with the training libraries (OpenCV imdecode + albumentations), interleaved."""
     import cv2
 
@@ -228,6 +233,7 @@ def _models(out_dir: Path, checkpoints: list[Path], calibration_sample: list[np.
 
 def run(out_dir: Path, checkpoints: list[Path], repeats: int) -> dict:
     from helpers import data as fridge_data
+    from helpers import native
     from helpers.lambda_local import invoke_zip
     from helpers.metrics import evaluate_detector
     from helpers.models import LITE0_MODEL
@@ -235,6 +241,7 @@ def run(out_dir: Path, checkpoints: list[Path], repeats: int) -> dict:
     from helpers.runtime import handler as lambda_handler
     from helpers.runtime.model import Detector
 
+    native.build_in_place()  # "ours" is what the zip runs: the C letterbox
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict = {"environment": _env_description()}
     records = fridge_data.load_sample()
@@ -414,7 +421,7 @@ def write_markdown(results: dict, path: Path, plot_path: Path) -> None:
         "",
         "## Bytes -> model tensor (JPEG in, 1x3x384x384 float32 out)",
         "",
-        "| input | ours (Pillow + exact NumPy letterbox) p50 ms | OpenCV imdecode + albumentations p50 ms | ratio |",
+        "| input | ours (Pillow + exact C letterbox) p50 ms | OpenCV imdecode + albumentations p50 ms | ratio |",
         "|---|---|---|---|",
         *[
             f"| {size} | {v['ours']['p50_ms']:.2f} | {v['opencv_albumentations']['p50_ms']:.2f} | "
@@ -564,7 +571,7 @@ def plot(results: dict, path: Path) -> None:
         + results["by_size"][s]["postprocess"]
         for s in sizes
     ]
-    ax2.plot(megapixels, ours, "o-", label="handler (Pillow, DCT-scaled decode, NumPy letterbox)")
+    ax2.plot(megapixels, ours, "o-", label="handler (Pillow, DCT-scaled decode, C letterbox)")
     ax2.plot(megapixels, theirs, "s--", label="with OpenCV imdecode + albumentations")
     ax2.set_xlabel("JPEG megapixels"), ax2.set_ylabel("p50 ms per request")
     ax2.set_title("end-to-end latency by input size"), ax2.set_ylim(bottom=0), ax2.legend(fontsize=7)

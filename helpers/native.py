@@ -54,9 +54,14 @@ def compiler_version(arch: str) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[0]
 
 
+def host_arch() -> str:
+    """This machine's architecture in Lambda's words (x86_64, arm64)."""
+    return next(arch for arch, (machine, _) in COMPILERS.items() if machine == platform.machine())
+
+
 def build(out: Path, arch: str | None = None) -> Path:
     """Compile the kernel for `arch` (default: this machine's) into `out`."""
-    arch = arch or next(a for a, (machine, _) in COMPILERS.items() if machine == platform.machine())
+    arch = arch or host_arch()
     out.parent.mkdir(parents=True, exist_ok=True)
     command = [compiler_for(arch), *FLAGS, "-o", str(out), str(SOURCE)]
     completed = subprocess.run(command, capture_output=True, text=True)

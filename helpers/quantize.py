@@ -25,9 +25,17 @@ def calibration_inputs(split, contract: PreprocessConfig, limit: int | None = No
     ]
 
 
+QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Relu", "Clip"]
+
+
 def quantize_int8(model_path: str | Path, out_path: str | Path, calibration_inputs: list[np.ndarray]) -> Path:
     """Static QDQ INT8, per channel, Conv/Gemm/MatMul (NMS and box decoding stay float), calibrated on
-    real preprocessed images. Dynamic quantisation made these detectors slower here."""
+    real preprocessed images. Dynamic quantisation made these detectors slower here.
+
+    Relu and Clip (ReLU6) are listed too, not to run them in INT8 but so the quantiser folds each into
+    the range of the Conv before it (a uint8 range starting at 0 is the activation): left out, every
+    Conv + Relu kept Dequantize -> float Relu -> Quantize between two QLinearConvs. Measured at 2
+    threads: RetinaNet 97 -> 88 ms (FP32 227 ms), Lite0 55 -> 51 ms."""
 
     class _Reader(CalibrationDataReader):
         def __init__(self):
@@ -47,7 +55,7 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, calibration_inpu
             _Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            op_types_to_quantize=["Conv", "Gemm", "MatMul"],
+            op_types_to_quantize=QUANTIZED_OPS,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )
@@ -57,7 +65,7 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, calibration_inpu
     write_metadata(
         model,
         {p.key.removeprefix(META_PREFIX): p.value for p in source.metadata_props if p.key.startswith(META_PREFIX)}
-        | {"quantization": "static QDQ int8, per-channel, Conv/Gemm/MatMul"},
+        | {"quantization": f"static QDQ int8, per-channel, {'/'.join(QUANTIZED_OPS)}"},
     )
     onnx.save(model, str(out_path))
     return out_path

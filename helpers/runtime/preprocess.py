@@ -338,26 +338,24 @@ def normalization(config: PreprocessConfig = PREPROCESS) -> tuple[np.ndarray, np
 def preprocess(image: np.ndarray | Decoded, config: PreprocessConfig = PREPROCESS):
     """RGB uint8 image or Decoded -> (model input float32 1x3xSxS, Letterbox).
 
-    Equal to letterbox() followed by albumentations Normalize and HWC->CHW, but normalises only the
-    resized region and fills the padding with the normalised pad colour (it is constant). Runs in
-    letterbox_kernel.c when it is built (see kernel()), else in NumPy; both give the same numbers."""
-    pixels, geometry = _placement(image, config)
-    size = config.image_size
-    mean, denominator = normalization(config)
-    pad = (np.asarray(config.pad_fill, dtype=np.uint8).astype(np.float32) - mean) * denominator
-    tensor = np.empty((1, 3, size, size), dtype=np.float32)
+    Equal to letterbox() followed by albumentations Normalize and HWC->CHW, in one pass of
+    letterbox_kernel.c when it is built (see kernel()), else preprocess_numpy(): same numbers."""
     function = kernel()
     if function is None:
-        resized = resize_linear(pixels, geometry.new_height, geometry.new_width)
-        _normalise_into(resized, geometry, tensor, (mean, denominator, pad))
-    else:
-        _letterbox_native(function, pixels, geometry, tensor, (mean, denominator, pad))
+        return preprocess_numpy(image, config)
+    pixels, geometry = _placement(image, config)
+    tensor = np.empty((1, 3, config.image_size, config.image_size), dtype=np.float32)
+    _letterbox_native(function, pixels, geometry, tensor, _normalisation_constants(config))
     return tensor, geometry
 
 
-def _normalise_into(resized: np.ndarray, geometry: Letterbox, tensor: np.ndarray, normalise) -> None:
-    """The NumPy path's pad + Normalize + HWC->CHW, written into `tensor`."""
-    mean, denominator, pad = normalise
+def preprocess_numpy(image: np.ndarray | Decoded, config: PreprocessConfig = PREPROCESS):
+    """preprocess() in NumPy, for where the kernel is not built: resize_linear, then Normalize on the
+    resized region only, the padding filled with the normalised pad colour (it is constant)."""
+    pixels, geometry = _placement(image, config)
+    resized = resize_linear(pixels, geometry.new_height, geometry.new_width)
+    mean, denominator, pad = _normalisation_constants(config)
+    tensor = np.empty((1, 3, config.image_size, config.image_size), dtype=np.float32)
     top, left = geometry.pad_top, geometry.pad_left
     bottom, right = top + geometry.new_height, left + geometry.new_width
     for c in range(3):
@@ -366,6 +364,14 @@ def _normalise_into(resized: np.ndarray, geometry: Letterbox, tensor: np.ndarray
         region = plane[top:bottom, left:right]
         np.subtract(resized[:, :, c], mean[c], out=region, dtype=np.float32)
         region *= denominator[c]
+    return tensor, geometry
+
+
+def _normalisation_constants(config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, denominator, the pad colour normalised), float32 per channel."""
+    mean, denominator = normalization(config)
+    pad = (np.asarray(config.pad_fill, dtype=np.uint8).astype(np.float32) - mean) * denominator
+    return mean, denominator, pad
 
 
 _POINTER = ctypes.c_void_p

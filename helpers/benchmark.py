@@ -25,8 +25,8 @@ from helpers.timing import interleaved, measure, percentiles
 
 
 def preprocessing_comparison(image: np.ndarray, repeats: int = 30) -> dict[str, dict]:
-    """decoded RGB -> model input: ours (C kernel, and the NumPy path used without it), albumentations
-    2.0.8, the blog's float64."""
+    """decoded RGB -> model input, interleaved: ours (C kernel, and the NumPy path used without it),
+    albumentations 2.0.8, the blog's float64."""
     from helpers.transforms import valid_transform
 
     albu = valid_transform(PREPROCESS)
@@ -36,12 +36,13 @@ def preprocessing_comparison(image: np.ndarray, repeats: int = 30) -> dict[str, 
         out = albu(image=image, bboxes=np.zeros((0, 4)), labels=[])["image"]
         return np.ascontiguousarray(out.transpose(2, 0, 1))[None]
 
-    return {
-        "ours (C kernel)": measure(lambda: preprocess(image), repeats),
-        "ours without the kernel (NumPy)": measure(lambda: preprocess_numpy(image), repeats),
-        "albumentations": measure(albumentations_path, repeats),
-        "blog": measure(lambda: blog.preprocess(pil), repeats),
+    runs = {
+        "ours (C kernel)": lambda: preprocess(image),
+        "ours without the kernel (NumPy)": lambda: preprocess_numpy(image),
+        "albumentations": albumentations_path,
+        "blog": lambda: blog.preprocess(pil),
     }
+    return interleaved(runs, repeats, warmup=2)
 
 
 def synthetic_photo(megapixels: float) -> bytes:

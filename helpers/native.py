@@ -10,6 +10,7 @@ It is a C-ABI library, not a Python extension, so one build serves every CPython
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import subprocess
@@ -39,6 +40,8 @@ def compiler_for(arch: str) -> str:
     machine, candidates = COMPILERS[arch]
     if machine != platform.machine():  # cross build: only the cross compiler targets it
         candidates = tuple(c for c in candidates if c.startswith(machine))
+    elif os.environ.get("CC"):  # as conda's compiler packages and most build setups set it
+        candidates = (os.environ["CC"], *candidates)
     found = next((shutil.which(c) for c in candidates if shutil.which(c)), None)
     if found is None:
         raise CompilerMissing(f"no C compiler for {arch} (tried {', '.join(candidates)})")

@@ -40,6 +40,7 @@ def test_arm64_kernel_cross_builds(tmp_path):
 
 def test_cli_says_in_one_line_that_no_compiler_was_found(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(pp, "KERNEL_PATH", tmp_path / "_letterbox_kernel.so")
+    monkeypatch.delenv("CC", raising=False)
     monkeypatch.setattr(native.shutil, "which", lambda name: None)
     assert native.main([]) == 2
     err = capsys.readouterr().err.strip().splitlines()

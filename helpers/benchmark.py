@@ -67,7 +67,8 @@ def synthetic_photo(megapixels: float) -> bytes:
 def inference_comparison(
     module, fp32_path: Path, int8_path: Path, tensor: np.ndarray, threads: int, repeats: int
 ) -> dict:
-    """PyTorch eager vs ONNX Runtime FP32 vs INT8 on one input at `threads` threads, interleaved."""
+    """PyTorch eager vs ONNX Runtime FP32 vs INT8 on one input at `threads` threads, interleaved, each
+    after the others' thread pools have gone idle (see helpers.timing.interleaved)."""
     import torch
 
     from helpers.runtime.model import Detector
@@ -83,7 +84,7 @@ def inference_comparison(
         "ort_int8": lambda: int8.run(None, feeds),
     }
     with torch.no_grad():
-        return interleaved(runs, repeats, warmup=2)
+        return interleaved(runs, repeats, warmup=2, settle_s=0.05)
 
 
 def gemm_peak_gflops(threads: int, n: int = 2048, repeats: int = 10) -> float:

@@ -85,7 +85,7 @@ def inference_comparison(
         "ort_int8": lambda: int8.run(None, feeds),
     }
     with torch.no_grad():
-        return interleaved(runs, repeats, warmup=2, settle_s=0.05)
+        return interleaved(runs, repeats, warmup=2)
 
 
 def gemm_peak_gflops(threads: int, n: int = 2048, repeats: int = 10) -> float:

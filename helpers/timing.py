@@ -18,15 +18,14 @@ def measure(fn, repeats: int = 20, warmup: int = 3) -> dict[str, float]:
     return {**percentiles(samples), "min_ms": min(samples), "n": len(samples)}
 
 
-def interleaved(runs: dict, repeats: int, warmup: int = 1, settle_s: float = 0.0) -> dict[str, dict[str, float]]:
+def interleaved(runs: dict, repeats: int, warmup: int = 1, settle_s: float = 0.05) -> dict[str, dict[str, float]]:
     """{name: p50/p90 ms} of several contenders timed in turn, round after round, so that host noise hits
     every contender alike (ratios between them are then fair on a shared machine).
 
     settle_s: a pause before each timed call (not timed) in which the thread pools the previous
-    contender left spinning go to sleep. ONNX Runtime's workers spin after a run, and two sessions
-    timed back to back share the cores with them: an INT8 RetinaNet took 88 ms right after the FP32
-    session and 66 ms alone (FP32: 227 vs 203 ms); 50 ms of pause gave the alone figures. A Lambda
-    holds one session, so the alone figures are the ones it sees."""
+    contender left spinning go to sleep, so each is timed as if it ran alone, as in a Lambda. ONNX
+    Runtime's and OpenCV's workers spin after their work: an INT8 RetinaNet took 88 ms right after the
+    FP32 session and 66 ms alone (FP32: 227 vs 203 ms); 50 ms of pause gave the alone figures."""
     for _ in range(warmup):
         for fn in runs.values():
             fn()

@@ -15,6 +15,7 @@ from helpers.compare import match_detections
 from helpers.metrics import detections_to_arrays
 from helpers.models import set_serving_thresholds
 from helpers.runtime import handler as h
+from helpers.runtime import preprocess as pp
 from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, MAX_IMAGE_BYTES
 from helpers.runtime.postprocess import restore_boxes
 from helpers.runtime.preprocess import decode_image, preprocess
@@ -337,3 +338,18 @@ def test_a_12_mp_photo_is_decoded_reduced_and_answered_in_its_own_frame(state, l
     assert [d["label"] for d in reduced["detections"]] == [d["label"] for d in out["detections"]]
     scaled = np.array([d["box"] for d in reduced["detections"]]) * 8
     assert np.abs(np.minimum(scaled, [4000, 3000, 4000, 3000]) - boxes).max() < 0.1
+
+
+def test_init_loads_the_letterbox_kernel_and_fails_on_one_that_cannot_load(onnx_model, monkeypatch, tmp_path, capsys):
+    env = {"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "INFO", "METRICS_NAMESPACE": ""}
+    pp.kernel.cache_clear()
+    h.init(env)
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [e["letterbox_kernel"] for e in logged if e.get("message") == "initialised"] == [True]
+    broken = tmp_path / "_letterbox_kernel.so"
+    broken.write_bytes(b"\x7fELF not really")  # e.g. a zip assembled by hand for another architecture
+    monkeypatch.setattr(pp, "KERNEL_PATH", broken)
+    pp.kernel.cache_clear()
+    with pytest.raises(OSError, match="letterbox kernel _letterbox_kernel.so does not load .*rebuild the zip"):
+        h.init(env)
+    pp.kernel.cache_clear()  # the real kernel again for the tests that follow

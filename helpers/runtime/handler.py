@@ -52,7 +52,7 @@ from helpers.runtime.config import (
     S3_IMAGE_BYTES_FACTOR,
 )
 from helpers.runtime.model import Detector
-from helpers.runtime.preprocess import ImageError, ImageTooLarge, decode_for_model
+from helpers.runtime.preprocess import ImageError, ImageTooLarge, decode_for_model, kernel
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # the unzipped deployment package
 DEFAULT_METRICS_NAMESPACE = "FridgeDetector"
@@ -213,10 +213,18 @@ class _State:
         self.settings = Settings(env)
         self.logger = _logger(self.settings.log_level)
         self.detector = Detector(_fetch_model(self.settings, self.logger), self.settings.class_map_path)
+        letterbox_kernel = kernel() is not None  # loaded now: a kernel that cannot load fails the init
         self.init_ms = (time.perf_counter() - started) * 1e3
         self.cold = True  # until the first request has been answered
         self.logger.info(
-            "initialised", extra={"fields": {"model": self.detector.model_id, "init_ms": round(self.init_ms, 1)}}
+            "initialised",
+            extra={
+                "fields": {
+                    "model": self.detector.model_id,
+                    "init_ms": round(self.init_ms, 1),
+                    "letterbox_kernel": letterbox_kernel,
+                }
+            },
         )
 
 

@@ -384,7 +384,12 @@ def kernel():
     another architecture) raises: that is a packaging error, not a reason to serve more slowly."""
     if not KERNEL_PATH.exists():
         return None
-    function = ctypes.CDLL(str(KERNEL_PATH)).helpers_letterbox
+    try:
+        function = ctypes.CDLL(str(KERNEL_PATH)).helpers_letterbox
+    except (OSError, AttributeError) as err:
+        raise OSError(
+            f"letterbox kernel {KERNEL_PATH.name} does not load ({err}): rebuild the zip with helpers.package"
+        ) from None
     function.argtypes = [_POINTER, ctypes.c_int64] + [_POINTER] * 8 + [ctypes.c_int] * 7 + [_POINTER] * 5
     function.restype = None
     return function

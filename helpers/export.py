@@ -125,10 +125,15 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, min_score: float 
     )
 
 
+def recorded(model_path: str | Path, key: str) -> str | None:
+    """What an exported (or quantised) model records under `key` in its metadata, None if nothing."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    return next((p.value for p in model.metadata_props if p.key == META_PREFIX + key), None)
+
+
 def training_run_of(model_path: str | Path) -> str | None:
     """The training fingerprint an exported (or quantised) model records, None if it has none."""
-    model = onnx.load(str(model_path), load_external_data=False)
-    return next((p.value for p in model.metadata_props if p.key == META_PREFIX + "training_run"), None)
+    return recorded(model_path, "training_run")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -119,16 +119,21 @@ class Series:
         self.ensure_trained()
         return Split.read(self.layout().split)
 
-    def _current(self, path: Path, make) -> Path:
-        """`path` if it was made from the current training run, else made again by make(path)."""
-        from helpers.export import training_run_of
+    def _current(self, path: Path, make, recipe: tuple[str, str] | None = None) -> Path:
+        """`path` if it was made from the current training run (and records `recipe`, a metadata
+        (key, value), when given), else made again by make(path)."""
+        from helpers.export import recorded, training_run_of
 
         fingerprint = self.ensure_trained()["config_hash"]
-        if path.is_file() and training_run_of(path) == fingerprint:
-            return path
-        if path.is_file():
+        if not path.is_file():
+            return make(path)
+        if training_run_of(path) != fingerprint:
             print(f"note: {shown(path)} was made from another training run; making it again", file=sys.stderr)
-        return make(path)
+            return make(path)
+        if recipe and recorded(path, recipe[0]) != recipe[1]:
+            print(f"note: {shown(path)} was made by another {recipe[0]} recipe; making it again", file=sys.stderr)
+            return make(path)
+        return path
 
     def ensure_onnx(self) -> Path:
         from helpers.export import export_checkpoint
@@ -145,10 +150,12 @@ class Series:
         return calibration_inputs(self.split(), Detector(self.ensure_onnx()).config, limit)
 
     def ensure_int8(self) -> Path:
-        from helpers.quantize import quantize_int8
+        from helpers.quantize import QUANTIZATION, quantize_int8
 
         return self._current(
-            self.layout().int8, lambda path: quantize_int8(self.ensure_onnx(), path, self.calibration_inputs())
+            self.layout().int8,
+            lambda path: quantize_int8(self.ensure_onnx(), path, self.calibration_inputs()),
+            recipe=("quantization", QUANTIZATION),
         )
 
     def ensure_zip(self, arch: str = "x86_64") -> dict:

@@ -26,6 +26,9 @@ def calibration_inputs(split, contract: PreprocessConfig, limit: int | None = No
 
 
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Relu"]
+#: The recipe, as a quantised model records it (metadata "quantization"): a model made by another
+#: recipe is made again rather than reused (helpers.pipeline).
+QUANTIZATION = f"static QDQ int8, per-channel, {'/'.join(QUANTIZED_OPS)}"
 
 
 def quantize_int8(model_path: str | Path, out_path: str | Path, calibration_inputs: list[np.ndarray]) -> Path:
@@ -66,7 +69,7 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, calibration_inpu
     write_metadata(
         model,
         {p.key.removeprefix(META_PREFIX): p.value for p in source.metadata_props if p.key.startswith(META_PREFIX)}
-        | {"quantization": f"static QDQ int8, per-channel, {'/'.join(QUANTIZED_OPS)}"},
+        | {"quantization": QUANTIZATION},
     )
     onnx.save(model, str(out_path))
     return out_path

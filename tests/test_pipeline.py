@@ -3,11 +3,13 @@ made from the same parameters (their fingerprint), and made again otherwise."""
 
 import dataclasses
 
+import onnx
 import pytest
 
 from helpers import pipeline
-from helpers.export import training_run_of
+from helpers.export import recorded, training_run_of, write_metadata
 from helpers.models import LITE0_MODEL, SMALL_MODEL
+from helpers.quantize import QUANTIZATION
 from helpers.train import TrainConfig
 
 
@@ -53,3 +55,13 @@ def test_a_changed_parameter_trains_and_exports_again_the_same_ones_reuse(tmp_pa
     assert f"holds config hash {summary['config_hash']}" in capsys.readouterr().err
     assert changed.ensure_onnx() == onnx_path and training_run_of(onnx_path) == retrained["config_hash"]
     assert "made from another training run" in capsys.readouterr().err
+
+    # INT8 made by an earlier quantisation recipe (same training run) is made again, not reused.
+    int8_path = changed.ensure_int8()
+    assert recorded(int8_path, "quantization") == QUANTIZATION
+    model = onnx.load(str(int8_path))
+    write_metadata(model, {"quantization": "static QDQ int8, per-channel, Conv/Gemm/MatMul"})
+    onnx.save(model, str(int8_path))
+    capsys.readouterr()
+    assert changed.ensure_int8() == int8_path and recorded(int8_path, "quantization") == QUANTIZATION
+    assert "made by another quantization recipe" in capsys.readouterr().err

@@ -59,17 +59,24 @@ def compiler_version(arch: str) -> str:
 
 def host_arch() -> str:
     """This machine's architecture in Lambda's words (x86_64, arm64)."""
-    return next(arch for arch, (machine, _) in COMPILERS.items() if machine == platform.machine())
+    found = next((arch for arch, (machine, _) in COMPILERS.items() if machine == platform.machine()), None)
+    if found is None:
+        raise CompilerMissing(f"this machine ({platform.machine()}) is neither of Lambda's x86_64 and arm64")
+    return found
 
 
 def build(out: Path, arch: str | None = None) -> Path:
-    """Compile the kernel for `arch` (default: this machine's) into `out`."""
+    """Compile the kernel for `arch` (default: this machine's) into `out`, replacing any previous
+    build in one step (a process may have the old one mapped)."""
     arch = arch or host_arch()
     out.parent.mkdir(parents=True, exist_ok=True)
-    command = [compiler_for(arch), *FLAGS, "-o", str(out), str(SOURCE)]
+    partial = out.with_name(out.name + ".partial")
+    command = [compiler_for(arch), *FLAGS, "-o", str(partial), str(SOURCE)]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
+        partial.unlink(missing_ok=True)
         raise RuntimeError(f"building {SOURCE.name} failed: {completed.stderr.strip()}")
+    partial.replace(out)
     return out
 
 

@@ -14,9 +14,9 @@ this module re-implements exactly what OpenCV computes for uint8 INTER_LINEAR:
 preprocess() runs the same arithmetic, fused with the pad and Normalize, in letterbox_kernel.c when
 that is built next to this file (helpers.native; the zip has it), and in NumPy otherwise: same numbers,
 the C path several times faster. tests/test_preprocess.py checks max abs difference 0 against
-albumentations on every bundled image and on random sizes, for both paths. The guarantee starts at the decoded pixels:
-training and serving both decode with decode_for_model (EXIF, modes, and JPEG DCT scaling for photos at
-least twice the model size).
+albumentations on every bundled image and on random sizes, for both paths. The guarantee starts at the
+decoded pixels: training and serving both decode with decode_for_model (EXIF, modes, and JPEG DCT
+scaling for photos at least twice the model size).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ lists. This check reproduces that environment on an x86_64 machine:
 - the arm64 zip, built for that Python, driven by awslambdaric as in helpers.lambda_local.
 
 It runs the handler on real images and compares every detection with the x86_64 zip's, and checks
-that the arm64 build of the letterbox kernel gives model inputs bit-identical to this machine's (which
-tests/test_preprocess.py holds equal to albumentations). The arm64 zip's kernel needs Debian's
+that the two zips' letterbox kernels give bit-identical model inputs (the x86_64 one is held equal to
+albumentations by tests/test_preprocess.py). The arm64 zip's kernel needs Debian's
 gcc-aarch64-linux-gnu.
 
     python -m helpers.arm64 [IMAGE ...]    # exit 0: equal; 1: not equal; 2: cannot run here
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import os
 import shutil
 import subprocess
@@ -151,20 +150,16 @@ for path in sys.argv[2:]:
 """
 
 
-def tensor_digests(images: list[Path], package_dir: Path | None = None, command: list[str] | None = None) -> list[str]:
-    """sha256 of each image's model input, from the package unzipped in `package_dir` run by `command`
-    (the emulated interpreter), or from this process."""
-    if command is None:
-        from helpers.runtime.preprocess import decode_for_model, preprocess
-
-        return [hashlib.sha256(preprocess(decode_for_model(p.read_bytes()))[0].tobytes()).hexdigest() for p in images]
-    run = subprocess.run(
-        [*command, "-I", "-S", "-c", _TENSOR_DIGESTS, str(package_dir), *map(str, images)],
-        capture_output=True,
-        text=True,
-    )
+def tensor_digests(zip_path: Path, command: list[str], images: list[Path]) -> list[str]:
+    """sha256 of each image's model input, computed by the zip's own runtime (its letterbox kernel
+    required) in the isolated interpreter `command` starts."""
+    with tempfile.TemporaryDirectory() as unzipped:
+        zipfile.ZipFile(zip_path).extractall(unzipped)
+        run = subprocess.run(
+            [*command, "-I", "-S", "-c", _TENSOR_DIGESTS, unzipped, *map(str, images)], capture_output=True, text=True
+        )
     if run.returncode != 0:
-        raise RuntimeError(f"arm64 preprocessing failed: {run.stderr.strip().splitlines()[-1:]}")
+        raise RuntimeError(f"preprocessing in {zip_path.name} failed: {run.stderr.strip().splitlines()[-1:]}")
     return run.stdout.split()
 
 
@@ -181,15 +176,14 @@ def check(images: list[Path], model: Path, threshold: float = 0.3) -> dict:
     dist = run_artifacts().dist_dir / "emulated"
     events = [{"image": base64.b64encode(Path(p).read_bytes()).decode(), "threshold": threshold} for p in images]
     env = {"MODEL_PATH": str(Path(model).resolve()), "LOG_LEVEL": "WARNING", "METRICS_NAMESPACE": ""}
-    reports = {}
-    for arch, version in (("x86_64", "3.12"), ("arm64", python)):
+    reports, digests = {}, {}
+    interpreters = {"x86_64": ("3.12", [str(package.find_python("3.12"))]), "arm64": (python, command)}
+    for arch, (version, interpreter) in interpreters.items():
         built = package.build(arch, version, out_dir=dist / arch)
         reports[arch] = invoke_zip(built["zip"], events, env, arch=arch, python=version, timeout=3600)
         if reports[arch]["init_error"]:
             raise RuntimeError(f"{arch} init failed: {reports[arch]['init_error']['errorMessage']}")
-    with tempfile.TemporaryDirectory() as unzipped:
-        zipfile.ZipFile(dist / "arm64" / "lambda-arm64.zip").extractall(unzipped)
-        tensors_identical = tensor_digests(images, Path(unzipped), command) == tensor_digests(images)
+        digests[arch] = tensor_digests(Path(built["zip"]), interpreter, images)
     emulated = reports["arm64"]
     return {
         "images": [shown(p) for p in images],
@@ -201,7 +195,7 @@ def check(images: list[Path], model: Path, threshold: float = 0.3) -> dict:
             arch: sum(len(r["detections"]) for r in report["responses"]) for arch, report in reports.items()
         },
         "letterbox_kernel_loaded": [p for p in emulated["libraries_from_package"] if "_letterbox_kernel" in p],
-        "model_inputs_bit_identical": tensors_identical,
+        "model_inputs_bit_identical": digests["arm64"] == digests["x86_64"],
         **compare_responses(reports["x86_64"]["responses"], emulated["responses"]),
         "emulated_seconds_per_image": sum(emulated["latencies_ms"]) / 1e3 / max(len(images), 1),
     }

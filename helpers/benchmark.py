@@ -22,7 +22,7 @@ from PIL import Image
 from helpers import blog
 from helpers.runtime.config import PREPROCESS
 from helpers.runtime.preprocess import decode_for_model, decode_image, kernel, preprocess, preprocess_numpy
-from helpers.timing import interleaved, measure, percentiles
+from helpers.timing import SETTLE_S, interleaved, measure, percentiles
 
 
 def preprocessing_comparison(image: np.ndarray, repeats: int = 30) -> dict[str, dict]:
@@ -329,7 +329,7 @@ def run(out_dir: Path, checkpoints: list[Path], repeats: int) -> dict:
         for _ in range(max(5, repeats // 4)):
             # Requests reach a Lambda apart; back to back, each one's decode would run beside the
             # previous inference's still-spinning ONNX Runtime workers (see helpers.timing.interleaved).
-            time.sleep(0.05)
+            time.sleep(SETTLE_S)
             timings.append(lambda_handler.handler(event, None)["timings_ms"])
         results["by_size"][f"{megapixels} MP"] = {
             "jpeg_mb": len(jpeg) / 1e6,

@@ -18,7 +18,11 @@ def measure(fn, repeats: int = 20, warmup: int = 3) -> dict[str, float]:
     return {**percentiles(samples), "min_ms": min(samples), "n": len(samples)}
 
 
-def interleaved(runs: dict, repeats: int, warmup: int = 1, settle_s: float = 0.05) -> dict[str, dict[str, float]]:
+#: The pause in which thread pools left spinning by the previous timed call go to sleep (see interleaved).
+SETTLE_S = 0.05
+
+
+def interleaved(runs: dict, repeats: int, warmup: int = 1, settle_s: float = SETTLE_S) -> dict[str, dict[str, float]]:
     """{name: p50/p90 ms} of several contenders timed in turn, round after round, so that host noise hits
     every contender alike (ratios between them are then fair on a shared machine).
 

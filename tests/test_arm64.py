@@ -52,5 +52,5 @@ def test_arm64_zip_under_emulation_answers_like_x86_64(onnx_model, sample_record
     assert result["onnxruntime_extension_loaded"] and "aarch64" in result["onnxruntime_extension_loaded"][0]
     assert result["detections"]["arm64"] == result["detections"]["x86_64"] > 0
     assert result["equal"], result
-    # The arm64 build of the letterbox kernel ran in the zip and gave this machine's exact model inputs.
+    # The arm64 build of the letterbox kernel ran in the zip and gave the x86_64 zip's exact model inputs.
     assert result["letterbox_kernel_loaded"] and result["model_inputs_bit_identical"]

@@ -244,7 +244,7 @@ def _pool() -> ThreadPoolExecutor:
 
 def _split_rows(work, rows: int) -> list:
     """[work(lo, hi) for bands of output rows], the bands shared between the CPUs this process may
-    use: this thread takes the first, the pool the rest (NumPy and ctypes release the GIL)."""
+    use: this thread takes the first, the pool the rest (NumPy releases the GIL in these loops)."""
     workers = _workers() if rows >= 64 else 1
     bounds = np.linspace(0, rows, workers + 1).astype(int).tolist()
     others = [_pool().submit(work, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]

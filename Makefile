@@ -15,9 +15,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[all]"
 	touch $@
 
-# The C letterbox kernel the runtime uses when it is built (helpers.native; rebuilt when its source changes).
+# The C letterbox kernel the runtime uses when it is built (helpers.build.native; rebuilt when its source changes).
 setup: $(VENV)/.installed
-	$(BIN)/python -m helpers.native
+	$(BIN)/python -m helpers native
 
 run: setup
 	$(BIN)/python -m helpers run-all $(ARGS)
@@ -30,12 +30,14 @@ test: setup
 test-fast: setup
 	HELPERS_QUICK=1 $(BIN)/python -m pytest tests -m "not slow and not icevision" -q $(ARGS)
 
-# Lint and formatting, as CI checks them (config: [tool.ruff] in pyproject.toml).
+# Lint, formatting and the package's layering, as CI checks them (config: [tool.ruff] and
+# [tool.importlinter] in pyproject.toml).
 lint: setup
 	$(BIN)/ruff check helpers tests envs notebooks
 	$(BIN)/ruff format --check helpers tests envs notebooks
+	$(BIN)/lint-imports
 
 # The IceVision lane (Python 3.8; not one of the two user commands): build .venv-icevision, run the
 # blog's recipe, print the parity report. Its tests (marker `icevision`) are part of `make test`.
 icevision: setup
-	$(BIN)/python -m helpers.icevision_lane $(ARGS)
+	$(BIN)/python -m helpers icevision $(ARGS)

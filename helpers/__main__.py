@@ -1,20 +1,38 @@
-"""python -m helpers run-all [--full] | benchmark [...] | accuracy [...] | soak [...]"""
+"""One entry point for every job: `python -m helpers COMMAND [options]` (`python -m helpers` lists them)."""
 
+import importlib
 import sys
 
+#: command -> (module with main(argv), what it does)
+COMMANDS = {
+    "run-all": ("helpers.tools.run_all", "run notebooks 01 -> 05 headless (the main job)"),
+    "train": ("helpers.train.run", "train a detector (also python -m helpers.train)"),
+    "export": ("helpers.export.onnx_export", "checkpoint -> model.onnx, checked (also python -m helpers.export)"),
+    "native": ("helpers.build.native", "build the C letterbox kernel for this machine"),
+    "package": ("helpers.build.package", "build the Lambda .zip"),
+    "invoke": ("helpers.tools.lambda_local", "invoke a built zip under the real runtime client"),
+    "arm64": ("helpers.tools.arm64", "the arm64 zip under emulation vs x86_64"),
+    "deploy": ("helpers.aws.deploy", "deploy / tear down the CloudFormation stack"),
+    "batch": ("helpers.aws.batch", "batch inference: local, or a Step Functions stack"),
+    "accuracy": ("helpers.tools.accuracy", "what each model learns, over seeds"),
+    "benchmark": ("helpers.tools.benchmark", "speed and size, side by side; writes BENCHMARKS.md"),
+    "soak": ("helpers.tools.soak", "many warm invocations: memory and latency drift"),
+    "icevision": ("helpers.tools.icevision_lane", "the blog's own IceVision recipe on Python 3.8"),
+}
 
-def main() -> int:
-    commands = {
-        "run-all": "helpers.run_all",
-        "benchmark": "helpers.benchmark",
-        "accuracy": "helpers.accuracy",
-        "soak": "helpers.soak",
-    }
-    if len(sys.argv) < 2 or sys.argv[1] not in commands:
-        print(f"usage: python -m helpers {{{','.join(commands)}}} [options]", file=sys.stderr)
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["-h"], ["--help"]):
+        width = max(map(len, COMMANDS))
+        listing = "\n".join(f"  {name:<{width}}  {about}" for name, (_, about) in COMMANDS.items())
+        print(f"usage: python -m helpers COMMAND [options]\n\n{listing}")
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m helpers COMMAND [options]; COMMAND is one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module = __import__(commands[sys.argv[1]], fromlist=["main"])
-    return module.main(sys.argv[2:])
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:])
 
 
 if __name__ == "__main__":

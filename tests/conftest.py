@@ -3,8 +3,8 @@ import zipfile
 
 import pytest
 
-from helpers import data as fridge_data
-from helpers import native
+from helpers.build import interpreters, native
+from helpers.data import dataset as fridge_data
 
 os.environ.setdefault("HELPERS_QUICK", "1")
 # The tests run what the Lambda runs: the compiled letterbox kernel (tests/test_preprocess.py also
@@ -37,7 +37,7 @@ def trained():
     """The real quick-mode training run (Lite0 on the sample + synthetic set, about 3 min): its
     summary dict. It is the run `make run` and the notebooks use (artifacts/quick/train), so the
     test session trains once and the notebooks under nbval reuse it."""
-    from helpers import pipeline
+    from helpers.tools import pipeline
 
     assert pipeline.quick_mode()
     return pipeline.ensure_trained()
@@ -47,7 +47,7 @@ def trained():
 def onnx_model(trained, tmp_path_factory):
     """The quick-trained checkpoint exported to ONNX (with metadata). min_score=0 keeps every
     detection the graph can emit, so a barely trained model still gives boxes to compare."""
-    from helpers.export import export_checkpoint
+    from helpers.export.onnx_export import export_checkpoint
 
     return export_checkpoint(trained["checkpoint"], tmp_path_factory.mktemp("onnx") / "model.onnx", min_score=0.0)
 
@@ -55,9 +55,9 @@ def onnx_model(trained, tmp_path_factory):
 @pytest.fixture(scope="session")
 def lambda_zip(tmp_path_factory):
     """The real x86_64 deployment zip (no model inside), built once per test session."""
-    from helpers import package
+    from helpers.build import package
 
-    if package.find_python("3.12") is None:
+    if interpreters.find_python("3.12") is None:
         pytest.skip("no CPython 3.12 (PATH or pyenv) to build the zip")
     return package.build("x86_64", "3.12", out_dir=tmp_path_factory.mktemp("dist"))
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import backbones
-from helpers.models import LITE0_MODEL, build_detector
 from helpers.runtime.config import PREPROCESS
 from helpers.runtime.preprocess import decode_image
+from helpers.train import backbones
+from helpers.train.models import LITE0_MODEL, build_detector
 
 
 def _imagenet_batch(records) -> torch.Tensor:

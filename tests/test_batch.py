@@ -16,9 +16,9 @@ import boto3
 import pytest
 from cfnlint.decode import cfn_yaml
 
-from helpers import batch
-from helpers.local_aws import MotoDeployer, moto_server
+from helpers.aws import batch
 from helpers.paths import SAMPLE_DIR
+from helpers.tools.local_aws import MotoDeployer, moto_server
 
 SAMPLE_IMAGES = sorted((SAMPLE_DIR / "images").glob("*.jpg"))
 REGION = "eu-central-1"

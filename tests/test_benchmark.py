@@ -2,10 +2,10 @@
 
 import pytest
 
-from helpers import benchmark
-from helpers.data import Split
-from helpers.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES
+from helpers.data.dataset import Split
 from helpers.paths import SAMPLE_DIR, split_file
+from helpers.tools import benchmark
+from helpers.train.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES
 
 
 def _accuracy(fp32_map, fp32_map50, int8_map, holdout=20, valid=2):

@@ -5,21 +5,23 @@ import sys
 
 import pytest
 
+from helpers.__main__ import COMMANDS
+
 
 @pytest.mark.parametrize(
     "args, message",
     [
         (
-            ["-m", "helpers.train", "--dataset", "/nonexistent", "--epochs", "1"],
+            ["-m", "helpers", "train", "--dataset", "/nonexistent", "--epochs", "1"],
             "error: dataset '/nonexistent': not fridge or sample, nor a folder with images/ and annotations/",
         ),
-        (["-m", "helpers.export", "/nonexistent.ckpt"], "error: checkpoint not found: /nonexistent.ckpt"),
-        (["-m", "helpers.package", "--model", "/nonexistent.onnx"], "error: model not found: /nonexistent.onnx"),
-        (["-m", "helpers.lambda_local", "/nonexistent.zip", "x.jpg"], "error: file not found: /nonexistent.zip"),
+        (["-m", "helpers", "export", "/nonexistent.ckpt"], "error: checkpoint not found: /nonexistent.ckpt"),
+        (["-m", "helpers", "package", "--model", "/nonexistent.onnx"], "error: model not found: /nonexistent.onnx"),
+        (["-m", "helpers", "invoke", "/nonexistent.zip", "x.jpg"], "error: file not found: /nonexistent.zip"),
         (
             [
                 "-m",
-                "helpers.deploy",
+                "helpers.aws.deploy",
                 "up",
                 "--bucket",
                 "ok-bucket",
@@ -30,7 +32,10 @@ import pytest
             ],
             "error: zip not found: /nonexistent.zip",
         ),
-        (["-m", "helpers", "frobnicate"], "usage: python -m helpers {run-all,benchmark,accuracy,soak} [options]"),
+        (
+            ["-m", "helpers", "frobnicate"],
+            "usage: python -m helpers COMMAND [options]; COMMAND is one of " + ", ".join(COMMANDS),
+        ),
     ],
 )
 def test_cli_errors(args, message):

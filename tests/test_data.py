@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import data as fridge_data
+from helpers.data import dataset as fridge_data
+from helpers.data.synthetic import SYNTHETIC_TAG, make_synthetic_voc
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES
-from helpers.synthetic import SYNTHETIC_TAG, make_synthetic_voc
 
 
 def test_sample_counts_match_the_shared_readme(sample_records):
@@ -151,7 +151,7 @@ def test_a_voc_folder_is_a_dataset_and_anything_else_a_clear_error(tmp_path):
 
 
 def test_synthetic_holdout_photos_never_appear_in_training_composites(tmp_path):
-    from helpers.synthetic import object_photos, split_object_photos
+    from helpers.data.synthetic import object_photos, split_object_photos
 
     photos = object_photos()
     training, holdout = split_object_photos(photos, 0.2, seed=42)

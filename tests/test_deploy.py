@@ -12,8 +12,8 @@ import pytest
 import yaml
 from cfnlint.decode import cfn_yaml
 
-from helpers import deploy
-from helpers.local_aws import MotoDeployer, moto_server
+from helpers.aws import deploy
+from helpers.tools.local_aws import MotoDeployer, moto_server
 
 TEMPLATE = deploy.TEMPLATE
 ROOT = TEMPLATE.parent.parent
@@ -207,8 +207,8 @@ def test_other_describe_errors_are_not_taken_for_a_missing_stack():
 
 
 def test_moto_adapter_is_not_on_the_production_path():
-    """helpers.deploy (what users run against AWS) imports no test double; the moto quirk lives in local_aws."""
-    code = "import sys, helpers.deploy; print(sorted(m for m in sys.modules if m.startswith(('moto', 'helpers.local_aws'))))"
+    """helpers.aws.deploy (what users run against AWS) imports no test double; the moto quirk lives in local_aws."""
+    code = "import sys, helpers.aws.deploy; print(sorted(m for m in sys.modules if m.startswith(('moto', 'helpers.tools.local_aws'))))"
     assert subprocess.check_output([sys.executable, "-c", code], text=True).strip() == "[]"
 
 

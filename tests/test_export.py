@@ -8,17 +8,17 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from helpers.backbones import WEIGHTS_RECORD
-from helpers.compare import SCORE_TOLERANCE, compare_detections, parity, tie_explained
-from helpers.export import export_onnx
-from helpers.models import BLOG_MODEL, build_detector, set_serving_thresholds
-from helpers.quantize import quantize_int8
+from helpers.export.compare import SCORE_TOLERANCE, compare_detections, parity, tie_explained
+from helpers.export.onnx_export import export_onnx
+from helpers.export.quantize import quantize_int8
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
 from helpers.runtime.handler import DEFAULT_SCORE_THRESHOLD
 from helpers.runtime.model import Detector, ModelError
 from helpers.runtime.preprocess import decode_image, preprocess
-from helpers.train import load_checkpoint
+from helpers.train.backbones import WEIGHTS_RECORD
+from helpers.train.models import BLOG_MODEL, build_detector, set_serving_thresholds
+from helpers.train.run import load_checkpoint
 
 
 @pytest.fixture(scope="module")

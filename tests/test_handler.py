@@ -11,15 +11,15 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
-from helpers.compare import match_detections
-from helpers.metrics import detections_to_arrays
-from helpers.models import set_serving_thresholds
+from helpers.evaluate.metrics import detections_to_arrays
+from helpers.export.compare import match_detections
 from helpers.runtime import handler as h
 from helpers.runtime import preprocess as pp
 from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, MAX_IMAGE_BYTES
 from helpers.runtime.postprocess import restore_boxes
 from helpers.runtime.preprocess import decode_image, preprocess
-from helpers.train import load_checkpoint
+from helpers.train.models import set_serving_thresholds
+from helpers.train.run import load_checkpoint
 
 THRESHOLD = 0.0  # the fixture model keeps every detection (min_score=0)
 
@@ -89,7 +89,7 @@ def test_detections_equal_the_pytorch_model(state, trained, sample_records, lamb
         # 0.005 px of rounding plus ORT-vs-torch float error scaled by 1/0.577 to original pixels
         pairs, _, _ = match_detections(ours, eager, max_distance=0.02)
         # A quick-mode Faster R-CNN reshuffles a few percent of its boxes through RPN top-k near-ties
-        # (see helpers.compare.parity): most, not all, must pair up.
+        # (see helpers.export.compare.parity): most, not all, must pair up.
         assert len(pairs) >= 0.8 * max(len(ours["scores"]), len(eager["scores"]))
         for i, j in pairs:
             a, b = torch.tensor(ours["boxes"][i : i + 1]), torch.tensor(eager["boxes"][j : j + 1])
@@ -322,7 +322,7 @@ def test_a_12_mp_photo_is_decoded_reduced_and_answered_in_its_own_frame(state, l
     """A 4000x3000 phone-size JPEG is decoded at 1/8 in the DCT domain (decode_for_model); the response
     still speaks of the original: its size, and boxes in its pixels, as the same photo at 1/8 scale gives
     them multiplied by 8 (up to the 0.01 px rounding of the response and the ceil of the last block)."""
-    from helpers.benchmark import synthetic_photo
+    from helpers.tools.benchmark import synthetic_photo
 
     big = synthetic_photo(12)
     out = h.handler({"image": _b64(big), "threshold": 0.0}, lambda_context)

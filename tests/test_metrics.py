@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers.metrics import mean_average_precision
+from helpers.evaluate.metrics import mean_average_precision
 from helpers.runtime.config import FRIDGE_CLASSES
 
 
@@ -48,7 +48,7 @@ def test_hand_computed_ap_false_positive_ranked_first():
 
 
 def test_found_boxes_needs_label_iou_and_score_and_counts_each_box_once(sample_records):
-    from helpers.metrics import found_boxes
+    from helpers.evaluate.metrics import found_boxes
 
     record = next(r for r in sample_records if r.image_path.name == "10.jpg")
     truth = torch.tensor(record.boxes, dtype=torch.float32)

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from helpers import native
+from helpers.build import native
 from helpers.runtime import preprocess as pp
 
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}  # e_machine: EM_X86_64, EM_AARCH64

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import native, package
-from helpers.lambda_local import invoke_zip
+from helpers.build import interpreters, native, package
 from helpers.runtime import handler as h
+from helpers.tools.lambda_local import invoke_zip
 
-PY312 = package.find_python("3.12")
+PY312 = interpreters.find_python("3.12")
 needs_312 = pytest.mark.skipif(
     PY312 is None, reason="no CPython 3.12 (PATH or pyenv) to build bytecode and invoke the zip"
 )
@@ -76,10 +76,10 @@ MIN_FOUND_QUICK = 8
 
 @needs_312
 def test_the_zip_serving_the_quick_model_finds_the_real_boxes(built, trained, sample_records):
-    from helpers import pipeline
-    from helpers.metrics import detections_to_arrays, found_boxes
+    from helpers.evaluate.metrics import detections_to_arrays, found_boxes
     from helpers.runtime.classmap import ClassMap
     from helpers.runtime.config import FRIDGE_CLASSES
+    from helpers.tools import pipeline
 
     threshold = 0.3
     events = [

@@ -5,8 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import deploy, export, package, paths, pipeline
-from helpers.data import Split
+from helpers import paths
+from helpers.aws import deploy
+from helpers.build import package
+from helpers.data.dataset import Split
+from helpers.export import onnx_export as export
+from helpers.tools import pipeline
 
 
 def _defaults():

@@ -6,11 +6,11 @@ import dataclasses
 import onnx
 import pytest
 
-from helpers import pipeline
-from helpers.export import recorded, training_run_of, write_metadata
-from helpers.models import LITE0_MODEL, SMALL_MODEL
-from helpers.quantize import QUANTIZATION
-from helpers.train import TrainConfig
+from helpers.export.onnx_export import recorded, training_run_of, write_metadata
+from helpers.export.quantize import QUANTIZATION
+from helpers.tools import pipeline
+from helpers.train.models import LITE0_MODEL, SMALL_MODEL
+from helpers.train.run import TrainConfig
 
 
 def test_parameters_left_at_none_take_the_environment_and_mode_defaults(monkeypatch, tmp_path):

@@ -9,12 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from helpers import data as fridge_data
+from helpers.data import dataset as fridge_data
 from helpers.paths import THUMBNAILS_DIR
 from helpers.runtime import preprocess as pp
 from helpers.runtime.config import PREPROCESS
 from helpers.runtime.postprocess import letterbox_boxes, restore_boxes
-from helpers.transforms import valid_transform
+from helpers.train.transforms import valid_transform
 
 ALBU_LETTERBOX = valid_transform(PREPROCESS, with_normalize=False)
 ALBU_FULL = valid_transform(PREPROCESS)
@@ -87,7 +87,7 @@ def preprocess_path(request, monkeypatch):
     """preprocess() as the Lambda runs it (the compiled letterbox kernel; conftest builds it) and as it
     runs where the kernel is absent (NumPy)."""
     if request.param == "kernel":
-        assert pp.kernel() is not None, "letterbox kernel not built (python -m helpers.native)"
+        assert pp.kernel() is not None, "letterbox kernel not built (python -m helpers native)"
     else:
         monkeypatch.setattr(pp, "kernel", lambda: None)
     return request.param
@@ -270,7 +270,7 @@ def test_a_12_mp_photo_gives_training_and_serving_the_same_tensor_and_boxes(tmp_
     tensors, and a box lands in the same place; restore_boxes brings it back to the original frame."""
     from helpers.runtime.classmap import ClassMap
     from helpers.runtime.config import FRIDGE_CLASSES
-    from helpers.train import DetectionDataset
+    from helpers.train.run import DetectionDataset
 
     data = _big_photo(4000, 3000, orientation=6)  # stored landscape, displayed portrait 3000x4000
     box = [600.0, 1000.0, 2400.0, 3600.0]  # in the displayed frame

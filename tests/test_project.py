@@ -32,7 +32,7 @@ def test_exact_pins_that_parity_and_the_zip_depend_on():
     # environment has those very versions.
     from importlib.metadata import version
 
-    from helpers.package import LAMBDA_REQUIREMENTS
+    from helpers.build.package import LAMBDA_REQUIREMENTS
 
     assert LAMBDA_REQUIREMENTS == tuple(extras["lambda"])
     assert {re.split(r"[=<>!~]", d)[0].lower() for d in LAMBDA_REQUIREMENTS} == {"numpy", "pillow", "onnxruntime"}

@@ -8,8 +8,9 @@ import random
 import snapshot_restore_py
 from cfnlint.decode import cfn_yaml
 
-from helpers import deploy, local_aws
+from helpers.aws import deploy
 from helpers.runtime import handler as h
+from helpers.tools import local_aws
 
 
 def test_snapstart_and_provisioned_concurrency_are_off_by_default_and_exclusive():

@@ -2,7 +2,7 @@
 
 import time
 
-from helpers.timing import interleaved, percentiles
+from helpers.tools.timing import interleaved, percentiles
 
 
 def test_percentiles_take_the_median_and_the_sorted_sample_at_90_percent():

@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from helpers import data as fridge_data
-from helpers.backbones import WEIGHTS_RECORD
-from helpers.models import LITE0_MODEL, SMALL_MODEL, build_detector
+from helpers.data import dataset as fridge_data
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
-from helpers.train import MONITOR, BestCheckpoint, DetectionDataset, collate, load_checkpoint
-from helpers.transforms import valid_transform
+from helpers.train.backbones import WEIGHTS_RECORD
+from helpers.train.models import LITE0_MODEL, SMALL_MODEL, build_detector
+from helpers.train.run import MONITOR, BestCheckpoint, DetectionDataset, collate, load_checkpoint
+from helpers.train.transforms import valid_transform
 
 
 def _fixed_batch(records):
@@ -85,7 +85,7 @@ def test_ties_go_to_the_later_epoch_and_worse_never_wins():
 
 
 def test_dry_run_resolves_the_data_without_training(tmp_path, capsys):
-    from helpers.train import main
+    from helpers.train.run import main
 
     assert main(["--quick", "--dry-run", "--out", str(tmp_path)]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -96,7 +96,7 @@ def test_dry_run_resolves_the_data_without_training(tmp_path, capsys):
 
 
 def test_pipeline_reuses_a_run_only_when_its_configuration_matches(trained):
-    from helpers import pipeline
+    from helpers.tools import pipeline
 
     config = pipeline.train_config().as_record()
     assert trained["config"] == config  # what summary.json records is what the pipeline would train
@@ -108,9 +108,9 @@ def test_pipeline_reuses_a_run_only_when_its_configuration_matches(trained):
 def test_training_on_a_downloaded_fridge_zip_uses_and_records_it(tmp_path, monkeypatch, fridge_zip):
     """--dataset fridge with FRIDGE_DATA_URL pointing at a zip of the official archive's shape: the run
     trains on its 80/20 split and says so in summary.json, the checkpoint and the ONNX metadata."""
-    from helpers.export import export_checkpoint
+    from helpers.export.onnx_export import export_checkpoint
     from helpers.runtime.model import Detector
-    from helpers.train import TrainConfig, train
+    from helpers.train.run import TrainConfig, train
 
     archive = fridge_zip()
     monkeypatch.setenv(fridge_data.URL_VARIABLE, archive.as_uri())
@@ -134,7 +134,7 @@ def test_training_on_a_downloaded_fridge_zip_uses_and_records_it(tmp_path, monke
 
 
 def test_an_unreachable_fridge_dataset_is_recorded_as_the_sample_fallback(tmp_path, monkeypatch, capsys):
-    from helpers.train import main
+    from helpers.train.run import main
 
     monkeypatch.setenv(fridge_data.URL_VARIABLE, (tmp_path / "absent.zip").as_uri())
     assert main(["--quick", "--dataset", "fridge", "--dry-run", "--out", str(tmp_path / "run")]) == 0
@@ -152,7 +152,7 @@ def test_cpu_ddp_with_two_processes_trains_one_epoch_and_reports_once(tmp_path):
     import sys
 
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "helpers.train", "--quick", "--epochs", "1", "--synthetic", "8"]
+    command = [sys.executable, "-m", "helpers", "train", "--quick", "--epochs", "1", "--synthetic", "8"]
     command += ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -31,7 +31,7 @@ class PreprocessConfig:
     """IceVision's `resize_and_pad(size)` + `Normalize()` as parameters.
 
     `pad_fill` is IceVision's pad colour; albumentations 2.x silently ignores the 1.x argument name
-    `value=`, so the fill is passed as `fill=` (see helpers.transforms).
+    `value=`, so the fill is passed as `fill=` (see helpers.train.transforms).
     """
 
     image_size: int = 384

@@ -1,6 +1,6 @@
 """Load an exported detector into ONNX Runtime and run image -> detections.
 
-The preprocessing contract comes from the model's own metadata (written by helpers.export). Models
+The preprocessing contract comes from the model's own metadata (written by helpers.export.onnx_export). Models
 exported elsewhere (the blog post's IceVision `to_onnx`) have none: pass a class_map.json (IceVision
 {name: id} form accepted) and the default PreprocessConfig is assumed.
 """

@@ -12,7 +12,7 @@ this module re-implements exactly what OpenCV computes for uint8 INTER_LINEAR:
   (An exact 2x shrink is INTER_AREA in OpenCV; for 2x it gives the same numbers.)
 
 preprocess() runs the same arithmetic, fused with the pad and Normalize, in letterbox_kernel.c when
-that is built next to this file (helpers.native; the zip has it), and in NumPy otherwise: same numbers,
+that is built next to this file (helpers.build.native; the zip has it), and in NumPy otherwise: same numbers,
 the C path several times faster. tests/test_preprocess.py checks max abs difference 0 against
 albumentations on every bundled image and on random sizes, for both paths. The guarantee starts at the
 decoded pixels: training and serving both decode with decode_for_model (EXIF, modes, and JPEG DCT
@@ -37,7 +37,7 @@ from helpers.runtime.config import MAX_IMAGE_PIXELS, PREPROCESS, PreprocessConfi
 _COEF_BITS = 11
 _COEF_SCALE = 1 << _COEF_BITS
 _EXIF_ORIENTATION = 0x0112
-#: The compiled letterbox_kernel.c (helpers.native builds it; absent: the NumPy path).
+#: The compiled letterbox_kernel.c (helpers.build.native builds it; absent: the NumPy path).
 KERNEL_PATH = Path(__file__).with_name("_letterbox_kernel.so")
 
 
@@ -388,7 +388,7 @@ def kernel():
         function = ctypes.CDLL(str(KERNEL_PATH)).helpers_letterbox
     except (OSError, AttributeError) as err:
         raise OSError(
-            f"letterbox kernel {KERNEL_PATH.name} does not load ({err}): rebuild the zip with helpers.package"
+            f"letterbox kernel {KERNEL_PATH.name} does not load ({err}): rebuild the zip with helpers.build.package"
         ) from None
     function.argtypes = [_POINTER, ctypes.c_int64] + [_POINTER] * 8 + [ctypes.c_int] * 5 + [_POINTER] * 5
     function.restype = None

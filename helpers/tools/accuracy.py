@@ -1,6 +1,6 @@
 """What each model learns, measured: `python -m helpers accuracy [--runs quick:lite0,...] [--seeds 1,2]`.
 
-For every (mode, model, seed) it trains (helpers.train.train, the same configuration `make run` or
+For every (mode, model, seed) it trains (helpers.train.run.train, the same configuration `make run` or
 full mode would use), then measures on the synthetic hold-out and the 6 real sample images:
 COCO mAP / mAP@.5 (PyTorch), how many of the 12 real boxes are found (right label, IoU >= 0.5,
 score >= 0.3; train and validation images counted apart), and the served ONNX model FP32 vs
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from helpers import data as fridge_data
-from helpers.metrics import found_boxes, mean_average_precision
-from helpers.models import LITE0_MODEL, SMALL_MODEL
+from helpers.data import dataset as fridge_data
+from helpers.evaluate.metrics import found_boxes, mean_average_precision
 from helpers.paths import ACCURACY_DIR, PROJECT_ROOT, split_file
-from helpers.train import TrainConfig, evaluate, load_checkpoint, predict, train
+from helpers.train.models import LITE0_MODEL, SMALL_MODEL
+from helpers.train.run import TrainConfig, evaluate, load_checkpoint, predict, train
 
 SHORT_NAMES = {"lite0": LITE0_MODEL, "small": SMALL_MODEL}
 FOUND_MIN_SCORE = 0.3
@@ -36,12 +36,12 @@ def train_config(mode: str, model: str, seed: int, out_dir: Path) -> TrainConfig
 
 
 def measure_run(mode: str, model: str, seed: int, work: Path) -> dict:
-    from helpers.export import export_checkpoint
-    from helpers.metrics import evaluate_detector
-    from helpers.quantize import calibration_inputs, quantize_int8
+    from helpers.evaluate.metrics import evaluate_detector
+    from helpers.export.onnx_export import export_checkpoint
+    from helpers.export.quantize import calibration_inputs, quantize_int8
     from helpers.runtime.model import Detector
     from helpers.runtime.preprocess import decode_for_model, preprocess
-    from helpers.timing import measure
+    from helpers.tools.timing import measure
 
     out_dir = work / f"{mode}-{model}-{seed}"
     summary = train(train_config(mode, model, seed, out_dir))

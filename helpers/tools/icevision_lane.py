@@ -6,7 +6,7 @@ and IceVision's own transforms and predictions. The comparisons below then run i
 environment against our NumPy preprocessing and our handler. The main environment never imports
 IceVision; the two sides only share files.
 
-    python -m helpers.icevision_lane [--full]     # (or make icevision) setup once, run (cached), print the report
+    python -m helpers icevision [--full]     # (or make icevision) setup once, run (cached), print the report
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from helpers.compare import greedy_pairs, tie_explained
-from helpers.metrics import detections_to_arrays
-from helpers.package import find_python
+from helpers.build.interpreters import find_python
+from helpers.evaluate.metrics import detections_to_arrays
+from helpers.export.compare import greedy_pairs, tie_explained
 from helpers.paths import ICEVISION_DIR, PROJECT_ROOT, shown
 from helpers.runtime.config import PREPROCESS, PreprocessConfig
 from helpers.runtime.postprocess import to_detections
@@ -160,7 +160,7 @@ def compare_predictions(ours: list[dict], theirs: dict, geometry, class_map) -> 
     lies wholly in the padding, round), so only the model and the preprocessing can differ.
 
     Pairs: same label, IoU >= MIN_IOU, best first. Unpaired detections are counted as ties when
-    helpers.compare's rule explains them (an NMS twin scored within 1%, or the tail of a capped output),
+    helpers.export.compare's rule explains them (an NMS twin scored within 1%, or the tail of a capped output),
     else as unexplained: a barely trained RetinaNet scores its 300 boxes within ~0.01 of each other, so
     an exact tie that NMS breaks the other way can start a short cascade of different suppressions."""
     mine = detections_to_arrays(ours, class_map)

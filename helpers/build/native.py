@@ -1,8 +1,8 @@
 """Build the serving letterbox kernel (helpers/runtime/letterbox_kernel.c) as a plain shared library.
 
-    python -m helpers.native            # build it next to its source for this machine (development)
+    python -m helpers native            # build it next to its source for this machine (development)
 
-The zip gets its own build for its architecture (helpers.package); the runtime loads the library with
+The zip gets its own build for its architecture (helpers.build.package); the runtime loads the library with
 ctypes when it is there and otherwise runs the NumPy path, which gives the same numbers more slowly.
 It is a C-ABI library, not a Python extension, so one build serves every CPython version.
 """
@@ -17,16 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers.build.arch import ARCHITECTURES
 from helpers.paths import shown
 from helpers.runtime import preprocess
 
 SOURCE = Path(preprocess.__file__).with_name("letterbox_kernel.c")
-#: Lambda architecture -> (machine name, C compilers to try). arm64 from x86_64 needs Debian's
-#: gcc-aarch64-linux-gnu (`.ci/run` installs it when it runs as root).
-COMPILERS = {
-    "x86_64": ("x86_64", ("x86_64-linux-gnu-gcc", "gcc", "cc")),
-    "arm64": ("aarch64", ("aarch64-linux-gnu-gcc",)),
-}
 #: -ffp-contract=off: no fused multiply-add, so (pixel - mean) * denominator rounds as NumPy's two
 #: float32 steps do; the baseline ISA of each architecture (no -march), as the Lambda hosts vary.
 FLAGS = ("-std=c11", "-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-stack-protector", "-s", "-Wall", "-Werror")
@@ -37,7 +32,7 @@ class CompilerMissing(RuntimeError):
 
 
 def compiler_for(arch: str) -> str:
-    machine, candidates = COMPILERS[arch]
+    machine, candidates = ARCHITECTURES[arch].machine, ARCHITECTURES[arch].compilers
     if machine != platform.machine():  # cross build: only the cross compiler targets it
         candidates = tuple(c for c in candidates if c.startswith(machine))
     elif os.environ.get("CC"):  # as conda's compiler packages and most build setups set it
@@ -59,7 +54,7 @@ def compiler_version(arch: str) -> str:
 
 def host_arch() -> str:
     """This machine's architecture in Lambda's words (x86_64, arm64)."""
-    found = next((arch for arch, (machine, _) in COMPILERS.items() if machine == platform.machine()), None)
+    found = next((a.name for a in ARCHITECTURES.values() if a.machine == platform.machine()), None)
     if found is None:
         raise CompilerMissing(f"this machine ({platform.machine()}) is neither of Lambda's x86_64 and arm64")
     return found

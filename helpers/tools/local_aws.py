@@ -1,6 +1,6 @@
 """Local stand-ins for AWS, for the tests and notebook 05 without an account: a moto server with
 dummy credentials, and the Deployer adapted to where moto differs from AWS. Nothing here is on the
-path to real AWS: `python -m helpers.deploy` uses helpers.deploy.Deployer as it is."""
+path to real AWS: `python -m helpers deploy` uses helpers.aws.deploy.Deployer as it is."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 import os
 import urllib.request
 
-from helpers.deploy import Deployer
+from helpers.aws.deploy import Deployer
 
 
 @contextlib.contextmanager
@@ -50,9 +50,8 @@ def moto_server(region: str = "eu-central-1"):
 
 class MotoDeployer(Deployer):
     """The Deployer against a moto server. moto 5.2 drops every stack output when a conditional one
-    refers to a resource it skipped (the template's AWS::Lambda::Url when EnableFunctionUrl=no), and
-    returns none for the batch stack; the physical ids of the function and of the state machine carry
-    the same information, so the outputs are rebuilt from them."""
+    refers to a resource it skipped (the template's AWS::Lambda::Url when EnableFunctionUrl=no); the
+    function's physical id carries the same information, so the outputs are rebuilt from it."""
 
     def outputs(self, stack_name: str) -> dict[str, str]:
         outputs = super().outputs(stack_name)
@@ -60,8 +59,6 @@ class MotoDeployer(Deployer):
             return outputs
         resources = self.cloudformation.describe_stack_resources(StackName=stack_name)["StackResources"]
         physical = {r.get("LogicalResourceId"): r.get("PhysicalResourceId") for r in resources}
-        if "StateMachine" in physical:  # the batch stack
-            return {"StateMachineArn": physical["StateMachine"]}
         if "Function" not in physical:
             return outputs
         arn = self.lambda_.get_function(FunctionName=physical["Function"])["Configuration"]["FunctionArn"]

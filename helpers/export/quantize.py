@@ -10,14 +10,14 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from helpers.export import write_metadata
+from helpers.export.onnx_export import write_metadata
 from helpers.runtime.config import PreprocessConfig
 from helpers.runtime.model import META_PREFIX
 from helpers.runtime.preprocess import decode_for_model, preprocess
 
 
 def calibration_inputs(split, contract: PreprocessConfig, limit: int | None = None) -> list[np.ndarray]:
-    """INT8 calibration tensors: a run's real training images (helpers.data.Split), the first `limit`
+    """INT8 calibration tensors: a run's real training images (helpers.data.dataset.Split), the first `limit`
     (all if None), letterboxed and normalised with the model's own contract."""
     return [
         preprocess(decode_for_model(r.image_path.read_bytes(), contract.image_size), contract)[0]
@@ -27,7 +27,7 @@ def calibration_inputs(split, contract: PreprocessConfig, limit: int | None = No
 
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Relu"]
 #: The recipe, as a quantised model records it (metadata "quantization"): a model made by another
-#: recipe is made again rather than reused (helpers.pipeline).
+#: recipe is made again rather than reused (helpers.tools.pipeline).
 QUANTIZATION = f"static QDQ int8, per-channel, {'/'.join(QUANTIZED_OPS)}"
 
 

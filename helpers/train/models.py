@@ -14,7 +14,7 @@ from torchvision.models.detection.retinanet import RetinaNetClassificationHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 
-from helpers.backbones import WEIGHTS_RECORD, Lite0FPN
+from helpers.train.backbones import WEIGHTS_RECORD, Lite0FPN
 
 #: The blog post's detector (needs COCO weights from torchvision's hub to learn anything); the small
 #: torchvision model (from scratch offline); and the default: Faster R-CNN on an ImageNet-pretrained

@@ -169,7 +169,7 @@ def main(argv=None) -> int:
             f"--set {', '.join(unknown)}: no notebook has such a parameter (known: {', '.join(sorted(defined))})"
         )
     os.environ["HELPERS_QUICK"] = "0" if args.full else "1"
-    from helpers import pipeline
+    from helpers.tools import pipeline
 
     layout = pipeline.Series(quick=not args.full, artifacts=values.get("ARTIFACTS")).layout()
     out_dir = layout.notebooks_dir

@@ -8,9 +8,9 @@ folders only), and `RuntimeApi` serves the invocation side of the Runtime API on
 resolution, event and response (de)serialisation, init errors and error shapes are the runtime's own,
 and a missing or over-trimmed file fails here as it would in AWS.
 
-    python -m helpers.lambda_local dist/lambda-x86_64.zip data/fridge-sample/images/10.jpg
+    python -m helpers invoke dist/lambda-x86_64.zip data/fridge-sample/images/10.jpg
 
-With arch="arm64" the interpreter is Debian's aarch64 CPython under qemu-user (helpers.arm64).
+With arch="arm64" the interpreter is Debian's aarch64 CPython under qemu-user (helpers.tools.arm64).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from helpers.package import find_python, pip_install
+from helpers.build.interpreters import emulated_arm64_command, find_python, pip_install
 from helpers.paths import ARTIFACTS_ROOT
 
 #: The runtime interface client of Lambda's managed Python runtimes, and its dependencies, pinned.
@@ -192,9 +192,7 @@ def invoke_zip(
     any from this development environment, which must be none), the log output, and any init error.
     `snapstart` runs the init as SnapStart does: hooks before the snapshot, a restore, hooks after it."""
     if arch == "arm64":
-        from helpers import arm64
-
-        command, python = arm64.interpreter_command()
+        command, python = emulated_arm64_command()
     else:
         interpreter = find_python(python)
         if interpreter is None:

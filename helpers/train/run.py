@@ -1,6 +1,6 @@
 """Training: IceVision's recipe (RetinaNet/Faster R-CNN, aug_tfms, COCO mAP) on Lightning.
 
-CLI: python -m helpers.train [--dataset fridge|sample|DIR] [--model NAME] [--epochs N] [--dry-run]
+CLI: python -m helpers train [--dataset fridge|sample|DIR] [--model NAME] [--epochs N] [--dry-run]
      [--accelerator cpu|gpu|auto] [--devices N] [--num-nodes M] [--strategy auto|ddp|...]
 Full mode trains on the 128-image Fridge Objects dataset (downloaded once; offline: the bundled
 sample + synthetic set, said loudly and recorded) with the blog's COCO-pretrained RetinaNet when
@@ -31,16 +31,16 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 from torchvision.models import detection
 
-from helpers import data as fridge_data
-from helpers.backbones import PretrainedWeightsMissing
-from helpers.metrics import mean_average_precision, new_metric, summarize
-from helpers.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES, build_detector
+from helpers.data import dataset as fridge_data
+from helpers.data.synthetic import is_synthetic, make_synthetic_voc, object_photos, split_object_photos
+from helpers.evaluate.metrics import mean_average_precision, new_metric, summarize
 from helpers.paths import DATA_CACHE_DIR, quick_mode, run_artifacts, split_file
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
 from helpers.runtime.preprocess import decode_for_model
-from helpers.synthetic import is_synthetic, make_synthetic_voc, object_photos, split_object_photos
-from helpers.transforms import train_transform, valid_transform
+from helpers.train.backbones import PretrainedWeightsMissing
+from helpers.train.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES, build_detector
+from helpers.train.transforms import train_transform, valid_transform
 
 #: Checkpoint selection: the mean of the real and synthetic validation mAP (whichever exist), so
 #: that 2 real validation images alone do not decide; ties go to the later epoch (BestCheckpoint).
@@ -227,7 +227,7 @@ class TrainConfig:
 
     model: str | None = None  # None: the blog's COCO RetinaNet if its weights download, else Lite0
     weights: str = "auto"
-    dataset: str = "fridge"  # "fridge", "sample" or a VOC folder; see helpers.data.resolve_dataset
+    dataset: str = "fridge"  # "fridge", "sample" or a VOC folder; see helpers.data.dataset.resolve_dataset
     epochs: int = 6
     batch_size: int = 2  # measured: as fast per image as 4 on 2 CPUs, twice the updates, better mAP
     lr: float = 5e-4  # AdamW; 1e-3 diverged early even with warm-up (measured, BENCHMARKS.md)

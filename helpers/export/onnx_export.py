@@ -1,4 +1,4 @@
-"""Checkpoint -> self-describing ONNX model (parity: helpers.compare; INT8: helpers.quantize).
+"""Checkpoint -> self-describing ONNX model (parity: helpers.export.compare; INT8: helpers.export.quantize).
 
 Contract of every exported model (also written into its metadata as `helpers.contract`):
   input  `images`  float32 [1, 3, S, S]: letterboxed + normalised exactly as training's valid transform
@@ -6,8 +6,8 @@ Contract of every exported model (also written into its metadata as `helpers.con
   output `scores`  float32 [N]
   output `labels`  int64   [N], 1..C (0 is background and never returned)
 
-CLI: python -m helpers.export [CHECKPOINT] [--out MODEL.onnx]   (defaults: this mode's artefacts,
-helpers.paths: artifacts/<mode>/train/best.ckpt -> artifacts/<mode>/model.onnx, where helpers.deploy looks)
+CLI: python -m helpers export [CHECKPOINT] [--out MODEL.onnx]   (defaults: this mode's artefacts,
+helpers.paths: artifacts/<mode>/train/best.ckpt -> artifacts/<mode>/model.onnx, where helpers.aws.deploy looks)
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from pathlib import Path
 import onnx
 import torch
 
-from helpers.models import set_serving_thresholds
 from helpers.paths import run_artifacts
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import PreprocessConfig
 from helpers.runtime.model import CONTRACT, META_PREFIX, OUTPUT_NAMES
+from helpers.train.models import set_serving_thresholds
 
 OPSET = 17
 MIN_SCORE = 0.01
@@ -109,7 +109,7 @@ def write_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, min_score: float = MIN_SCORE) -> Path:
-    from helpers.train import load_checkpoint
+    from helpers.train.run import load_checkpoint
 
     module = load_checkpoint(checkpoint)
     return export_onnx(

@@ -1,4 +1,4 @@
-"""Benchmarks, measured side by side in one run; `python -m helpers.benchmark` writes BENCHMARKS.md.
+"""Benchmarks, measured side by side in one run; `python -m helpers benchmark` writes BENCHMARKS.md.
 
 Ratios are taken between measurements made in the same process, interleaved, on the same inputs, so a
 noisy host moves both sides. Nothing here is a test: it prints figures and states the goals.
@@ -19,16 +19,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from helpers import blog
 from helpers.runtime.config import PREPROCESS
 from helpers.runtime.preprocess import decode_for_model, decode_image, kernel, preprocess, preprocess_numpy
-from helpers.timing import SETTLE_S, interleaved, measure, percentiles
+from helpers.tools import blog
+from helpers.tools.timing import SETTLE_S, interleaved, measure, percentiles
 
 
 def preprocessing_comparison(image: np.ndarray, repeats: int = 30) -> dict[str, dict]:
     """decoded RGB -> model input, interleaved: ours (C kernel, and the NumPy path used without it),
     albumentations 2.0.8, the blog's float64."""
-    from helpers.transforms import valid_transform
+    from helpers.train.transforms import valid_transform
 
     albu = valid_transform(PREPROCESS)
     pil = Image.fromarray(image)
@@ -69,7 +69,7 @@ def inference_comparison(
     module, fp32_path: Path, int8_path: Path, tensor: np.ndarray, threads: int, repeats: int
 ) -> dict:
     """PyTorch eager vs ONNX Runtime FP32 vs INT8 on one input at `threads` threads, interleaved, each
-    after the others' thread pools have gone idle (see helpers.timing.interleaved)."""
+    after the others' thread pools have gone idle (see helpers.tools.timing.interleaved)."""
     import torch
 
     from helpers.runtime.model import Detector
@@ -138,7 +138,7 @@ def _env_description() -> str:
     import onnxruntime
     import torch
 
-    from helpers import native
+    from helpers.build import native
 
     return (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
@@ -162,7 +162,7 @@ def bytes_to_tensor_comparison(jpeg: bytes, repeats: int) -> dict[str, dict]:
     with the training libraries (OpenCV imdecode + albumentations), interleaved."""
     import cv2
 
-    from helpers.transforms import valid_transform
+    from helpers.train.transforms import valid_transform
 
     albu = valid_transform(PREPROCESS)
     buffer = np.frombuffer(jpeg, np.uint8)
@@ -183,14 +183,14 @@ def _models(out_dir: Path, checkpoints: list[Path], calibration_sample: list[np.
     """Every model the project ships: trained from a given checkpoint, else random weights (said so)."""
     import torch
 
-    from helpers import data as fridge_data
-    from helpers.export import export_checkpoint, export_onnx
-    from helpers.models import MODEL_NAMES, build_detector
+    from helpers.data import dataset as fridge_data
+    from helpers.export.onnx_export import export_checkpoint, export_onnx
+    from helpers.export.quantize import calibration_inputs, quantize_int8
     from helpers.paths import shown, split_file
-    from helpers.quantize import calibration_inputs, quantize_int8
     from helpers.runtime.classmap import ClassMap
     from helpers.runtime.config import FRIDGE_CLASSES
-    from helpers.train import load_checkpoint
+    from helpers.train.models import MODEL_NAMES, build_detector
+    from helpers.train.run import load_checkpoint
 
     models = {}
     for checkpoint in checkpoints:
@@ -235,14 +235,14 @@ def _models(out_dir: Path, checkpoints: list[Path], calibration_sample: list[np.
 
 
 def run(out_dir: Path, checkpoints: list[Path], repeats: int) -> dict:
-    from helpers import data as fridge_data
-    from helpers import native
-    from helpers.lambda_local import invoke_zip
-    from helpers.metrics import evaluate_detector
-    from helpers.models import LITE0_MODEL
-    from helpers.package import build
+    from helpers.build import native
+    from helpers.build.package import build
+    from helpers.data import dataset as fridge_data
+    from helpers.evaluate.metrics import evaluate_detector
     from helpers.runtime import handler as lambda_handler
     from helpers.runtime.model import Detector
+    from helpers.tools.lambda_local import invoke_zip
+    from helpers.train.models import LITE0_MODEL
 
     native.build_in_place()  # "ours" is what the zip runs: the C letterbox
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -328,7 +328,7 @@ def run(out_dir: Path, checkpoints: list[Path], repeats: int) -> dict:
         timings = []
         for _ in range(max(5, repeats // 4)):
             # Requests reach a Lambda apart; back to back, each one's decode would run beside the
-            # previous inference's still-spinning ONNX Runtime workers (see helpers.timing.interleaved).
+            # previous inference's still-spinning ONNX Runtime workers (see helpers.tools.timing.interleaved).
             time.sleep(SETTLE_S)
             timings.append(lambda_handler.handler(event, None)["timings_ms"])
         results["by_size"][f"{megapixels} MP"] = {
@@ -367,7 +367,7 @@ def int8_accuracy_goal(model: str, accuracy: dict | None) -> tuple[str, str, str
 
 def goals(results: dict) -> list[tuple[str, str, str]]:
     """(goal, the run's figure, met / not met / not measurable), today's targets."""
-    from helpers.models import BLOG_MODEL, MODEL_NAMES
+    from helpers.train.models import BLOG_MODEL, MODEL_NAMES
 
     rows = []
     for size, figures in results.get("bytes_to_tensor", {}).items():
@@ -542,10 +542,10 @@ def write_markdown(results: dict, path: Path, plot_path: Path) -> None:
         latency = two if memory >= 2 * VCPU_MB else one if memory >= VCPU_MB else one * VCPU_MB / memory
         lines.append(f"| {memory} | {latency:.0f} | {estimated_cost_per_million(one, two, memory):.2f} |")
     lines += ["", f"![latency]({plot_path.name})", ""]
-    from helpers.accuracy import START
+    from helpers.tools.accuracy import START
 
     previous = path.read_text() if path.is_file() else ""
-    if START in previous:  # from the training section on, the text is helpers.accuracy's and by hand: keep it
+    if START in previous:  # from the training section on, the text is helpers.tools.accuracy's and by hand: keep it
         lines += [previous[previous.index(START) :].rstrip("\n"), ""]
     path.write_text("\n".join(lines))
 

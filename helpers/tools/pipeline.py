@@ -19,9 +19,9 @@ import os
 import sys
 from pathlib import Path
 
-from helpers.data import Split
+from helpers.data.dataset import Split
 from helpers.paths import RunArtifacts, quick_mode, run_artifacts, shown
-from helpers.train import TrainConfig
+from helpers.train.run import TrainConfig
 
 #: (artefacts folder, fingerprint) pairs whose reuse was already announced in this process.
 _ANNOUNCED: set[tuple[str, str]] = set()
@@ -83,10 +83,10 @@ class Series:
         return TrainConfig.quick(**overrides) if self.quick else TrainConfig(**overrides)
 
     def ensure_trained(self) -> dict:
-        """The training summary (see helpers.train.train): the run in the artefacts folder if its
+        """The training summary (see helpers.train.run.train): the run in the artefacts folder if its
         fingerprint matches this configuration (and its checkpoint and split are there), else a new
         run, announced with its expected duration before it starts."""
-        from helpers.train import train
+        from helpers.train.run import train
 
         config, layout = self.train_config(), self.layout()
         fingerprint = config.fingerprint()
@@ -122,7 +122,7 @@ class Series:
     def _current(self, path: Path, make, recipe: tuple[str, str] | None = None) -> Path:
         """`path` if it was made from the current training run (and records `recipe`, a metadata
         (key, value), when given), else made again by make(path)."""
-        from helpers.export import recorded, training_run_of
+        from helpers.export.onnx_export import recorded, training_run_of
 
         fingerprint = self.ensure_trained()["config_hash"]
         if not path.is_file():
@@ -136,7 +136,7 @@ class Series:
         return path
 
     def ensure_onnx(self) -> Path:
-        from helpers.export import export_checkpoint
+        from helpers.export.onnx_export import export_checkpoint
 
         return self._current(
             self.layout().onnx, lambda path: export_checkpoint(self.ensure_trained()["checkpoint"], path)
@@ -144,13 +144,13 @@ class Series:
 
     def calibration_inputs(self, limit: int = 8):
         """INT8 calibration tensors from the run's real training images, with the exported model's contract."""
-        from helpers.quantize import calibration_inputs
+        from helpers.export.quantize import calibration_inputs
         from helpers.runtime.model import Detector
 
         return calibration_inputs(self.split(), Detector(self.ensure_onnx()).config, limit)
 
     def ensure_int8(self) -> Path:
-        from helpers.quantize import QUANTIZATION, quantize_int8
+        from helpers.export.quantize import QUANTIZATION, quantize_int8
 
         return self._current(
             self.layout().int8,
@@ -161,7 +161,7 @@ class Series:
     def ensure_zip(self, arch: str = "x86_64") -> dict:
         """The Lambda zip (without a model: the model goes to S3) and its size report; an existing
         zip is reused when it was built from the current pins and runtime sources."""
-        from helpers.package import build, inputs_fingerprint
+        from helpers.build.package import build, inputs_fingerprint
 
         layout = self.layout()
         if layout.zip_report(arch).is_file() and layout.zip(arch).is_file():

@@ -99,7 +99,7 @@ def parity_panel(albumentations_image, other_image, title: str, other_label: str
 
 
 def size_bars(report: dict):
-    """Per-package MiB before and after trimming, from a helpers.package report."""
+    """Per-package MiB before and after trimming, from a helpers.build.package report."""
     names = [n for n in report["per_package_before"] if report["per_package_before"][n] > 200_000]
     before = [report["per_package_before"][n] / 2**20 for n in names]
     after = [report["per_package_after"].get(n, 0) / 2**20 for n in names]

@@ -1,8 +1,8 @@
 """Batch detection: every image under a folder or an S3 prefix, one JSON line per image.
 
-    python -m helpers.batch local DIR_OR_S3_URI [--model M] [--out results.jsonl] [--workers N]
-    python -m helpers.batch deploy --input-bucket B [--input-prefix P] --results-bucket R [...]
-    python -m helpers.batch run --bucket B --prefix P [--out results.jsonl]
+    python -m helpers batch local DIR_OR_S3_URI [--model M] [--out results.jsonl] [--workers N]
+    python -m helpers batch deploy --input-bucket B [--input-prefix P] --results-bucket R [...]
+    python -m helpers batch run --bucket B --prefix P [--out results.jsonl]
 
 `local` runs the handler in-process over a pool sized to the CPUs (this is also how to batch without
 AWS); `run` starts the batch stack's Step Functions Distributed Map (cloudformation/batch.yaml), which
@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.deploy import Deployer, DeployError
-from helpers.local_aws import MotoDeployer
+from helpers.aws.deploy import Deployer, DeployError
 from helpers.paths import PROJECT_ROOT, run_artifacts
 
 BATCH_TEMPLATE = PROJECT_ROOT / "cloudformation" / "batch.yaml"
@@ -211,22 +210,27 @@ def run_local(source: str, model: Path, out: Path, workers: int | None = None, p
 
 
 class _Clients:
-    """The batch stack's AWS clients; against a local moto server (endpoint_url) through its adapter."""
+    """The batch stack's AWS clients (endpoint_url: e.g. a local moto server)."""
 
     def __init__(self, region: str | None, endpoint_url: str | None):
         import boto3
 
-        self.deployer = (MotoDeployer if endpoint_url else Deployer)(region, endpoint_url)
+        self.deployer = Deployer(region, endpoint_url)
         self.s3 = self.deployer.s3
         self.stepfunctions = boto3.client("stepfunctions", region_name=self.deployer.region, endpoint_url=endpoint_url)
 
 
 def batch_stack(clients: _Clients, stack_name: str) -> dict:
-    """The batch stack's state machine and its input/results locations (from its parameters)."""
+    """The batch stack's state machine and its input/results locations (from its parameters). The ARN
+    is the state machine's physical id, which every backend reports (moto 5.2 returns no outputs)."""
     parameters = clients.deployer.stack_parameters(stack_name)
     if parameters is None:
-        raise BatchInputError(f"no batch stack {stack_name!r} (python -m helpers.batch deploy ...)")
-    return {**parameters, **clients.deployer.outputs(stack_name)}
+        raise BatchInputError(f"no batch stack {stack_name!r} (python -m helpers batch deploy ...)")
+    resources = clients.deployer.cloudformation.describe_stack_resources(StackName=stack_name)["StackResources"]
+    arn = next((r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"] == "StateMachine"), None)
+    if arn is None:
+        raise BatchInputError(f"stack {stack_name!r} has no StateMachine resource: not a batch stack")
+    return {**parameters, "StateMachineArn": arn}
 
 
 def collect_result_writer(s3, bucket: str, manifest_key: str) -> list[dict]:
@@ -314,7 +318,7 @@ def deploy_batch_stack(clients: _Clients, stack_name: str, parameters: dict) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m helpers.batch", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m helpers batch", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     local = commands.add_parser("local", help="run the handler in-process over a folder or s3://bucket/prefix")

@@ -15,11 +15,11 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from helpers.data import Record, parse_voc
+from helpers.data.dataset import Record, parse_voc
 from helpers.paths import THUMBNAILS_DIR
 from helpers.runtime.config import FRIDGE_CLASSES
 
-SYNTHETIC_TAG = "SYNTHETIC (helpers.synthetic: real thumbnails on generated backgrounds)"
+SYNTHETIC_TAG = "SYNTHETIC (helpers.data.synthetic: real thumbnails on generated backgrounds)"
 SYNTHETIC_PREFIX = "synthetic_"  # every composite's file name starts with it
 
 

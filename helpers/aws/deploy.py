@@ -1,12 +1,12 @@
 """Deploy and tear down the detector stack with boto3: S3 uploads, change sets, waiting, smoke test.
 
-    python -m helpers.deploy up --bucket my-bucket [--zip ZIP] [--model MODEL.onnx]
-    python -m helpers.deploy down --bucket my-bucket
+    python -m helpers deploy up --bucket my-bucket [--zip ZIP] [--model MODEL.onnx]
+    python -m helpers deploy down --bucket my-bucket
     (add --endpoint-url http://127.0.0.1:5000 to talk to a moto server instead of AWS; for moto's
-quirks use helpers.local_aws.MotoDeployer, as the tests and notebook 05 do)
+quirks use helpers.tools.local_aws.MotoDeployer, as the tests and notebook 05 do)
 
---zip and --model default to this mode's artefacts (helpers.paths), where helpers.package and
-helpers.export write them.
+--zip and --model default to this mode's artefacts (helpers.paths), where helpers.build.package and
+helpers.export.onnx_export write them.
 
 Uploads are content-addressed (key contains the sha256 prefix), so a new zip or model changes the
 stack's parameters and the change set updates the function; unchanged inputs give "no changes".
@@ -23,12 +23,12 @@ import time
 import zipfile
 from pathlib import Path
 
-from helpers.package import UNZIPPED_LIMIT, ZIP_LIMIT
+from helpers.build.arch import ARCHITECTURES
+from helpers.build.package import UNZIPPED_LIMIT, ZIP_LIMIT
 from helpers.paths import SAMPLE_DIR, TEMPLATE, run_artifacts
 from helpers.runtime.checksum import sha256_file
 
 HANDLER = "helpers.runtime.handler.handler"
-ARCH_MARKERS = {"x86_64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
 CHANGE_SET_TIMEOUT_S = 300  # creating a change set takes seconds; minutes means it is stuck
 STACK_TIMEOUT_S = 1800  # then the stack waiter's own few attempts decide (it raises on a timeout)
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -66,7 +66,7 @@ def validate_inputs(
         )
     if not re.match(r"^[a-zA-Z0-9-_]{1,40}$", service_name):
         raise DeployError(f"--service-name must be 1-40 letters, digits, '-' or '_', got {service_name!r}")
-    if architecture not in ARCH_MARKERS:
+    if architecture not in ARCHITECTURES:
         raise DeployError(f"--arch must be x86_64 or arm64, got {architecture!r}")
     if not Path(zip_path).is_file():
         raise DeployError(f"zip not found: {zip_path}")
@@ -87,10 +87,10 @@ def validate_inputs(
     if module not in names:
         raise DeployError(f"{zip_path} has no {module}: the template's handler {HANDLER} would not import")
     extensions = [n for n in names if n.endswith(".so") and "cpython-3" in n]
-    other = next(a for a in ARCH_MARKERS if a != architecture)
-    if any(ARCH_MARKERS[other] in n for n in extensions):
+    other = next(a for a in ARCHITECTURES if a != architecture)
+    if any(ARCHITECTURES[other].triplet in n for n in extensions):
         raise DeployError(
-            f"{zip_path} was built for {other}, not {architecture} (python -m helpers.package --arch {architecture})"
+            f"{zip_path} was built for {other}, not {architecture} (python -m helpers package --arch {architecture})"
         )
 
 

@@ -7,114 +7,33 @@ lists. This check reproduces that environment on an x86_64 machine:
 - Debian's own aarch64 CPython (its .debs fetched with apt into a private state folder, no system
   change, unpacked into a sysroot), run by qemu-user (Debian package qemu-user-static);
 - inside a private mount namespace (`unshare -m`) with an empty tmpfs over /sys/devices/system/cpu;
-- the arm64 zip, built for that Python, driven by awslambdaric as in helpers.lambda_local.
+- the arm64 zip, built for that Python, driven by awslambdaric as in helpers.tools.lambda_local.
 
 It runs the handler on real images and compares every detection with the x86_64 zip's, and checks
 that the two zips' letterbox kernels give bit-identical model inputs (the x86_64 one is held equal to
 albumentations by tests/test_preprocess.py). The arm64 zip's kernel needs Debian's
 gcc-aarch64-linux-gnu.
 
-    python -m helpers.arm64 [IMAGE ...]    # exit 0: equal; 1: not equal; 2: cannot run here
+    python -m helpers arm64 [IMAGE ...]    # exit 0: equal; 1: not equal; 2: cannot run here
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
-from helpers.paths import ARTIFACTS_ROOT, SAMPLE_DIR, run_artifacts, shown
+from helpers.build import interpreters, native, package
+from helpers.paths import SAMPLE_DIR, run_artifacts, shown
+from helpers.tools.lambda_local import invoke_zip
 
-QEMU = "qemu-aarch64-static"
-#: Enough of Debian's arm64 userland for CPython, numpy, Pillow and onnxruntime.
-SYSROOT_PACKAGES = (
-    "libc6",
-    "libgcc-s1",
-    "libstdc++6",
-    "zlib1g",
-    "libbz2-1.0",
-    "liblzma5",
-    "libexpat1",
-    "libffi8",
-    "libssl3",
-    "libuuid1",
-    "python3.11-minimal",
-    "libpython3.11-minimal",
-    "libpython3.11-stdlib",
-)
-HIDDEN_SYSFS = "/sys/devices/system/cpu"
 #: Emulated and native float kernels sum in different orders; the response rounds boxes to 0.01 px.
 BOX_TOLERANCE_PX = 0.5
 SCORE_TOLERANCE = 1e-3
-
-
-class EmulationUnavailable(RuntimeError):
-    """This machine cannot run the arm64 check (no qemu-user, no apt, no namespaces); says which."""
-
-
-def _codename() -> str:
-    for line in Path("/etc/os-release").read_text().splitlines():
-        if line.startswith("VERSION_CODENAME="):
-            return line.split("=", 1)[1].strip('"')
-    raise EmulationUnavailable("not a Debian-family system: /etc/os-release names no VERSION_CODENAME")
-
-
-def sysroot() -> Path:
-    """Debian's aarch64 userland with CPython, unpacked once into the artefacts cache."""
-    root = ARTIFACTS_ROOT / "cache" / f"sysroot-arm64-{_codename()}"
-    if list(root.glob("usr/bin/python3.*")):
-        return root
-    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
-        raise EmulationUnavailable("apt-get and dpkg are needed to fetch Debian's arm64 Python")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
-        state = Path(tmp)
-        for folder in ("lists/partial", "cache/archives/partial", "debs", "root"):
-            (state / folder).mkdir(parents=True)
-        # A private package index for arm64: the system's sources, none of its state touched.
-        options = [
-            f"-oDir::State::Lists={state / 'lists'}",
-            f"-oDir::Cache={state / 'cache'}",
-            "-oAPT::Architecture=arm64",
-            "-oAPT::Architectures::=arm64",
-            "-oAPT::Sandbox::User=root" if os.geteuid() == 0 else "-oAPT::Sandbox::User=",
-            "-oDebug::NoLocking=1",
-            "-qq",
-        ]
-        for step in (["update"], ["download", *SYSROOT_PACKAGES]):
-            done = subprocess.run(["apt-get", *options, *step], cwd=state / "debs", capture_output=True, text=True)
-            if done.returncode != 0:
-                last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-                raise EmulationUnavailable(f"apt-get {step[0]} for arm64 failed: {last}")
-        for deb in sorted((state / "debs").glob("*.deb")):
-            subprocess.run(["dpkg", "-x", str(deb), str(state / "root")], check=True)
-        (state / "root").rename(root)
-    return root
-
-
-def interpreter_command() -> tuple[list[str], str]:
-    """The command that starts the emulated aarch64 CPython with the CPU sysfs hidden, and its version."""
-    qemu = shutil.which(QEMU)
-    if qemu is None:
-        raise EmulationUnavailable(f"{QEMU} not found: install Debian's qemu-user-static")
-    if shutil.which("unshare") is None:
-        raise EmulationUnavailable("unshare (util-linux) not found: it hides the CPU sysfs as Lambda does")
-    root = sysroot()
-    python = sorted(root.glob("usr/bin/python3.*"))[-1]
-    # A private mount namespace (as an unprivileged user: a user namespace too) whose only change is an
-    # empty tmpfs over the CPU sysfs, the folder cpuinfo reads and Lambda does not expose.
-    namespace = ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "--map-root-user", "--mount"]
-    hide = f'mount -t tmpfs none {HIDDEN_SYSFS} && exec "$@"'
-    probe = subprocess.run([*namespace, "sh", "-c", hide, "sh", "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        raise EmulationUnavailable(f"cannot hide {HIDDEN_SYSFS} in a mount namespace: {probe.stderr.strip()}")
-    return [*namespace, "sh", "-c", hide, "sh", qemu, "-L", str(root), str(python)], python.name.removeprefix("python")
 
 
 def _summary(response: dict) -> list[tuple[str, list[float], float]]:
@@ -165,20 +84,17 @@ def tensor_digests(zip_path: Path, command: list[str], images: list[Path]) -> li
 
 def check(images: list[Path], model: Path, threshold: float = 0.3) -> dict:
     """Build both zips, run `images` through each (arm64 emulated, CPU sysfs hidden), compare."""
-    from helpers import native, package
-    from helpers.lambda_local import invoke_zip
-
-    command, python = interpreter_command()  # fail early, before building anything
+    command, python = interpreters.emulated_arm64_command()  # fail early, before building anything
     try:
         native.compiler_for("arm64")
     except native.CompilerMissing as err:
-        raise EmulationUnavailable(f"{err}: install Debian's gcc-aarch64-linux-gnu") from None
+        raise interpreters.EmulationUnavailable(f"{err}: install Debian's gcc-aarch64-linux-gnu") from None
     dist = run_artifacts().dist_dir / "emulated"
     events = [{"image": base64.b64encode(Path(p).read_bytes()).decode(), "threshold": threshold} for p in images]
     env = {"MODEL_PATH": str(Path(model).resolve()), "LOG_LEVEL": "WARNING", "METRICS_NAMESPACE": ""}
     reports, digests = {}, {}
-    interpreters = {"x86_64": ("3.12", [str(package.find_python("3.12"))]), "arm64": (python, command)}
-    for arch, (version, interpreter) in interpreters.items():
+    commands = {"x86_64": ("3.12", [str(interpreters.find_python("3.12"))]), "arm64": (python, command)}
+    for arch, (version, interpreter) in commands.items():
         built = package.build(arch, version, out_dir=dist / arch)
         reports[arch] = invoke_zip(built["zip"], events, env, arch=arch, python=version, timeout=3600)
         if reports[arch]["init_error"]:
@@ -188,7 +104,7 @@ def check(images: list[Path], model: Path, threshold: float = 0.3) -> dict:
     return {
         "images": [shown(p) for p in images],
         "arm64_python": emulated["python"],
-        "sysfs_hidden": HIDDEN_SYSFS,
+        "sysfs_hidden": interpreters.HIDDEN_SYSFS,
         "cpuinfo_messages": [line for line in emulated["stdout"].splitlines() if "cpuinfo" in line.lower()],
         "onnxruntime_extension_loaded": [p for p in emulated["libraries_from_package"] if "onnxruntime_pybind" in p],
         "detections": {
@@ -215,7 +131,7 @@ def main(argv=None) -> int:
         return 2
     try:
         result = check(images, model)
-    except EmulationUnavailable as err:
+    except interpreters.EmulationUnavailable as err:
         print(f"error: cannot emulate arm64 here: {err}", file=sys.stderr)
         return 2
     except (RuntimeError, ValueError) as err:

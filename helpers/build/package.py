@@ -1,11 +1,11 @@
 """Build the Lambda deployment .zip: runtime half of helpers + onnxruntime + numpy + Pillow, trimmed.
 
-    python -m helpers.package --arch x86_64 --python 3.12 [--model MODEL.onnx] [--out-dir DIR]
+    python -m helpers package --arch x86_64 --python 3.12 [--model MODEL.onnx] [--out-dir DIR]
 
-Writes artifacts/<mode>/dist/lambda-<arch>.zip by default (helpers.paths), where helpers.deploy looks.
+Writes artifacts/<mode>/dist/lambda-<arch>.zip by default (helpers.paths), where helpers.aws.deploy looks.
 
 The letterbox kernel (helpers/runtime/letterbox_kernel.c) is compiled for the zip's architecture
-(helpers.native: the system C compiler for x86_64, Debian's gcc-aarch64-linux-gnu for arm64); without
+(helpers.build.native: the system C compiler for x86_64, Debian's gcc-aarch64-linux-gnu for arm64); without
 that compiler the build fails, unless --without-kernel asks for the slower NumPy preprocessing.
 
 Deterministic (sorted entries, fixed timestamps and modes, hash-based bytecode): the same inputs give
@@ -26,7 +26,8 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-from helpers import native
+from helpers.build import native
+from helpers.build.arch import ARCHITECTURES
 from helpers.paths import PROJECT_ROOT, run_artifacts, shown
 from helpers.runtime.checksum import sha256_file
 from helpers.runtime.preprocess import KERNEL_PATH
@@ -40,8 +41,6 @@ def lambda_requirements() -> tuple[str, ...]:
 
 LAMBDA_REQUIREMENTS = lambda_requirements()
 #: Amazon Linux 2023 (python3.12/3.13 runtimes) has glibc 2.34; pip needs every tag listed.
-MANYLINUX_TAGS = ("manylinux2014", "manylinux_2_17", "manylinux_2_27", "manylinux_2_28", "manylinux_2_34")
-ARCHES = {"x86_64": "x86_64", "arm64": "aarch64"}
 ZIP_LIMIT = 50 * 1000 * 1000  # direct upload quota (AWS counts 50 MB as 50,000,000 bytes here)
 UNZIPPED_LIMIT = 250 * 1000 * 1000
 #: The whole Lambda boundary: the runtime folder and the (import-free) package marker above it.
@@ -98,52 +97,6 @@ def inputs_fingerprint(arch: str, python: str, kernel: bool = True) -> str:
         for path in sorted([source] if source.is_file() else [*source.rglob("*.py"), *source.rglob("*.c")]):
             digest.update(path.relative_to(PROJECT_ROOT).as_posix().encode() + path.read_bytes())
     return digest.hexdigest()[:12]
-
-
-def find_python(version: str) -> Path | None:
-    """A working CPython `version` interpreter: PATH first (pyenv shims may not run), then pyenv's
-    versions folder."""
-    try:
-        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        root = os.path.expanduser("~/.pyenv")
-    candidates = [shutil.which(f"python{version}")]
-    candidates += sorted(Path(root, "versions").glob(f"{version}.*/bin/python{version}"), reverse=True)
-    for candidate in filter(None, candidates):
-        check = subprocess.run(
-            [str(candidate), "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True
-        )
-        if check.returncode == 0 and check.stdout.strip() == str(tuple(map(int, version.split(".")))):
-            return Path(candidate)
-    return None
-
-
-def pip_install(target: Path, arch: str, python: str, requirements=LAMBDA_REQUIREMENTS) -> None:
-    """Install binary wheels of `requirements` for Lambda's `arch` and CPython `python` into `target`."""
-    platforms = [arg for tag in MANYLINUX_TAGS for arg in ("--platform", f"{tag}_{ARCHES[arch]}")]
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--target",
-        str(target),
-        "--no-compile",
-        "--only-binary=:all:",
-        "--implementation",
-        "cp",
-        "--python-version",
-        python,
-        "--abi",
-        f"cp{python.replace('.', '')}",
-        *platforms,
-        *requirements,
-    ]
-    completed = subprocess.run(command, capture_output=True, text=True)
-    if completed.returncode != 0:
-        last = (completed.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise ValueError(f"pip could not install {', '.join(requirements)} for {arch}/cp{python}: {last}")
 
 
 def _tree_size(root: Path) -> dict[str, int]:
@@ -255,8 +208,8 @@ def build(
     """Build <out_dir>/lambda-<arch>.zip (default: this mode's dist folder, helpers.paths); returns the
     size report (also written next to the zip as JSON). kernel=False: no letterbox kernel (the
     runtime then preprocesses in NumPy)."""
-    if arch not in ARCHES:
-        raise ValueError(f"--arch must be one of {sorted(ARCHES)}, not {arch!r}")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"--arch must be one of {sorted(ARCHITECTURES)}, not {arch!r}")
     if kernel:
         try:
             native.compiler_for(arch)
@@ -269,7 +222,7 @@ def build(
         raise ValueError(f"no python{python} interpreter found (PATH or pyenv) to compile bytecode")
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         root = Path(tmp) / "package"
-        pip_install(root, arch, python)
+        pip_install(root, arch, python, LAMBDA_REQUIREMENTS)
         before = _tree_size(root)
         _trim(root)
         _strip(root)
@@ -321,7 +274,7 @@ def format_report(report: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Build the Lambda deployment zip.")
-    parser.add_argument("--arch", default="x86_64", choices=sorted(ARCHES))
+    parser.add_argument("--arch", default="x86_64", choices=sorted(ARCHITECTURES))
     parser.add_argument("--python", default="3.12", choices=("3.12", "3.13"))
     parser.add_argument("--model", type=Path, help="bundle this ONNX model as model/model.onnx")
     parser.add_argument("--out-dir", type=Path, default=run_artifacts().dist_dir)

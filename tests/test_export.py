@@ -13,6 +13,7 @@ from helpers.export.onnx_export import export_onnx
 from helpers.export.quantize import quantize_int8
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
+from helpers.runtime.contract import ModelContract
 from helpers.runtime.handler import DEFAULT_SCORE_THRESHOLD
 from helpers.runtime.model import Detector, ModelError
 from helpers.runtime.preprocess import decode_image, preprocess
@@ -85,9 +86,8 @@ def test_untrained_blog_retinanet_exports_with_parity(tmp_path, sample_inputs):
     torch.manual_seed(0)
     model, _ = build_detector(BLOG_MODEL, 5, 384, weights="none")
     # Random weights score ~0.01 everywhere (RetinaNet's prior): keep everything for a real comparison.
-    path = export_onnx(
-        model, tmp_path / "retina.onnx", ClassMap(FRIDGE_CLASSES), PREPROCESS, BLOG_MODEL, "none", min_score=0.0
-    )
+    contract = ModelContract(ClassMap(FRIDGE_CLASSES), PREPROCESS)
+    path = export_onnx(model, tmp_path / "retina.onnx", contract, BLOG_MODEL, "none", min_score=0.0)
     rows = parity(model, path, sample_inputs[:3], threshold=0.0)
     _assert_parity(rows)
 

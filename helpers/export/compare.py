@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from helpers.runtime.model import OUTPUT_NAMES, Detector
+from helpers.runtime.model import Detector
 
 BOX_TOLERANCE_PX = 1e-2  # parity targets: ONNX Runtime vs PyTorch, per paired detection
 SCORE_TOLERANCE = 1e-4
@@ -112,14 +112,16 @@ def parity(detector: torch.nn.Module, model_path: str | Path, inputs: list[np.nd
     max_detections = heads.detections_per_img  # the cap at which the weakest output is a coin toss
     detector.eval()
     reference_model = copy.deepcopy(detector).double()
-    session = Detector(model_path).session
+    served = Detector(model_path)
+    names, input_name = list(served.contract.output_names), served.input_name
     rows = []
     for tensor in inputs:
         with torch.no_grad():
             reference = reference_model([torch.from_numpy(tensor[0]).double()])[0]
             eager = detector([torch.from_numpy(tensor[0])])[0]
         reference = _above({k: v.numpy() for k, v in reference.items()}, threshold)
-        ort_out = _above(dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {"images": tensor}))), threshold)
+        outputs = served.session.run(names, {input_name: tensor})
+        ort_out = _above(dict(zip(("boxes", "scores", "labels"), outputs)), threshold)
         eager_figures = compare_detections(
             reference, _above({k: v.numpy() for k, v in eager.items()}, threshold), max_detections
         )

@@ -1,10 +1,7 @@
 """Checkpoint -> self-describing ONNX model (parity: helpers.export.compare; INT8: helpers.export.quantize).
 
-Contract of every exported model (also written into its metadata as `helpers.contract`):
-  input  `images`  float32 [1, 3, S, S]: letterboxed + normalised exactly as training's valid transform
-  output `boxes`   float32 [N, 4] xyxy in input pixels, after the model's own score threshold and NMS
-  output `scores`  float32 [N]
-  output `labels`  int64   [N], 1..C (0 is background and never returned)
+Every exported model carries its contract (helpers.runtime.contract.ModelContract: input name and
+shape, output names, preprocessing, classes, served threshold) in its metadata, with its provenance.
 
 CLI: python -m helpers export [CHECKPOINT] [--out MODEL.onnx]   (defaults: this mode's artefacts,
 helpers.paths: artifacts/<mode>/train/best.ckpt -> artifacts/<mode>/model.onnx, where helpers.aws.deploy looks)
@@ -14,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -23,9 +19,7 @@ import onnx
 import torch
 
 from helpers.paths import run_artifacts
-from helpers.runtime.classmap import ClassMap
-from helpers.runtime.config import PreprocessConfig
-from helpers.runtime.model import CONTRACT, META_PREFIX, OUTPUT_NAMES
+from helpers.runtime.contract import META_PREFIX, ModelContract
 from helpers.train.models import set_serving_thresholds
 
 OPSET = 17
@@ -48,8 +42,7 @@ class _ExportWrapper(torch.nn.Module):
 def export_onnx(
     detector: torch.nn.Module,
     path: str | Path,
-    class_map: ClassMap,
-    preprocess: PreprocessConfig,
+    contract: ModelContract,
     model_name: str,
     weights_used: str,
     min_score: float = MIN_SCORE,
@@ -65,8 +58,7 @@ def export_onnx(
     set_serving_thresholds(detector, min_score)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    size = preprocess.image_size
-    example = torch.zeros(1, 3, size, size)
+    example = torch.zeros(*contract.input_shape)
     wrapper = _ExportWrapper(detector).eval()  # the exporter restores the wrapper's mode afterwards
     # torchvision detectors trigger dozens of TracerWarnings that are expected for a fixed input
     # size; the parity check below is what proves the trace right.
@@ -78,19 +70,17 @@ def export_onnx(
             str(path),
             opset_version=OPSET,
             dynamo=False,
-            input_names=["images"],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes={name: {0: "detections"} for name in OUTPUT_NAMES},
+            input_names=[contract.input_name],
+            output_names=list(contract.output_names),
+            dynamic_axes={name: {0: "detections"} for name in contract.output_names},
         )
     model = onnx.load(str(path))
     metadata = {
-        "preprocess": preprocess.to_json(),
-        "classes": json.dumps(list(class_map.names)),
+        **contract.to_metadata(),
         "model_name": model_name,
         "weights": weights_used,
         "data": data_used,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "contract": CONTRACT,
         "min_score": str(min_score),
         "training_run": training_run,  # the training configuration's fingerprint (TrainConfig.fingerprint)
     }
@@ -115,8 +105,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, min_score: float 
     return export_onnx(
         module.model,
         out,
-        module.class_map,
-        module.preprocess,
+        ModelContract(module.class_map, module.preprocess),
         module.hparams.model_name,
         module.hparams.weights_used,
         min_score,
@@ -125,10 +114,19 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, min_score: float 
     )
 
 
+def read_metadata(model_path: str | Path) -> dict[str, str]:
+    """Everything an exported (or quantised) model records, keys without META_PREFIX."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    return {p.key.removeprefix(META_PREFIX): p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
+
+
+def read_contract(model_path: str | Path) -> ModelContract:
+    return ModelContract.from_metadata(read_metadata(model_path))
+
+
 def recorded(model_path: str | Path, key: str) -> str | None:
     """What an exported (or quantised) model records under `key` in its metadata, None if nothing."""
-    model = onnx.load(str(model_path), load_external_data=False)
-    return next((p.value for p in model.metadata_props if p.key == META_PREFIX + key), None)
+    return read_metadata(model_path).get(key)
 
 
 def training_run_of(model_path: str | Path) -> str | None:

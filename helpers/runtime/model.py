@@ -1,13 +1,12 @@
 """Load an exported detector into ONNX Runtime and run image -> detections.
 
-The preprocessing contract comes from the model's own metadata (written by helpers.export.onnx_export). Models
-exported elsewhere (the blog post's IceVision `to_onnx`) have none: pass a class_map.json (IceVision
-{name: id} form accepted) and the default PreprocessConfig is assumed.
+The model contract (helpers.runtime.contract) comes from the model's own metadata. Models exported
+elsewhere (the blog post's IceVision `to_onnx`) have none: pass a class_map.json (IceVision {name: id}
+form accepted) and the contract's defaults are assumed.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -16,16 +15,9 @@ import numpy as np
 import onnxruntime as ort
 
 from helpers.runtime.classmap import ClassMap
-from helpers.runtime.config import PREPROCESS, PreprocessConfig
+from helpers.runtime.contract import META_PREFIX, ModelContract
 from helpers.runtime.postprocess import to_detections
 from helpers.runtime.preprocess import Decoded, preprocess
-
-META_PREFIX = "helpers."
-OUTPUT_NAMES = ("boxes", "scores", "labels")
-CONTRACT = (
-    "input images float32 [1,3,S,S] letterboxed+normalised; outputs boxes float32 [N,4] xyxy input "
-    "pixels, scores float32 [N], labels int64 [N] (1..C), after score threshold and NMS"
-)
 
 
 class ModelError(RuntimeError):
@@ -74,15 +66,13 @@ class Detector:
             raise ModelError(f"{self.path}: ONNX Runtime cannot load the model: {err}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata = {k.removeprefix(META_PREFIX): v for k, v in meta.items() if k.startswith(META_PREFIX)}
-        self.config = (
-            PreprocessConfig.from_json(self.metadata["preprocess"]) if "preprocess" in self.metadata else PREPROCESS
-        )
-        if class_map_path is not None:
-            self.class_map = ClassMap.load(class_map_path)
-        elif "classes" in self.metadata:
-            self.class_map = ClassMap(json.loads(self.metadata["classes"]))
-        else:
-            raise ModelError(f"{self.path}: no class names in the model metadata; pass a class_map.json")
+        classes = ClassMap.load(class_map_path) if class_map_path is not None else None
+        try:
+            self.contract = ModelContract.from_metadata(self.metadata, classes)
+        except ValueError as err:
+            raise ModelError(f"{self.path}: {err}") from None
+        self.config = self.contract.preprocess
+        self.class_map = self.contract.classes
         self.input_name = self._check_input()
         self.output_names = self._output_names()
         self.model_id = self.metadata.get("model_name", self.path.stem)
@@ -91,23 +81,23 @@ class Detector:
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ModelError(f"{self.path}: expected 1 input, found {len(inputs)}")
-        size = self.config.image_size
-        shape = list(inputs[0].shape)
-        if shape != [1, 3, size, size] or inputs[0].type != "tensor(float)":
+        expected, shape = self.contract.input_shape, list(inputs[0].shape)
+        if shape != expected or inputs[0].type != self.contract.input_type:
             raise ModelError(
                 f"{self.path}: input {inputs[0].name!r} is {inputs[0].type} {shape}; the contract is "
-                f"tensor(float) [1, 3, {size}, {size}] (a fixed shape: dynamic dimensions or another "
+                f"{self.contract.input_type} {expected} (a fixed shape: dynamic dimensions or another "
                 f"size would not match the letterbox)"
             )
         return inputs[0].name
 
     def _output_names(self) -> list[str]:
         names = [o.name for o in self.session.get_outputs()]
-        if set(OUTPUT_NAMES) <= set(names):
-            return list(OUTPUT_NAMES)
+        wanted = list(self.contract.output_names)
+        if set(wanted) <= set(names):
+            return wanted
         if len(names) == 3:  # IceVision/Lightning to_onnx: unnamed, in the order boxes, scores, labels
             return names
-        raise ModelError(f"{self.path}: outputs {names}; expected {list(OUTPUT_NAMES)}")
+        raise ModelError(f"{self.path}: outputs {names}; expected {wanted}")
 
     def predict(self, image: np.ndarray | Decoded, score_threshold: float = 0.5, max_detections: int = 100):
         """RGB uint8 image, or Decoded (boxes then come back in the original image's pixels) ->

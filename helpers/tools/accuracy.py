@@ -69,7 +69,7 @@ def measure_run(mode: str, model: str, seed: int, work: Path) -> dict:
         served[name] = {
             "mb": path.stat().st_size / 1e6,
             "p50_ms_2_threads": measure(
-                lambda detector=detector: detector.session.run(None, {"images": tensor}), repeats=20
+                lambda detector=detector: detector.session.run(None, {detector.input_name: tensor}), repeats=20
             )["p50_ms"],
             **{k: v for k, v in evaluate_detector(detector, holdout + real).items() if not k.startswith("ap/")},
         }

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from helpers.runtime.config import PREPROCESS
+from helpers.runtime.contract import ModelContract
 from helpers.runtime.preprocess import decode_for_model, decode_image, kernel, preprocess, preprocess_numpy
 from helpers.tools import blog
 from helpers.tools.timing import SETTLE_S, interleaved, measure, percentiles
@@ -75,10 +76,10 @@ def inference_comparison(
     from helpers.runtime.model import Detector
 
     torch.set_num_threads(threads)
-    fp32 = Detector(fp32_path, threads=threads).session
-    int8 = Detector(int8_path, threads=threads).session
+    fp32_detector = Detector(fp32_path, threads=threads)
+    fp32, int8 = fp32_detector.session, Detector(int8_path, threads=threads).session
     image = torch.from_numpy(tensor[0])
-    feeds = {"images": tensor}
+    feeds = {fp32_detector.input_name: tensor}
     runs = {
         "torch": lambda: module([image]),
         "ort_fp32": lambda: fp32.run(None, feeds),
@@ -221,9 +222,8 @@ def _models(out_dir: Path, checkpoints: list[Path], calibration_sample: list[np.
         torch.manual_seed(0)
         model, _ = build_detector(name, len(FRIDGE_CLASSES) + 1, PREPROCESS.image_size, weights="none")
         model.eval()
-        fp32 = export_onnx(
-            model, out_dir / f"{name}_random.onnx", ClassMap(FRIDGE_CLASSES), PREPROCESS, name, "none (random init)"
-        )
+        contract = ModelContract(ClassMap(FRIDGE_CLASSES), PREPROCESS)
+        fp32 = export_onnx(model, out_dir / f"{name}_random.onnx", contract, name, "none (random init)")
         models[name] = {
             "module": model,
             "fp32": fp32,

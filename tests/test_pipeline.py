@@ -2,12 +2,16 @@
 made from the same parameters (their fingerprint), and made again otherwise."""
 
 import dataclasses
+import json
+import shutil
 
 import onnx
 import pytest
 
+from helpers import provenance
 from helpers.export.onnx_export import recorded, training_run_of, write_metadata
 from helpers.export.quantize import QUANTIZATION
+from helpers.paths import PROJECT_ROOT
 from helpers.tools import pipeline
 from helpers.train.models import LITE0_MODEL, SMALL_MODEL
 from helpers.train.run import TrainConfig
@@ -38,6 +42,23 @@ def test_the_fingerprint_names_what_the_model_depends_on():
         assert dataclasses.replace(config, **change).fingerprint() != config.fingerprint(), change
 
 
+def test_an_edited_training_source_file_changes_the_fingerprint_and_is_named(tmp_path, monkeypatch):
+    for part in provenance.TRAINING_CODE:
+        source, copy = PROJECT_ROOT / part, tmp_path / part
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, copy)
+    monkeypatch.setattr(provenance, "PROJECT_ROOT", tmp_path)
+    config = TrainConfig.quick()
+    before, fingerprint = provenance.code_digests(provenance.TRAINING_CODE), config.fingerprint()
+    assert "helpers/data/synthetic.py" in before and "helpers/train/run.py" in before
+    edited = tmp_path / "helpers/data/synthetic.py"
+    edited.write_text(edited.read_text() + "\n# an edit\n")
+    assert provenance.changed_files(before, provenance.code_digests(provenance.TRAINING_CODE)) == [
+        "helpers/data/synthetic.py"
+    ]
+    assert config.fingerprint() != fingerprint
+
+
 @pytest.mark.slow
 def test_a_changed_parameter_trains_and_exports_again_the_same_ones_reuse(tmp_path, capsys):
     first = pipeline.Series(quick=True, epochs=1, artifacts=tmp_path)
@@ -49,12 +70,27 @@ def test_a_changed_parameter_trains_and_exports_again_the_same_ones_reuse(tmp_pa
     assert pipeline.Series(quick=True, epochs=1, artifacts=tmp_path).ensure_trained() == summary
     assert f"config hash {summary['config_hash']}" in capsys.readouterr().out  # "reusing ... config hash"
 
+    # As if the first run had been made by an older training script, too: both reasons are named.
+    summary_path = tmp_path / "train" / "summary.json"
+    stale = json.loads(summary_path.read_text())
+    stale["code"]["helpers/train/run.py"] = "0" * 12
+    summary_path.write_text(json.dumps(stale))
     changed = pipeline.Series(quick=True, epochs=1, lr=1e-4, artifacts=tmp_path)
     retrained = changed.ensure_trained()
     assert retrained["config_hash"] != summary["config_hash"]
-    assert f"holds config hash {summary['config_hash']}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"holds config hash {summary['config_hash']}" in err
+    assert "parameters changed: lr;" in err and "training code changed: helpers/train/run.py" in err
     assert changed.ensure_onnx() == onnx_path and training_run_of(onnx_path) == retrained["config_hash"]
     assert "made from another training run" in capsys.readouterr().err
+
+    # An export made by other export code is made again, and the note names the file.
+    model = onnx.load(str(onnx_path))
+    code = json.loads(recorded(onnx_path, "code"))
+    write_metadata(model, {"code": json.dumps(code | {"helpers/export/onnx_export.py": "0" * 12})})
+    onnx.save(model, str(onnx_path))
+    assert changed.ensure_onnx() == onnx_path and json.loads(recorded(onnx_path, "code")) == code
+    assert "made by other export code (helpers/export/onnx_export.py)" in capsys.readouterr().err
 
     # INT8 made by an earlier quantisation recipe (same training run) is made again, not reused.
     int8_path = changed.ensure_int8()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +20,7 @@ import onnx
 import torch
 
 from helpers.paths import run_artifacts
+from helpers.provenance import EXPORT_CODE, code_digests
 from helpers.runtime.contract import META_PREFIX, ModelContract
 from helpers.train.models import set_serving_thresholds
 
@@ -83,6 +85,7 @@ def export_onnx(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "min_score": str(min_score),
         "training_run": training_run,  # the training configuration's fingerprint (TrainConfig.fingerprint)
+        "code": json.dumps(code_digests(EXPORT_CODE), sort_keys=True),  # the export code it was made by
     }
     write_metadata(model, metadata)
     onnx.checker.check_model(model, full_check=True)

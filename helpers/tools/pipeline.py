@@ -21,6 +21,7 @@ from pathlib import Path
 
 from helpers.data.dataset import Split
 from helpers.paths import RunArtifacts, quick_mode, run_artifacts, shown
+from helpers.provenance import EXPORT_CODE, TRAINING_CODE, changed_files, code_digests
 from helpers.train.run import TrainConfig
 
 #: (artefacts folder, fingerprint) pairs whose reuse was already announced in this process.
@@ -101,11 +102,7 @@ class Series:
                 _ANNOUNCED.add((str(layout.root), fingerprint))
                 print(f"reusing {shown(layout.checkpoint)} trained {previous['finished']}, config hash {fingerprint}")
             return previous
-        why = (
-            f"{shown(layout.train_dir)} holds config hash {previous.get('config_hash', 'none')}"
-            if previous
-            else f"no run in {shown(layout.train_dir)}"
-        )
+        why = self._why_retrain(previous, config) if previous else f"no run in {shown(layout.train_dir)}"
         print(
             f"training {config.model or 'the default model'} (config hash {fingerprint}; {why}): "
             f"{TRAINING_TIME[self.quick]}",
@@ -113,6 +110,17 @@ class Series:
             flush=True,
         )
         return train(config)
+
+    def _why_retrain(self, previous: dict, config: TrainConfig) -> str:
+        """Which parameters or training source files differ from the run in the artefacts folder."""
+        ignored = ("out_dir", "data_cache", "threads")
+        before, now = previous.get("config", {}), config.as_record()
+        parameters = sorted(k for k in now.keys() | before.keys() if k not in ignored and before.get(k) != now.get(k))
+        code = changed_files(previous.get("code"), code_digests(TRAINING_CODE))
+        reasons = [f"parameters changed: {', '.join(parameters)}"] if parameters else []
+        reasons += [f"training code changed: {', '.join(code)}"] if code else []
+        held = f"{shown(self.layout().train_dir)} holds config hash {previous.get('config_hash', 'none')}"
+        return "; ".join([held, *reasons])
 
     def split(self) -> Split:
         """The trained run's split (training writes it next to the checkpoint)."""
@@ -129,6 +137,13 @@ class Series:
             return make(path)
         if training_run_of(path) != fingerprint:
             print(f"note: {shown(path)} was made from another training run; making it again", file=sys.stderr)
+            return make(path)
+        code = changed_files(json.loads(recorded(path, "code") or "null"), code_digests(EXPORT_CODE))
+        if code:
+            print(
+                f"note: {shown(path)} was made by other export code ({', '.join(code)}); making it again",
+                file=sys.stderr,
+            )
             return make(path)
         if recipe and recorded(path, recipe[0]) != recipe[1]:
             print(f"note: {shown(path)} was made by another {recipe[0]} recipe; making it again", file=sys.stderr)

@@ -35,6 +35,7 @@ from helpers.data import dataset as fridge_data
 from helpers.data.synthetic import is_synthetic, make_synthetic_voc, object_photos, split_object_photos
 from helpers.evaluate.metrics import mean_average_precision, new_metric, summarize
 from helpers.paths import DATA_CACHE_DIR, quick_mode, run_artifacts, split_file
+from helpers.provenance import TRAINING_CODE, code_digests, digest
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
 from helpers.runtime.preprocess import decode_for_model
@@ -253,9 +254,11 @@ class TrainConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def fingerprint(self) -> str:
-        """12 hex digits naming what the model depends on (not where it is written, the download
-        cache or the thread count): equal fingerprints, interchangeable runs."""
+        """12 hex digits naming what the model depends on: the parameters (not where it is written, the
+        download cache or the thread count) and the training code (helpers.provenance.TRAINING_CODE).
+        Equal fingerprints, interchangeable runs."""
         record = {k: v for k, v in self.as_record().items() if k not in ("out_dir", "data_cache", "threads")}
+        record["code"] = digest(code_digests(TRAINING_CODE))
         return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
 
     def preprocess(self) -> PreprocessConfig:
@@ -431,6 +434,7 @@ def train(config: TrainConfig) -> dict:
     summary = {
         "config": config.as_record(),
         "config_hash": config.fingerprint(),
+        "code": code_digests(TRAINING_CODE),
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "model": model_name,
         "model_note": model_note,

@@ -150,12 +150,46 @@ def test_a_voc_folder_is_a_dataset_and_anything_else_a_clear_error(tmp_path):
         fridge_data.resolve_dataset(str(tmp_path / "nothing"))
 
 
-def test_synthetic_holdout_photos_never_appear_in_training_composites(tmp_path):
-    from helpers.data.synthetic import object_photos, split_object_photos
+def test_object_photos_are_single_object_images_with_the_hand_drawn_boxes():
+    # ../shared/data/README.md: 134 photos, 113x150, can 32, carton 32, milk_bottle 37, water_bottle 33;
+    # the object covers a median 18% of its photo (7-51%).
+    photos = fridge_data.object_photos()
+    assert len(photos) == 134 and all((r.width, r.height) == (113, 150) for r in photos)
+    assert fridge_data.class_counts(photos) == Counter(can=32, carton=32, milk_bottle=37, water_bottle=33)
+    covered = sorted((x2 - x1) * (y2 - y1) / (r.width * r.height) for r in photos for x1, y1, x2, y2 in r.boxes)
+    assert 0.16 <= covered[len(covered) // 2] <= 0.20 and covered[0] >= 0.06 and covered[-1] <= 0.52
 
-    photos = object_photos()
-    training, holdout = split_object_photos(photos, 0.2, seed=42)
-    assert not set(training) & set(holdout) and len(training) + len(holdout) == len(photos) == 134
-    assert {label for _, label in holdout} == set(FRIDGE_CLASSES)  # every class is tested
-    records = make_synthetic_voc(tmp_path, 30, seed=1, photos=holdout)
-    assert set(fridge_data.class_counts(records)) <= set(FRIDGE_CLASSES)
+
+def test_a_photo_without_a_box_is_an_error_naming_it(tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(fridge_data.THUMBNAILS_DIR, folder)
+    table = folder / fridge_data.PHOTO_BOXES
+    table.write_text("".join(line for line in table.read_text().splitlines(True) if not line.startswith("can_7.jpg")))
+    with pytest.raises(fridge_data.AnnotationError, match="no box for can_7.jpg"):
+        fridge_data.object_photos(folder)
+
+
+def test_hold_out_photos_are_seeded_per_class_and_never_appear_in_training_composites(tmp_path):
+    from helpers.data.synthetic import source_photos
+
+    photos = fridge_data.object_photos()
+    training, holdout = fridge_data.split_object_photos(photos, 0.2, seed=42)
+    names = lambda records: {r.image_path.name for r in records}  # noqa: E731
+    assert not names(training) & names(holdout) and len(training) + len(holdout) == len(photos) == 134
+    assert fridge_data.class_counts(holdout) == Counter(can=6, carton=6, milk_bottle=7, water_bottle=7)
+    assert names(fridge_data.split_object_photos(photos, 0.2, seed=42)[1]) == names(holdout)
+    assert names(fridge_data.split_object_photos(photos, 0.2, seed=43)[1]) != names(holdout)
+    make_synthetic_voc(tmp_path, 30, seed=1, photos=training)
+    assert source_photos(tmp_path) and source_photos(tmp_path) <= names(training)
+
+
+@pytest.mark.parametrize("margin", [None, 0.15], ids=["whole-photo", "object-with-margin"])
+def test_composites_carry_the_objects_box_not_the_pasted_photos(tmp_path, margin):
+    """The box follows the object through crop, flip and scale: its aspect ratio is the object's
+    (a whole-photo box would have the photo's 113:150), and it covers the object's share of the crop."""
+    photo = next(r for r in fridge_data.object_photos() if r.image_path.name == "carton_42.jpg")  # lying: wide
+    (x1, y1, x2, y2) = photo.boxes[0]
+    records = make_synthetic_voc(tmp_path, 6, seed=2, photos=[photo], objects_per_image=(1, 1), margin=margin)
+    for r in records:
+        (bx1, by1, bx2, by2) = r.boxes[0]
+        assert (bx2 - bx1) / (by2 - by1) == pytest.approx((x2 - x1) / (y2 - y1), rel=0.05)

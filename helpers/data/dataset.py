@@ -1,8 +1,10 @@
-"""Fridge Objects data: PASCAL VOC parsing with clear errors, a seeded split (and the record of it a
-run leaves next to its checkpoint), and a verified download."""
+"""Fridge Objects data: PASCAL VOC parsing with clear errors, the 134 object photos with their
+hand-drawn boxes, seeded splits (and the record of them a run leaves next to its checkpoint), and a
+verified download."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import json
@@ -17,7 +19,9 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
-from helpers.paths import DATA_CACHE_DIR, PROJECT_ROOT, SAMPLE_DIR, shown
+from PIL import Image
+
+from helpers.paths import DATA_CACHE_DIR, PROJECT_ROOT, SAMPLE_DIR, THUMBNAILS_DIR, shown
 from helpers.runtime.checksum import sha256_file
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES
@@ -109,6 +113,54 @@ def parse_voc(annotations_dir: Path, images_dir: Path, class_map: ClassMap | Non
 def load_sample() -> list[Record]:
     """The 6 real Fridge Objects images bundled in data/fridge-sample."""
     return parse_voc(SAMPLE_DIR / "annotations", SAMPLE_DIR / "images")
+
+
+#: One tight box per object photo (file,label,xmin,ymin,xmax,ymax,note; VOC pixel edges), drawn by hand.
+PHOTO_BOXES = "boxes.csv"
+
+
+def object_photos(folder: Path = THUMBNAILS_DIR) -> list[Record]:
+    """The object photos (`<class>_<n>.jpg`, 113x150) as single-object detection records, sorted by
+    name: the box is the object's own from `boxes.csv`, not the photo's (the object covers a median
+    18% of it). Every photo must have a box, and every box must fit its photo."""
+    folder = Path(folder)
+    table = folder / PHOTO_BOXES
+    if not table.is_file():
+        raise FileNotFoundError(f"{table}: no object boxes for the photos in {folder}")
+    boxes = {}
+    with open(table, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["label"] not in FRIDGE_CLASSES or row["file"].rsplit("_", 1)[0] != row["label"]:
+                raise AnnotationError(f"{table}: {row['file']}: label {row['label']!r} does not match the file")
+            boxes[row["file"]] = (tuple(float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")), row["label"])
+    records = []
+    for path in sorted(folder.glob("*.jpg")):
+        if path.name not in boxes:
+            raise AnnotationError(f"{table}: no box for {path.name}")
+        (x1, y1, x2, y2), label = boxes.pop(path.name)
+        with Image.open(path) as image:
+            width, height = image.size
+        if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+            raise AnnotationError(f"{table}: box {[x1, y1, x2, y2]} of {path.name} outside its {width}x{height} photo")
+        records.append(Record(path, width, height, [(x1, y1, x2, y2)], [label]))
+    if boxes:
+        raise AnnotationError(f"{table}: boxes for missing photos {sorted(boxes)}")
+    return records
+
+
+def split_object_photos(
+    photos: list[Record], holdout_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[Record], list[Record]]:
+    """-> (training photos, hold-out photos), a seeded split within each class (every class is
+    tested). Hold-out photos are unseen real images: no training image or composite may use them."""
+    training, holdout = [], []
+    for label in FRIDGE_CLASSES:
+        of_class = [r for r in photos if r.labels == [label]]
+        random.Random(f"{seed}-{label}").shuffle(of_class)
+        n_holdout = round(len(of_class) * holdout_fraction)
+        holdout += of_class[:n_holdout]
+        training += of_class[n_holdout:]
+    return sorted(training, key=lambda r: r.image_path.name), sorted(holdout, key=lambda r: r.image_path.name)
 
 
 def class_counts(records: list[Record]) -> Counter:
@@ -241,13 +293,18 @@ def resolve_dataset(requested: str, cache_dir: Path = DATA_CACHE_DIR) -> DataSou
 class Split:
     """The images a run trained and validated on, by file name. Training writes it next to its
     checkpoint (helpers.paths.split_file); INT8 calibration, export parity, the benchmark and the
-    notebooks read it instead of recomputing the split."""
+    notebooks read it instead of recomputing the split.
+
+    With the sample, the real images are the fridge photos (`root`) and the object photos
+    (`photos_root`); their file names do not collide. `valid` lists every unseen real image: the
+    hold-out object photos and the fridge validation images."""
 
     dataset: str
     root: Path  # the real images' folder (images/ + annotations/)
     train: tuple[str, ...]  # real training images (synthetic composites are not listed)
-    valid: tuple[str, ...]  # real validation images
-    synthetic_holdout: Path | None = None  # VOC folder of synthetic images made from unseen object photos
+    valid: tuple[str, ...]  # unseen real images: no training image or composite shows them
+    synthetic_holdout: Path | None = None  # VOC folder of synthetic images made from the hold-out photos
+    photos_root: Path | None = None  # the object photos with boxes.csv, when the run used them
 
     def write(self, path: str | Path) -> None:
         path = Path(path)
@@ -255,6 +312,7 @@ class Split:
         record = {
             "dataset": self.dataset,
             "root": shown(self.root),
+            "photos_root": self.photos_root and shown(self.photos_root),
             "train": list(self.train),
             "valid": list(self.valid),
             "synthetic_holdout": holdout,
@@ -267,30 +325,37 @@ class Split:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no split record (written by training next to its checkpoint)")
         record = json.loads(path.read_text())
-        root = Path(record["root"])
+
+        def located(folder: str) -> Path:
+            return Path(folder) if Path(folder).is_absolute() else PROJECT_ROOT / folder
+
         return cls(
             record["dataset"],
-            root if root.is_absolute() else PROJECT_ROOT / root,
+            located(record["root"]),
             tuple(record["train"]),
             tuple(record["valid"]),
             path.parent / record["synthetic_holdout"] if record["synthetic_holdout"] else None,
+            located(record["photos_root"]) if record.get("photos_root") else None,
         )
 
     def real(self, part: str = "all") -> list[Record]:
         """The real records of "train", "valid" or "all" (train then valid), in the split's order."""
         names = {"train": self.train, "valid": self.valid, "all": self.train + self.valid}[part]
-        by_name = {r.image_path.name: r for r in parse_voc(self.root / "annotations", self.root / "images")}
+        records = parse_voc(self.root / "annotations", self.root / "images")
+        records += object_photos(self.photos_root) if self.photos_root else []
+        by_name = {r.image_path.name: r for r in records}
         return [by_name[name] for name in names]
 
     def holdout(self) -> list[Record]:
-        """The synthetic hold-out, or [] when the run made none (real datasets validate on themselves)."""
+        """The synthetic hold-out (a secondary figure), or [] when the run made none."""
         if self.synthetic_holdout is None:
             return []
         return parse_voc(self.synthetic_holdout / "annotations", self.synthetic_holdout / "images")
 
     def evaluation(self) -> list[Record]:
-        """What an exported model is scored on: images the run never trained on (hold-out + real valid)."""
-        return self.holdout() + self.real("valid")
+        """What an exported model is judged on: the unseen real images (hold-out photos and fridge
+        validation images). The synthetic hold-out is not part of it."""
+        return self.real("valid")
 
 
 def letterboxed_box_sides(records: list[Record], image_size: int) -> list[float]:

@@ -1,53 +1,26 @@
 """SYNTHETIC detection images: real Fridge object photos pasted onto generated backgrounds.
 
-Offline there are only 6 real annotated images. The 134 real thumbnails in
-data/fridge-classification-small150 (one object each, same 4 classes) become objects with known
-boxes on varied backgrounds. Every file is named `synthetic_*` and every XML says so in <database>,
-so this set is never mistaken for real data; the real images stay the honest test.
+Offline there are only 6 real annotated images. The 134 real object photos in
+data/fridge-classification-small150 (one object each, same 4 classes, a hand-drawn box each in
+boxes.csv) are pasted onto varied backgrounds; each composite's box is the object's own box, carried
+through the paste, never the pasted photo's (the object covers a median 18% of its photo). Every file
+is named `synthetic_*` and every XML says so in <database>, so this set is never mistaken for real data.
 """
 
 from __future__ import annotations
 
 import random
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from helpers.data.dataset import Record, parse_voc
-from helpers.paths import THUMBNAILS_DIR
-from helpers.runtime.config import FRIDGE_CLASSES
+from helpers.data.dataset import Record, object_photos, parse_voc, split_object_photos  # noqa: F401 (the notebooks' import)
 
 SYNTHETIC_TAG = "SYNTHETIC (helpers.data.synthetic: real thumbnails on generated backgrounds)"
 SYNTHETIC_PREFIX = "synthetic_"  # every composite's file name starts with it
-
-
-def object_photos(folder: Path = THUMBNAILS_DIR) -> list[tuple[Path, str]]:
-    """The (path, label) object photos in `folder`, named `<class>_<n>.jpg`, sorted by name."""
-    items = []
-    for path in sorted(folder.glob("*.jpg")):
-        label = path.stem.rsplit("_", 1)[0]
-        if label in FRIDGE_CLASSES:
-            items.append((path, label))
-    if not items:
-        raise FileNotFoundError(f"no <class>_<n>.jpg thumbnails in {folder}")
-    return items
-
-
-def split_object_photos(
-    photos: list[tuple[Path, str]], holdout_fraction: float = 0.2, seed: int = 0
-) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
-    """-> (training photos, hold-out photos), a seeded split within each class, so the synthetic
-    hold-out shows objects the model never saw in a training composite (not just new layouts)."""
-    training, holdout = [], []
-    for label in FRIDGE_CLASSES:
-        of_class = [item for item in photos if item[1] == label]
-        random.Random(f"{seed}-{label}").shuffle(of_class)
-        n_holdout = round(len(of_class) * holdout_fraction)
-        holdout += of_class[:n_holdout]
-        training += of_class[n_holdout:]
-    return sorted(training), sorted(holdout)
 
 
 def _background(rng: random.Random, width: int, height: int) -> Image.Image:
@@ -69,11 +42,13 @@ def _background(rng: random.Random, width: int, height: int) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 2)))
 
 
-def _voc_xml(filename: str, width: int, height: int, boxes, labels) -> str:
+def _voc_xml(filename: str, width: int, height: int, boxes, labels, sources) -> str:
+    """VOC XML; each <object> also names its source photo in <photo> (parsers ignore it; it lets a
+    test prove that no hold-out photo is in a training composite)."""
     objects = "".join(
-        f"<object><name>{escape(label)}</name><difficult>0</difficult><bndbox>"
+        f"<object><name>{escape(label)}</name><photo>{escape(source)}</photo><difficult>0</difficult><bndbox>"
         f"<xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
-        for (x1, y1, x2, y2), label in zip(boxes, labels)
+        for (x1, y1, x2, y2), label, source in zip(boxes, labels, sources)
     )
     return (
         f"<annotation><folder>images</folder><filename>{escape(filename)}</filename>"
@@ -83,21 +58,43 @@ def _voc_xml(filename: str, width: int, height: int, boxes, labels) -> str:
     )
 
 
+def _cut(photo: Record, margin: float | None) -> tuple[tuple[int, int, int, int], tuple[float, ...]]:
+    """-> (the crop of the photo to paste, the object's box inside that crop). margin None pastes the
+    whole photo; a number pastes the object with that fraction of its width/height around it (less
+    where the photo ends)."""
+    x1, y1, x2, y2 = photo.boxes[0]
+    if margin is None:
+        crop = (0, 0, photo.width, photo.height)
+    else:
+        mx, my = margin * (x2 - x1), margin * (y2 - y1)
+        crop = (
+            max(0, int(x1 - mx)),
+            max(0, int(y1 - my)),
+            min(photo.width, int(np.ceil(x2 + mx))),
+            min(photo.height, int(np.ceil(y2 + my))),
+        )
+    return crop, (x1 - crop[0], y1 - crop[1], x2 - crop[0], y2 - crop[1])
+
+
 def make_synthetic_voc(
     out_dir: Path,
     n_images: int,
     seed: int = 0,
-    photos: list[tuple[Path, str]] | None = None,
+    photos: list[Record] | None = None,
     objects_per_image: tuple[int, int] = (1, 3),
     sizes: tuple[tuple[int, int], ...] = ((499, 666), (666, 499), (384, 384), (640, 480)),
+    margin: float | None = 0.15,
+    object_scale: tuple[float, float] = (0.35, 0.75),
 ) -> list[Record]:
     """Write `n_images` VOC images (`objects_per_image` objects each, at most 30% overlap; fewer when
     they do not fit) and return their records.
 
-    Objects are drawn from `photos` (default: every photo in data/fridge-classification-small150).
-    Image sizes are drawn from `sizes` (width, height): the real photos are 499x666 portrait, so the
-    letterbox and its padding are exercised as in serving. Earlier synthetic files in `out_dir` are
-    removed first: a re-run with fewer images must not leave stale ones for the parser to pick up.
+    Objects come from `photos` (records with the object's box; default: every object photo), cut with
+    `margin` (see _cut) and scaled so the object's longer side is `object_scale` of the image's shorter
+    side (the real fridge objects' range). Image sizes are drawn from `sizes` (width, height): the real
+    photos are 499x666 portrait, so the letterbox and its padding are exercised as in serving. Earlier
+    synthetic files in `out_dir` are removed first: a re-run with fewer images must not leave stale
+    ones for the parser to pick up.
     """
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -108,34 +105,48 @@ def make_synthetic_voc(
     ]:
         stale.unlink()
     rng = random.Random(seed)
-    thumbs = photos if photos is not None else object_photos()
-    if not thumbs:
+    objects = photos if photos is not None else object_photos()
+    if not objects:
         raise ValueError("no object photos to paste")
     for index in range(n_images):
         width, height = rng.choice(sizes)
         image = _background(rng, width, height)
-        boxes: list[tuple[int, int, int, int]] = []
+        boxes: list[tuple[float, float, float, float]] = []
         labels: list[str] = []
+        pasted: list[tuple[int, int, int, int]] = []
+        pasted_from: list[str] = []
         for _ in range(rng.randint(*objects_per_image)):
-            path, label = rng.choice(thumbs)
-            with Image.open(path) as thumb:
-                obj = thumb.convert("RGB")
+            photo = rng.choice(objects)
+            crop, (ox1, oy1, ox2, oy2) = _cut(photo, margin)
+            with Image.open(photo.image_path) as source:
+                obj = source.convert("RGB").crop(crop)
             if rng.random() < 0.5:
                 obj = obj.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            scale = rng.uniform(0.35, 0.75) * min(width, height) / max(obj.size)
+                ox1, ox2 = obj.width - ox2, obj.width - ox1
+            scale = rng.uniform(*object_scale) * min(width, height) / max(ox2 - ox1, oy2 - oy1)
+            scale = min(scale, width / obj.width, height / obj.height)  # the crop must fit the image
             obj = obj.resize((max(8, round(obj.width * scale)), max(8, round(obj.height * scale))))
+            sx, sy = obj.width / (crop[2] - crop[0]), obj.height / (crop[3] - crop[1])
             for _attempt in range(20):
                 x = rng.randint(0, width - obj.width)
                 y = rng.randint(0, height - obj.height)
-                box = (x, y, x + obj.width, y + obj.height)
-                if all(_overlap(box, other) < 0.3 for other in boxes):
+                box = (
+                    round(x + ox1 * sx, 1),
+                    round(y + oy1 * sy, 1),
+                    round(min(x + ox2 * sx, width), 1),
+                    round(min(y + oy2 * sy, height), 1),
+                )
+                # Overlap is judged on the pasted crops: a later paste hides the earlier crop's pixels.
+                if all(_overlap((x, y, x + obj.width, y + obj.height), other) < 0.3 for other in pasted):
                     image.paste(obj, (x, y))
+                    pasted.append((x, y, x + obj.width, y + obj.height))
                     boxes.append(box)
-                    labels.append(label)
+                    labels.append(photo.labels[0])
+                    pasted_from.append(photo.image_path.name)
                     break
         name = f"{SYNTHETIC_PREFIX}{index:04d}.jpg"
         image.save(out_dir / "images" / name, quality=90)
-        xml = _voc_xml(name, width, height, boxes, labels)
+        xml = _voc_xml(name, width, height, boxes, labels, pasted_from)
         (out_dir / "annotations" / f"{SYNTHETIC_PREFIX}{index:04d}.xml").write_text(xml)
     return parse_voc(out_dir / "annotations", out_dir / "images")
 
@@ -151,3 +162,12 @@ def _overlap(a, b) -> float:
     ih = max(0, min(a[3], b[3]) - max(a[1], b[1]))
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
     return iw * ih / smaller
+
+
+def source_photos(out_dir: Path) -> set[str]:
+    """The file names of the object photos pasted into the composites in `out_dir`."""
+    return {
+        node.text
+        for xml in Path(out_dir).glob(f"annotations/{SYNTHETIC_PREFIX}*.xml")
+        for node in ET.parse(xml).getroot().iter("photo")
+    }

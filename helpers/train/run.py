@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from torchvision.models import detection
 
 from helpers.data import dataset as fridge_data
-from helpers.data.synthetic import is_synthetic, make_synthetic_voc, object_photos, split_object_photos
+from helpers.data.synthetic import is_synthetic, make_synthetic_voc
 from helpers.evaluate.metrics import mean_average_precision, new_metric, summarize
-from helpers.paths import DATA_CACHE_DIR, quick_mode, run_artifacts, split_file
+from helpers.paths import DATA_CACHE_DIR, THUMBNAILS_DIR, quick_mode, run_artifacts, split_file
 from helpers.provenance import TRAINING_CODE, code_digests, digest
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
@@ -43,8 +43,9 @@ from helpers.train.backbones import PretrainedWeightsMissing
 from helpers.train.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES, build_detector
 from helpers.train.transforms import train_transform, valid_transform
 
-#: Checkpoint selection: the mean of the real and synthetic validation mAP (whichever exist), so
-#: that 2 real validation images alone do not decide; ties go to the later epoch (BestCheckpoint).
+#: Checkpoint selection: COCO mAP on the unseen real images (with the sample: the hold-out object
+#: photos and the 2 fridge validation images); ties go to the later epoch (BestCheckpoint). The
+#: synthetic hold-out is logged as a secondary figure only.
 MONITOR = "val/selection"
 
 
@@ -124,15 +125,13 @@ class DetectorModule(L.LightningModule):
         self.metrics[dataloader_idx].update(self.model(images), targets)
 
     def on_validation_epoch_end(self):
-        maps = []
         for prefix, metric in zip(("val_real", "val_synthetic"), self.metrics):
             if metric.detection_box:  # a dataloader that yielded nothing has nothing to compute
                 for key, value in summarize(metric, self.class_map.names).items():
                     self.log(f"{prefix}/{key}", value, prog_bar=key == "map", sync_dist=True)
-                    maps += [value] if key == "map" else []
+                    if prefix == "val_real" and key == "map":
+                        self.log(MONITOR, value, sync_dist=True)
             metric.reset()
-        if maps:
-            self.log(MONITOR, sum(maps) / len(maps), sync_dist=True)
 
     def configure_optimizers(self):
         """AdamW; a linear warm-up over `warmup_steps` (new heads on a pretrained backbone diverge
@@ -233,9 +232,16 @@ class TrainConfig:
     batch_size: int = 2  # measured: as fast per image as 4 on 2 CPUs, twice the updates, better mAP
     lr: float = 5e-4  # AdamW; 1e-3 diverged early even with warm-up (measured, BENCHMARKS.md)
     warmup_steps: int = 100
-    n_synthetic: int = 400  # only with the sample: 6 real images are too few to learn from
+    # With the sample only (offline, 6 real images): the 134 object photos join as real single-object
+    # images; `photo_holdout` of each class is held out as unseen (by photo, seeded per class), the rest
+    # train as photos and as objects pasted into the synthetic composites.
+    n_synthetic: int = 400
     synthetic_objects: tuple[int, int] = (1, 3)  # objects per synthetic image (min, max)
-    real_repeats: int = 10  # with the sample only: each real training image this often per epoch
+    synthetic_margin: float | None = 0.15  # object pasted with this margin; None: the whole photo
+    real_repeats: int = 10  # each fridge training image this often per epoch
+    photo_repeats: int = 1  # each training object photo this often per epoch
+    photo_holdout: float = 0.2
+    photo_min_scale: float = 0.5  # scale jitter: a photo's letterbox side drawn from [this, 1] x image_size
     valid_fraction: float | None = None  # None: the dataset's default (80/20; 2 of the 6 sample images)
     image_size: int = PREPROCESS.image_size  # the letterbox side: part of the train/serve contract
     out_dir: str = str(run_artifacts(quick=False).train_dir)
@@ -282,17 +288,20 @@ class TrainConfig:
 @dataclasses.dataclass
 class PreparedData:
     source: fridge_data.DataSource
-    train: list[fridge_data.Record]
-    valid_real: list[fridge_data.Record]
-    valid_synthetic: list[fridge_data.Record]
+    train: list[fridge_data.Record]  # every training image of an epoch (repeats included)
+    valid_real: list[fridge_data.Record]  # the unseen real images
+    valid_synthetic: list[fridge_data.Record]  # secondary: composites of the hold-out photos
     n_holdout_photos: int = 0
+    photos: bool = False  # whether the object photos are part of this run's real images
 
     def summary(self) -> dict:
         return {
             **self.source.summary(),
             "train_images": len(self.train),
             "train_synthetic_images": sum(map(is_synthetic, self.train)),
+            "train_object_photos": sum(map(is_object_photo, self.train)),
             "valid_real_images": [r.image_path.name for r in self.valid_real],
+            "valid_real_boxes": sum(len(r.boxes) for r in self.valid_real),
             "train_real_images": list(self.real_train_names),
             "valid_synthetic_images": len(self.valid_synthetic),
             "synthetic_holdout_object_photos": self.n_holdout_photos,
@@ -300,8 +309,9 @@ class PreparedData:
 
     @property
     def real_train_names(self) -> tuple[str, ...]:
-        """The real training images once each (they are repeated among the synthetic ones)."""
-        return tuple(sorted({r.image_path.name for r in self.train if not is_synthetic(r)}))
+        """The real training images once each (fridge images first, then object photos)."""
+        real = {r.image_path.name: is_object_photo(r) for r in self.train if not is_synthetic(r)}
+        return tuple(sorted(real, key=lambda name: (real[name], name)))
 
     def split(self, train_dir: str | Path) -> fridge_data.Split:
         return fridge_data.Split(
@@ -310,7 +320,12 @@ class PreparedData:
             self.real_train_names,
             tuple(r.image_path.name for r in self.valid_real),
             synthetic_dir(train_dir, "valid") if self.valid_synthetic else None,
+            THUMBNAILS_DIR if self.photos else None,
         )
+
+
+def is_object_photo(record: fridge_data.Record) -> bool:
+    return record.image_path.parent == THUMBNAILS_DIR
 
 
 def synthetic_dir(train_dir: str | Path, part: str) -> Path:
@@ -319,25 +334,35 @@ def synthetic_dir(train_dir: str | Path, part: str) -> Path:
 
 
 def prepare_data(config: TrainConfig) -> PreparedData:
-    """Resolve the dataset and split it (seeded). With the sample, also write the synthetic set
-    under out_dir/synthetic: training composites from 80% of the object photos, the hold-out (a
-    tenth as many images, at least 20) from the other 20%, so it measures objects never seen in training."""
+    """Resolve the dataset and split it (seeded). With the sample, the object photos join: per class
+    `photo_holdout` of them are unseen (evaluated with the 2 fridge validation images), the others
+    train as photos (`photo_repeats` times) and as objects in `n_synthetic` composites under
+    out_dir/synthetic. The synthetic hold-out (a tenth as many images, at least 20) pastes only
+    hold-out photos: a secondary figure."""
     source = fridge_data.resolve_dataset(config.dataset, Path(config.data_cache))
     fraction = config.valid_fraction if config.valid_fraction is not None else source.default_valid_fraction
     real_train, real_valid = fridge_data.split(source.records, fraction, config.seed)
-    if not (source.uses_synthetic and config.n_synthetic > 0):
+    if not source.uses_synthetic:
         return PreparedData(source, real_train, real_valid, [])
-    real_train = real_train * config.real_repeats  # the scarce real domain among the synthetic images
-    training_photos, holdout_photos = split_object_photos(object_photos(), 0.2, config.seed)
-    n_valid = max(20, config.n_synthetic // 10)
-    objects = tuple(config.synthetic_objects)
+    training_photos, holdout_photos = fridge_data.split_object_photos(
+        fridge_data.object_photos(THUMBNAILS_DIR), config.photo_holdout, config.seed
+    )
+    train = real_train * config.real_repeats + training_photos * config.photo_repeats
+    valid = holdout_photos + real_valid
+    if config.n_synthetic <= 0:
+        return PreparedData(source, train, valid, [], len(holdout_photos), True)
+    synthetic = dict(objects_per_image=tuple(config.synthetic_objects), margin=config.synthetic_margin)
     synthetic_train = make_synthetic_voc(
-        synthetic_dir(config.out_dir, "train"), config.n_synthetic, config.seed, training_photos, objects
+        synthetic_dir(config.out_dir, "train"), config.n_synthetic, config.seed, training_photos, **synthetic
     )
     synthetic_valid = make_synthetic_voc(
-        synthetic_dir(config.out_dir, "valid"), n_valid, config.seed + 1, holdout_photos, objects
+        synthetic_dir(config.out_dir, "valid"),
+        max(20, config.n_synthetic // 10),
+        config.seed + 1,
+        holdout_photos,
+        **synthetic,
     )
-    return PreparedData(source, real_train + synthetic_train, real_valid, synthetic_valid, len(holdout_photos))
+    return PreparedData(source, train + synthetic_train, valid, synthetic_valid, len(holdout_photos), True)
 
 
 def resolve_model(config: TrainConfig) -> tuple[str, str | None]:
@@ -372,8 +397,16 @@ def train(config: TrainConfig) -> dict:
     class_map = ClassMap(FRIDGE_CLASSES)
     contract = config.preprocess()
     loaders = dict(batch_size=config.batch_size, collate_fn=collate, num_workers=0)
+    photos = [r for r in data.train if is_object_photo(r)]
+    others = [r for r in data.train if not is_object_photo(r)]
+    jittered = train_transform(contract, min_scale=config.photo_min_scale)
     train_loader = DataLoader(
-        DetectionDataset(data.train, train_transform(contract), class_map, contract.image_size),
+        ConcatDataset(
+            [
+                DetectionDataset(others, train_transform(contract), class_map, contract.image_size),
+                DetectionDataset(photos, jittered, class_map, contract.image_size),
+            ]
+        ),
         shuffle=True,
         **loaders,
     )

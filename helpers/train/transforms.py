@@ -42,10 +42,15 @@ def valid_transform(config: PreprocessConfig = PREPROCESS, with_normalize: bool 
 
 
 def train_transform(
-    config: PreprocessConfig = PREPROCESS, presize: int = 512, with_normalize: bool = True
+    config: PreprocessConfig = PREPROCESS, presize: int = 512, with_normalize: bool = True, min_scale: float = 1.0
 ) -> A.Compose:
-    """IceVision `aug_tfms(size, presize)` + `Normalize()`."""
+    """IceVision `aug_tfms(size, presize)` + `Normalize()`.
+
+    min_scale < 1 adds scale jitter: the letterbox branch draws its longest side from [min_scale, 1]
+    x size (in 32 px steps) and pads at a random place, so that objects of the 113x150 object photos,
+    which fill more of the letterbox than the fridge photos' objects, are also seen at fridge scale."""
     size = config.image_size
+    sides = list(range(size, int(min_scale * size) - 1, -32)) if min_scale < 1 else [size]
     steps = [
         A.SmallestMaxSize(max_size=presize),
         A.HorizontalFlip(),
@@ -61,12 +66,13 @@ def train_transform(
         A.Blur(blur_limit=(3, 3)),
         A.OneOrOther(
             A.RandomSizedBBoxSafeCrop(height=size, width=size),
-            A.LongestMaxSize(max_size=size),
+            A.LongestMaxSize(max_size=sides if len(sides) > 1 else size),
             p=0.5,
         ),
         A.PadIfNeeded(
             min_height=size,
             min_width=size,
+            position="random" if len(sides) > 1 else "center",
             border_mode=cv2.BORDER_CONSTANT,
             fill=config.pad_fill,
         ),

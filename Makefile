@@ -22,8 +22,11 @@ setup: $(VENV)/.installed
 run: setup
 	$(BIN)/python -m helpers run-all $(ARGS)
 
+# Tests in a random order (pytest-randomly: none may depend on another's state), then the notebooks,
+# whose cells run in order.
 test: setup
-	HELPERS_QUICK=1 $(BIN)/python -m pytest tests notebooks --nbval-lax $(ARGS)
+	HELPERS_QUICK=1 $(BIN)/python -m pytest tests $(ARGS)
+	HELPERS_QUICK=1 $(BIN)/python -m pytest notebooks --nbval-lax -p no:randomly $(ARGS)
 
 # The development loop (not one of the two user commands): no training, no zip builds, no notebooks,
 # no lane; about a minute.

@@ -32,13 +32,11 @@ QUANTIZATION = f"static QDQ int8, per-channel, {'/'.join(QUANTIZED_OPS)}"
 
 def quantize_int8(model_path: str | Path, out_path: str | Path, calibration_inputs: list[np.ndarray]) -> Path:
     """Static QDQ INT8, per channel, Conv/Gemm/MatMul (NMS and box decoding stay float), calibrated on
-    real preprocessed images. Dynamic quantisation made these detectors slower here.
+    real preprocessed images (dynamic quantisation made these detectors slower).
 
     Relu is listed too, not to run it in INT8 but so the quantiser folds each Relu into the range of
-    the Conv before it (a uint8 range starting at 0 is the activation): left out, every Conv + Relu
-    kept Dequantize -> float Relu -> Quantize between two QLinearConvs. Measured at 2 threads: RetinaNet
-    97 -> 88 ms (FP32 227 ms). Clip (Lite0's ReLU6) is not listed: folding it as well saved Lite0 2 ms
-    more but cost 1.2 mAP points on its 22 unseen images (0.238 against 0.250; FP32 0.264)."""
+    the Conv before it; left out, every Conv + Relu keeps Dequantize -> float Relu -> Quantize between
+    two QLinearConvs. Clip (Lite0's ReLU6) is not listed: folding it cost accuracy for little speed."""
 
     input_name = read_contract(model_path).input_name
 

@@ -13,7 +13,7 @@ this module re-implements exactly what OpenCV computes for uint8 INTER_LINEAR:
 
 preprocess() runs the same arithmetic, fused with the pad and Normalize, in letterbox_kernel.c when
 that is built next to this file (helpers.build.native; the zip has it), and in NumPy otherwise: same numbers,
-the C path several times faster. tests/test_preprocess.py checks max abs difference 0 against
+the C path faster (BENCHMARKS.md). tests/test_preprocess.py checks max abs difference 0 against
 albumentations on every bundled image and on random sizes, for both paths. The guarantee starts at the
 decoded pixels: training and serving both decode with decode_for_model (EXIF, modes, and JPEG DCT
 scaling for photos at least twice the model size).
@@ -404,8 +404,8 @@ def _byte_offsets(src: int, dst: int, pixel_stride: int) -> tuple[np.ndarray, np
 
 
 def _letterbox_native(function, pixels: np.ndarray, geometry: Letterbox, tensor: np.ndarray, normalise) -> None:
-    """Resize + pad + Normalize in C into `tensor`, on this thread: at 384 px one thread beat two, warm
-    (0.58 vs 0.63 ms) and after an idle pause as between Lambda requests (1.10 vs 1.23 ms)."""
+    """Resize + pad + Normalize in C into `tensor`, on this thread (at 384 px one thread beat two, warm
+    and after an idle pause: see BENCHMARKS.md)."""
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 (H, W, 3) image, not {pixels.dtype} {pixels.shape}")
     if pixels.strides[2] != 1 or min(pixels.strides) < 1:  # the kernel steps rows and pixels forwards

@@ -27,9 +27,8 @@ def interleaved(runs: dict, repeats: int, warmup: int = 1, settle_s: float = SET
     every contender alike (ratios between them are then fair on a shared machine).
 
     settle_s: a pause before each timed call (not timed) in which the thread pools the previous
-    contender left spinning go to sleep, so each is timed as if it ran alone, as in a Lambda. ONNX
-    Runtime's and OpenCV's workers spin after their work: an INT8 RetinaNet took 88 ms right after the
-    FP32 session and 66 ms alone (FP32: 227 vs 203 ms); 50 ms of pause gave the alone figures."""
+    contender left spinning go to sleep, so each is timed as if it ran alone, as in a Lambda (ONNX
+    Runtime's and OpenCV's workers spin after their work and would slow the next contender)."""
     for _ in range(warmup):
         for fn in runs.values():
             fn()

@@ -14,6 +14,7 @@ COMMANDS = {
     "arm64": ("helpers.tools.arm64", "the arm64 zip under emulation vs x86_64"),
     "deploy": ("helpers.aws.deploy", "deploy / tear down the CloudFormation stack"),
     "batch": ("helpers.aws.batch", "batch inference: local, or a Step Functions stack"),
+    "evaluate": ("helpers.evaluate.report", "the served model over a labelled set: COCO JSON, per-class CSV, plots"),
     "accuracy": ("helpers.tools.accuracy", "what each model learns, over seeds"),
     "benchmark": ("helpers.tools.benchmark", "speed and size, side by side; writes BENCHMARKS.md"),
     "soak": ("helpers.tools.soak", "many warm invocations: memory and latency drift"),

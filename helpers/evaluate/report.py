@@ -1,0 +1,283 @@
+"""Evaluation a user can act on: the served pipeline over a labelled set, written as five files.
+
+    python -m helpers evaluate [--model MODEL.onnx] [--dataset sample|fridge|DIR] [--threshold T] [--out DIR]
+
+Default: this mode's model.onnx on the run's unseen real images (split.json), at the model's served
+threshold. Writes to OUT (default artifacts/<mode>/evaluation/):
+  predictions.json      COCO results (image_id, category_id, bbox [x, y, w, h], score), every score
+  ground_truth.json     the same images and boxes as a COCO dataset (pycocotools loads both)
+  per_class.csv         AP, AP@0.5 (pycocotools) and, at the threshold, found / missed / false, recall, precision
+  confusion_matrix.png  true class x predicted class at IoU >= 0.5, with a background row and column
+  pr_curves.png         precision-recall per class at IoU 0.5 (pycocotools' interpolated curves)
+  summary.json          the figures above for the whole set
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torchvision.ops import box_iou
+
+from helpers.data.dataset import AnnotationError, Record, Split, resolve_dataset
+from helpers.evaluate.metrics import detections_to_arrays, threshold_sweep
+from helpers.paths import run_artifacts, shown
+from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD
+from helpers.runtime.model import Detector, ModelError
+from helpers.runtime.preprocess import decode_for_model
+
+BACKGROUND = "background"
+OUTPUTS = (
+    "predictions.json",
+    "ground_truth.json",
+    "per_class.csv",
+    "confusion_matrix.png",
+    "pr_curves.png",
+    "summary.json",
+)
+
+
+def predict_all(detector: Detector, records: list[Record]) -> list[dict[str, np.ndarray]]:
+    """Every detection the served pipeline returns (threshold 0), boxes in original pixels."""
+    predictions = []
+    for record in records:
+        decoded = decode_for_model(record.image_path.read_bytes(), detector.config.image_size)
+        detections, _, _ = detector.predict(decoded, 0.0, 1000)
+        predictions.append(detections_to_arrays(detections, detector.class_map))
+    return predictions
+
+
+def targets_of(records: list[Record], detector: Detector) -> list[dict[str, np.ndarray]]:
+    unknown = sorted({n for r in records for n in r.labels} - set(detector.class_map.names))
+    if unknown:
+        raise AnnotationError(f"labels the model does not know: {', '.join(unknown)}")
+    return [
+        {
+            "boxes": np.asarray(r.boxes, dtype=np.float64).reshape(-1, 4),
+            "labels": np.array([detector.class_map.id(n) for n in r.labels], dtype=np.int64),
+        }
+        for r in records
+    ]
+
+
+def coco_files(records, targets, predictions, class_names) -> tuple[dict, list[dict]]:
+    """(COCO dataset of the ground truth, COCO results of the predictions); image ids 1..N in order."""
+    to_xywh = lambda b: [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]  # noqa: E731
+    images = [
+        {"id": i, "file_name": r.image_path.name, "width": r.width, "height": r.height}
+        for i, r in enumerate(records, 1)
+    ]
+    boxes = [(i, box, label) for i, t in enumerate(targets, 1) for box, label in zip(t["boxes"], t["labels"])]
+    annotations = [
+        {
+            "id": n,
+            "image_id": i,
+            "category_id": int(label),
+            "bbox": to_xywh(box),
+            "area": float((box[2] - box[0]) * (box[3] - box[1])),
+            "iscrowd": 0,
+        }
+        for n, (i, box, label) in enumerate(boxes, 1)
+    ]
+    categories = [{"id": i, "name": name} for i, name in enumerate(class_names, 1)]
+    results = [
+        {"image_id": i, "category_id": int(label), "bbox": to_xywh(box), "score": float(score)}
+        for i, p in enumerate(predictions, 1)
+        for box, score, label in zip(p["boxes"], p["scores"], p["labels"])
+    ]
+    return {"images": images, "annotations": annotations, "categories": categories}, results
+
+
+def coco_evaluation(ground_truth: dict, results: list[dict]) -> COCOeval:
+    """pycocotools' bbox evaluation, its console output swallowed."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO()
+        truth.dataset = ground_truth
+        truth.createIndex()
+        detections = truth.loadRes(results) if results else COCO()
+        evaluation = COCOeval(truth, detections, "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return evaluation
+
+
+def per_class_ap(evaluation: COCOeval, class_id: int) -> tuple[float, float]:
+    """(AP over IoU .5:.95, AP at IoU .5) of one class; NaN where the class has no ground truth."""
+    precision = evaluation.eval["precision"][:, :, class_id - 1, 0, -1]  # [IoU, recall], all areas, 100 dets
+    valid = precision[precision > -1]
+    at_50 = precision[0][precision[0] > -1]
+    return (float(valid.mean()) if valid.size else float("nan"), float(at_50.mean()) if at_50.size else float("nan"))
+
+
+def confusion_matrix(targets, predictions, threshold: float, num_classes: int, min_iou: float = 0.5) -> np.ndarray:
+    """[true, predicted] counts over classes 1..C and background (index 0). Each box is matched with
+    at most one detection at or above `threshold`, greedily by score, at IoU >= min_iou whatever
+    the labels (so a box found with the wrong label shows as a confusion, not a miss plus a false
+    alarm); unmatched boxes count as (class, background), unmatched detections as (background, class)."""
+    matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
+    for target, prediction in zip(targets, predictions):
+        keep = prediction["scores"] >= threshold
+        order = np.argsort(-prediction["scores"][keep], kind="stable")
+        boxes, labels = prediction["boxes"][keep][order], prediction["labels"][keep][order]
+        truth, truth_labels = target["boxes"], target["labels"]
+        iou = box_iou(torch.as_tensor(boxes).reshape(-1, 4), torch.as_tensor(truth).reshape(-1, 4)).numpy()
+        unclaimed = np.ones(len(truth), dtype=bool)
+        for i, label in enumerate(labels):
+            candidates = np.where((iou[i] >= min_iou) & unclaimed, iou[i], -1.0) if len(truth) else np.array([])
+            if candidates.size and candidates.max() >= 0:
+                j = int(candidates.argmax())
+                unclaimed[j] = False
+                matrix[truth_labels[j], label] += 1
+            else:
+                matrix[0, label] += 1
+        for j in np.flatnonzero(unclaimed):
+            matrix[truth_labels[j], 0] += 1
+    return matrix
+
+
+def per_class_rows(evaluation, targets, predictions, threshold: float, class_names) -> list[dict]:
+    def of_class(item: dict, class_id: int) -> dict:
+        return {k: v[item["labels"] == class_id] for k, v in item.items()}
+
+    rows = []
+    for class_id, name in enumerate(class_names, 1):
+        (at,) = threshold_sweep(
+            [of_class(p, class_id) for p in predictions], [of_class(t, class_id) for t in targets], [threshold]
+        )
+        ap, ap50 = per_class_ap(evaluation, class_id)
+        boxes = sum(int((t["labels"] == class_id).sum()) for t in targets)
+        rows.append(
+            {
+                "class": name,
+                "boxes": boxes,
+                "ap": ap,
+                "ap_50": ap50,
+                "found": at["found"],
+                "missed": at["missed"],
+                "false": at["false"],
+                "recall": at["recall"],
+                "precision": at["precision"],
+            }
+        )
+    return rows
+
+
+def plot_confusion(matrix: np.ndarray, class_names, threshold: float, path: Path) -> None:
+    names = [BACKGROUND, *class_names]
+    fig = Figure(figsize=(6, 5), dpi=120)
+    ax = fig.subplots()
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted (background: a box missed)")
+    ax.set_ylabel("true (background: a false detection)")
+    ax.set_title(f"confusion at score >= {threshold:g}, IoU >= 0.5")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_pr_curves(evaluation: COCOeval, class_names, path: Path) -> None:
+    recall = evaluation.params.recThrs
+    fig = Figure(figsize=(6, 4.5), dpi=120)
+    ax = fig.subplots()
+    for class_id, name in enumerate(class_names, 1):
+        precision = evaluation.eval["precision"][0, :, class_id - 1, 0, -1]  # IoU 0.5, all areas, 100 dets
+        if (precision > -1).any():
+            ax.plot(
+                recall, np.clip(precision, 0, None), label=f"{name} (AP@0.5 {precision[precision > -1].mean():.2f})"
+            )
+    ax.set_xlabel("recall"), ax.set_ylabel("precision"), ax.set_xlim(0, 1), ax.set_ylim(0, 1.02)
+    ax.set_title("precision-recall at IoU 0.5 (pycocotools)")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def evaluate(detector: Detector, records: list[Record], threshold: float, out: Path, described: str) -> dict:
+    """Run the served pipeline over `records`, write the OUTPUTS into `out`, return the summary."""
+    if not records:
+        raise AnnotationError(f"{described}: no images to evaluate")
+    targets, predictions = targets_of(records, detector), predict_all(detector, records)
+    names = detector.class_map.names
+    ground_truth, results = coco_files(records, targets, predictions, names)
+    evaluation = coco_evaluation(ground_truth, results)
+    rows = per_class_rows(evaluation, targets, predictions, threshold, names)
+    matrix = confusion_matrix(targets, predictions, threshold, len(names))
+    (overall,) = threshold_sweep(predictions, targets, [threshold])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ground_truth.json").write_text(json.dumps(ground_truth))
+    (out / "predictions.json").write_text(json.dumps(results))
+    with open(out / "per_class.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+    plot_confusion(matrix, names, threshold, out / "confusion_matrix.png")
+    plot_pr_curves(evaluation, names, out / "pr_curves.png")
+    summary = {
+        "model": shown(detector.path),
+        "images": described,
+        "image_count": len(records),
+        "boxes": overall["found"] + overall["missed"],
+        "threshold": threshold,
+        "map": float(evaluation.stats[0]),
+        "map_50": float(evaluation.stats[1]),
+        **{k: overall[k] for k in ("found", "missed", "false", "recall", "precision")},
+        "confusion": {"labels": [BACKGROUND, *names], "matrix": matrix.tolist()},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def records_to_evaluate(dataset: str | None) -> tuple[list[Record], str]:
+    """The run's unseen real images (split.json) by default, else every image of `dataset`."""
+    if dataset is None:
+        split_path = run_artifacts().split
+        if not split_path.is_file():
+            raise FileNotFoundError(f"no split record at {shown(split_path)}: train first, or pass --dataset")
+        records = Split.read(split_path).real("valid")
+        return records, f"{len(records)} unseen real images of the run ({shown(split_path)})"
+    source = resolve_dataset(dataset)
+    return source.records, f"every image of {source.describe()}"
+
+
+def format_summary(summary: dict) -> str:
+    return (
+        f"{summary['images']}: {summary['boxes']} boxes; COCO mAP {summary['map']:.3f}, mAP@0.5 {summary['map_50']:.3f}; "
+        f"at score >= {summary['threshold']:g}: found {summary['found']}, missed {summary['missed']}, "
+        f"false {summary['false']} (recall {summary['recall']:.2f}, precision {summary['precision']:.2f})"
+    )
+
+
+def main(argv=None) -> int:
+    layout = run_artifacts()
+    parser = argparse.ArgumentParser(prog="python -m helpers evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=layout.onnx)
+    parser.add_argument("--dataset", help="sample, fridge or a dataset folder (default: the run's unseen images)")
+    parser.add_argument("--threshold", type=float, help="default: the model's served threshold")
+    parser.add_argument("--out", type=Path, default=layout.root / "evaluation")
+    args = parser.parse_args(argv)
+    try:
+        detector = Detector(args.model)
+        threshold = args.threshold if args.threshold is not None else detector.contract.score_threshold
+        threshold = DEFAULT_SCORE_THRESHOLD if threshold is None else threshold
+        records, described = records_to_evaluate(args.dataset)
+        summary = evaluate(detector, records, threshold, args.out, described)
+    except (ModelError, AnnotationError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    print(f"wrote {', '.join(OUTPUTS)} to {shown(args.out)}")
+    return 0

@@ -30,6 +30,7 @@ import uuid
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import NamedTuple
 
 from helpers.build.interpreters import emulated_arm64_command, find_python, pip_install
 from helpers.paths import ARTIFACTS_ROOT
@@ -175,6 +176,115 @@ def _metric(stdout: str, name: str) -> float | None:
     return None
 
 
+class _ClientRun(NamedTuple):
+    """What one run of the runtime client left: its start, exit code, memory and log."""
+
+    started: float  # time.perf_counter() just before the interpreter was started
+    returncode: int
+    peak_rss_mb: float | None
+    libraries: list[str]
+    stdout: str
+
+
+def _interpreter(arch: str, python: str) -> tuple[list[str], str]:
+    """The command that starts CPython for `arch`, and its version (arm64: Debian's, under qemu-user)."""
+    if arch == "arm64":
+        return emulated_arm64_command()
+    interpreter = find_python(python)
+    if interpreter is None:
+        raise FileNotFoundError(f"no python{python} interpreter (PATH or pyenv) for the local invoke")
+    return [str(interpreter)], python
+
+
+def _unpack(zip_path: str | Path, tmp: Path) -> Path:
+    """The package unzipped into tmp/task (like /var/task), beside an empty tmp/tmp (like /tmp)."""
+    task = tmp / "task"
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(task)
+    for path in task.rglob("*.so*"):  # zipfile drops the mode bits
+        path.chmod(0o755)
+    (tmp / "tmp").mkdir()
+    return task
+
+
+def _start_runtime_api(events: list) -> RuntimeApi:
+    api = RuntimeApi(events)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    return api
+
+
+def _lambda_environment(
+    api: RuntimeApi, python: str, handler: str, tmp: Path, snapstart: bool, env: dict[str, str]
+) -> dict[str, str]:
+    """The variables Lambda's runtime sets, then `env` (the function's own configuration)."""
+    return {
+        "AWS_LAMBDA_RUNTIME_API": api.address,
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{python}",
+        "AWS_LAMBDA_FUNCTION_NAME": "local",  # makes the handler do its init at import, as in AWS
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
+        "AWS_REGION": "us-east-1",
+        "_HANDLER": handler,
+        "LAMBDA_TASK_ROOT": str(tmp / "task"),
+        "MODEL_CACHE_DIR": str(tmp / "tmp"),
+        "LANG": "C.UTF-8",
+        "TZ": ":UTC",
+        **({"AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"} if snapstart else {}),
+        **env,
+    }
+
+
+def _run_client(command: list[str], env: dict[str, str], task: Path, api: RuntimeApi, timeout: float) -> _ClientRun:
+    """The client in its own process group until every event has an answer, init failed or it exited;
+    its memory is read while it is still alive, then the group is killed, as Lambda ends an environment."""
+    log_path = task.parent / "log.txt"
+    with open(log_path, "wb") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=task, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while not api.done.wait(0.05) and process.poll() is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"local invoke timed out after {timeout:.0f} s")
+            api.done.wait(1)  # an init error is posted just before the client exits
+            peak_rss_mb, libraries = _process_memory(process.pid)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return _ClientRun(started, process.returncode, peak_rss_mb, libraries, log_path.read_text(errors="replace"))
+
+
+def _report(api: RuntimeApi, run: _ClientRun, task: Path) -> dict:
+    """invoke_zip's report from what the Runtime API recorded and what the client logged."""
+    if not api.done.is_set():
+        raise RuntimeError(f"the runtime client exited ({run.returncode}) before answering:\n{run.stdout[-3000:]}")
+    user_agent = api.user_agent.split("/", 1)[-1]  # aws-lambda-python/<python>-<client version>
+    answers = [api.answers.get(request_id) for request_id in api.request_ids]
+    return {
+        "python": user_agent.split("-")[0],
+        "runtime_client": api.user_agent,
+        "init_error": api.init_error,
+        "request_ids": api.request_ids,
+        "restored_from_snapshot": api.restored,
+        "cold_init_ms": (api.first_next_at - run.started) * 1e3 if api.first_next_at else None,
+        "handler_init_ms": _metric(run.stdout, "InitMs"),
+        "responses": [answer[1] for answer in answers if answer],
+        "failed": [i for i, answer in enumerate(answers) if answer and answer[0] == "error"],
+        "latencies_ms": [
+            (answer[2] - api.sent_at[request_id]) * 1e3
+            for request_id, answer in zip(api.request_ids, answers)
+            if answer
+        ],
+        "peak_rss_mb": run.peak_rss_mb,
+        "libraries_from_package": [str(Path(p).relative_to(task)) for p in run.libraries if p.startswith(f"{task}/")],
+        "libraries_from_dev_environment": [p for p in run.libraries if p.startswith(f"{Path(sys.prefix)}/")],
+        "libraries": run.libraries,
+        "stdout": run.stdout,
+    }
+
+
 def invoke_zip(
     zip_path: str | Path,
     events: list,
@@ -191,88 +301,23 @@ def invoke_zip(
     own init (its InitMs metric), peak RSS, the shared objects it mapped (those from the package and
     any from this development environment, which must be none), the log output, and any init error.
     `snapstart` runs the init as SnapStart does: hooks before the snapshot, a restore, hooks after it."""
-    if arch == "arm64":
-        command, python = emulated_arm64_command()
-    else:
-        interpreter = find_python(python)
-        if interpreter is None:
-            raise FileNotFoundError(f"no python{python} interpreter (PATH or pyenv) for the local invoke")
-        command = [str(interpreter)]
+    command, python = _interpreter(arch, python)
     runtime = runtime_client_dir(arch, python)
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        task = tmp / "task"  # like /var/task
-        with zipfile.ZipFile(zip_path) as zf:
-            zf.extractall(task)
-        for path in task.rglob("*.so*"):  # zipfile drops the mode bits
-            path.chmod(0o755)
-        (tmp / "tmp").mkdir()
-        api = RuntimeApi(events)
-        threading.Thread(target=api.serve_forever, daemon=True).start()
-        lambda_env = {
-            "AWS_LAMBDA_RUNTIME_API": api.address,
-            "AWS_EXECUTION_ENV": f"AWS_Lambda_python{python}",
-            "AWS_LAMBDA_FUNCTION_NAME": "local",  # makes the handler do its init at import, as in AWS
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048",
-            "AWS_REGION": "us-east-1",
-            "_HANDLER": handler,
-            "LAMBDA_TASK_ROOT": str(task),
-            "MODEL_CACHE_DIR": str(tmp / "tmp"),
-            "LANG": "C.UTF-8",
-            "TZ": ":UTC",
-            **({"AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"} if snapstart else {}),
-            **env,
-        }
-        log_path = tmp / "log.txt"
-        with open(log_path, "wb") as log:
-            started = time.perf_counter()
-            process = subprocess.Popen(
+        task = _unpack(zip_path, Path(tmp))
+        api = _start_runtime_api(events)
+        try:
+            run = _run_client(
                 [*command, "-I", "-S", "-c", BOOTSTRAP, str(task), str(runtime), handler],
-                env=lambda_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=task,
-                start_new_session=True,
+                _lambda_environment(api, python, handler, Path(tmp), snapstart, env),
+                task,
+                api,
+                timeout,
             )
-            try:
-                deadline = time.monotonic() + timeout
-                while not api.done.wait(0.05) and process.poll() is None:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"local invoke timed out after {timeout:.0f} s")
-                api.done.wait(1)  # an init error is posted just before the client exits
-                peak_rss_mb, libraries = _process_memory(process.pid)
-            finally:
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGKILL)  # as Lambda ends an environment
-                process.wait()
-                api.shutdown()
-                api.server_close()
-        stdout = log_path.read_text(errors="replace")
-        if not api.done.is_set():
-            raise RuntimeError(f"the runtime client exited ({process.returncode}) before answering:\n{stdout[-3000:]}")
-        user_agent = api.user_agent.split("/", 1)[-1]  # aws-lambda-python/<python>-<client version>
-        answers = [api.answers.get(request_id) for request_id in api.request_ids]
-        return {
-            "python": user_agent.split("-")[0],
-            "runtime_client": api.user_agent,
-            "init_error": api.init_error,
-            "request_ids": api.request_ids,
-            "restored_from_snapshot": api.restored,
-            "cold_init_ms": (api.first_next_at - started) * 1e3 if api.first_next_at else None,
-            "handler_init_ms": _metric(stdout, "InitMs"),
-            "responses": [answer[1] for answer in answers if answer],
-            "failed": [i for i, answer in enumerate(answers) if answer and answer[0] == "error"],
-            "latencies_ms": [
-                (answer[2] - api.sent_at[request_id]) * 1e3
-                for request_id, answer in zip(api.request_ids, answers)
-                if answer
-            ],
-            "peak_rss_mb": peak_rss_mb,
-            "libraries_from_package": [str(Path(p).relative_to(task)) for p in libraries if p.startswith(f"{task}/")],
-            "libraries_from_dev_environment": [p for p in libraries if p.startswith(f"{Path(sys.prefix)}/")],
-            "libraries": libraries,
-            "stdout": stdout,
-        }
+        finally:
+            api.shutdown()
+            api.server_close()
+        return _report(api, run, task)
 
 
 def build_parser() -> argparse.ArgumentParser:

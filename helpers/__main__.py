@@ -16,7 +16,7 @@ COMMANDS = {
     "batch": ("helpers.aws.batch", "batch inference: local, or a Step Functions stack"),
     "evaluate": ("helpers.evaluate.report", "the served model over a labelled set: COCO JSON, per-class CSV, plots"),
     "accuracy": ("helpers.tools.accuracy", "what each model learns, over seeds"),
-    "benchmark": ("helpers.tools.benchmark", "speed and size, side by side; writes BENCHMARKS.md"),
+    "benchmark": ("helpers.tools.benchmark.cli", "speed and size, side by side; writes BENCHMARKS.md"),
     "soak": ("helpers.tools.soak", "many warm invocations: memory and latency drift"),
     "icevision": ("helpers.tools.icevision_lane", "the blog's own IceVision recipe on Python 3.8"),
 }

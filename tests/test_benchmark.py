@@ -1,10 +1,14 @@
-"""The benchmark's goals logic: a goal that cannot be judged says so and is never counted as met."""
+"""The benchmark's goals logic: a goal that cannot be judged says so and is never counted as met;
+its report: every measured part rendered, in its own section of BENCHMARKS.md."""
 
 import pytest
 
 from helpers.data.dataset import Split
 from helpers.paths import SAMPLE_DIR, split_file
-from helpers.tools import benchmark
+from helpers.tools.benchmark import goals as benchmark
+from helpers.tools.benchmark.measure import BenchmarkRefused, _models
+from helpers.tools.benchmark.report import markdown, plot, write_markdown
+from helpers.tools.markdown import replace_section
 from helpers.train.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES
 
 
@@ -73,8 +77,91 @@ def test_a_checkpoint_without_enough_unseen_images_is_refused(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "best.ckpt").write_bytes(b"")
-    with pytest.raises(benchmark.BenchmarkRefused, match="no split record"):
-        benchmark._models(tmp_path / "out", [run / "best.ckpt"], [])
+    with pytest.raises(BenchmarkRefused, match="no split record"):
+        _models(tmp_path / "out", [run / "best.ckpt"], [])
     Split("sample", SAMPLE_DIR, ("10.jpg", "12.jpg", "14.jpg", "15.jpg"), ("11.jpg", "13.jpg")).write(split_file(run))
-    with pytest.raises(benchmark.BenchmarkRefused, match="2 images never trained on; .* at least 20"):
-        benchmark._models(tmp_path / "out", [run / "best.ckpt"], [])
+    with pytest.raises(BenchmarkRefused, match="2 images never trained on; .* at least 20"):
+        _models(tmp_path / "out", [run / "best.ckpt"], [])
+
+
+def _results():
+    """A whole run's results, shaped as measure.run returns them, for one trained model."""
+    timing = {"p50_ms": 40.0, "p90_ms": 44.0}
+    sizes = ("0.3 MP", "1 MP", "4 MP", "12 MP")
+    return {
+        "environment": "x86_64, 2 CPUs",
+        "models": {m: "trained (here)" if m == LITE0_MODEL else "random weights" for m in MODEL_NAMES},
+        "preprocessing": {"ours (C kernel)": timing, "albumentations": timing},
+        "bytes_to_tensor": {s: {"ours": timing, "opencv_albumentations": timing} for s in ("499x666 sample", *sizes)},
+        "inference": {
+            f"{m} @ {t}": {"torch": timing, "ort_fp32": timing, "ort_int8": timing, "fp32_mb": 20.0, "int8_mb": 6.0}
+            for m in MODEL_NAMES
+            for t in (1, 2)
+        },
+        "gemm_peak_gflops_2_threads": 250.0,
+        "int8_accuracy": {LITE0_MODEL: _accuracy(0.5, 0.8, 0.495)},
+        "zips": {
+            a: {"zipped_bytes": 2**24, "unzipped_bytes": 2**26, "untrimmed_unzipped_bytes": 2**27}
+            for a in ("x86_64", "arm64")
+        },
+        "cold_init": {
+            m: {
+                "cold_init_ms": 400.0,
+                "handler_init_ms": 200.0,
+                "first_request_ms": 60.0,
+                "warm": timing,
+                "peak_rss_mb": 300.0,
+            }
+            for m in MODEL_NAMES
+        },
+        "serving_model": LITE0_MODEL,
+        "by_size": {
+            s: {"jpeg_mb": 1.0, "decode": 3.0, "preprocess": 1.0, "inference": 37.0, "postprocess": 0.3, "total": 42.0}
+            for s in sizes
+        },
+    }
+
+
+def test_the_report_has_every_part_and_the_goal_table_is_goals():
+    results = _results()
+    text = markdown(results, "benchmarks.png")
+    headings = [line.split(" (")[0] for line in text.splitlines() if line.startswith("#")]
+    assert headings == [
+        "# Benchmarks",
+        "## Goals",
+        "## Bytes -> model tensor",
+        "## Preprocessing",
+        "## Inference",
+        "## INT8 accuracy",
+        "## The Lambda zip",
+        "## End-to-end handler latency by input size",
+        "## Estimated cost per 1M requests",
+    ]
+    goal_table = text.split("| goal | measured | met |\n|---|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    assert goal_table.splitlines() == [f"| {goal} | {value} | {met} |" for goal, value, met in benchmark.goals(results)]
+    rows = text.splitlines()
+    for part in ("inference", "by_size", "zips", "cold_init", "models"):  # one table row per measured key
+        assert all(any(line.startswith(f"| {key} |") for line in rows) for key in results[part]), part
+    assert rows[-1] == "![latency](benchmarks.png)"
+
+
+def test_each_tool_rewrites_only_its_own_section(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    results = _results()
+    replace_section(path, "training", "## Training\n\n| a |\n|---|\n| first |")
+    path.write_text(path.read_text() + "\n## Written by hand\n\nkept as it is\n")
+    write_markdown(results, path, tmp_path / "benchmarks.png")
+    first = path.read_text()
+    assert first.startswith("<!-- benchmark:start -->\n# Benchmarks\n")  # a new benchmark section comes first
+    assert first.endswith("<!-- training:end -->\n\n## Written by hand\n\nkept as it is\n")
+    assert "| first |\n\n<!-- training:end -->" in first  # a blank line ends the table before the marker
+    results["environment"] = "another machine"
+    write_markdown(results, path, tmp_path / "benchmarks.png")
+    replace_section(path, "training", "## Training\n\n| a |\n|---|\n| second |")
+    second = path.read_text()
+    assert second == first.replace("x86_64, 2 CPUs", "another machine").replace("| first |", "| second |")
+
+
+def test_the_plot_is_drawn_from_the_results(tmp_path):
+    plot(_results(), tmp_path / "benchmarks.png")
+    assert (tmp_path / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,57 @@
+"""Benchmarks, measured side by side in one run; `python -m helpers benchmark` writes BENCHMARKS.md.
+
+Ratios are taken between measurements made in the same process, interleaved, on the same inputs, so a
+noisy host moves both sides. Nothing here is a test: it prints figures and states the goals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from helpers.paths import BENCHMARK_DIR, PROJECT_ROOT, run_artifacts
+from helpers.tools.benchmark.measure import BenchmarkRefused, run
+from helpers.tools.benchmark.report import plot, write_markdown
+
+
+def default_checkpoints() -> list[Path]:
+    """The full run's checkpoint if there is one, else the quick run's (what `make run` trained)."""
+    return next(
+        ([c] for c in (run_artifacts(quick=False).checkpoint, run_artifacts(quick=True).checkpoint) if c.is_file()), []
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers benchmark", description=__doc__)
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="trained checkpoints (one per model) for INT8 accuracy and serving figures; default: "
+        "artifacts/full's, else artifacts/quick's; models without one run with random weights",
+    )
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    checkpoints = default_checkpoints() if args.checkpoints is None else args.checkpoints
+    if missing := [c for c in checkpoints if not c.is_file()]:
+        print(f"error: checkpoint not found: {missing[0]}", file=sys.stderr)
+        return 2
+    try:
+        results = run(BENCHMARK_DIR, checkpoints, args.repeats)
+    except BenchmarkRefused as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    (BENCHMARK_DIR / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    plot_path = args.out.parent / "benchmarks.png"
+    plot(results, plot_path)
+    write_markdown(results, args.out, plot_path)
+    print(args.out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,325 @@
+"""The benchmark's measurements: `run` measures every section into one results dict.
+
+Ratios are taken between measurements made in the same process, interleaved, on the same inputs, so a
+noisy host moves both sides. Nothing here is a test: it measures, and goals.py judges.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import platform
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import torch
+from onnx import TensorProto, helper
+from PIL import Image
+
+from helpers.build import native
+from helpers.build.package import build
+from helpers.data import dataset as fridge_data
+from helpers.evaluate.metrics import evaluate_detector
+from helpers.export.onnx_export import export_checkpoint, export_onnx
+from helpers.export.quantize import calibration_inputs, quantize_int8
+from helpers.paths import SAMPLE_DIR, shown, split_file
+from helpers.runtime import handler as lambda_handler
+from helpers.runtime.classmap import ClassMap
+from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
+from helpers.runtime.contract import ModelContract
+from helpers.runtime.model import Detector
+from helpers.runtime.preprocess import decode_for_model, decode_image, kernel, preprocess, preprocess_numpy
+from helpers.tools import blog
+from helpers.tools.benchmark.goals import MIN_EVALUATION_IMAGES
+from helpers.tools.lambda_local import invoke_zip
+from helpers.tools.timing import SETTLE_S, interleaved, measure, percentiles
+from helpers.train.models import LITE0_MODEL, MODEL_NAMES, build_detector
+from helpers.train.run import load_checkpoint
+from helpers.train.transforms import valid_transform
+
+#: The photo sizes of the bytes -> tensor and end-to-end tables, in megapixels.
+SIZES_MP = (0.3, 1, 4, 12)
+
+
+class BenchmarkRefused(ValueError):
+    """A checkpoint the benchmark cannot judge fairly (no split record, too few evaluation images)."""
+
+
+# ---- the contenders, one comparison each ---------------------------------------------------------
+
+
+def preprocessing_comparison(image: np.ndarray, repeats: int = 30) -> dict[str, dict]:
+    """decoded RGB -> model input, interleaved: ours (C kernel, and the NumPy path used without it),
+    albumentations 2.0.8, the blog's float64."""
+    albu = valid_transform(PREPROCESS)
+    pil = Image.fromarray(image)
+
+    def albumentations_path():
+        out = albu(image=image, bboxes=np.zeros((0, 4)), labels=[])["image"]
+        return np.ascontiguousarray(out.transpose(2, 0, 1))[None]
+
+    runs = {
+        "ours (C kernel)": lambda: preprocess(image),
+        "ours without the kernel (NumPy)": lambda: preprocess_numpy(image),
+        "albumentations": albumentations_path,
+        "blog": lambda: blog.preprocess(pil),
+    }
+    return interleaved(runs, repeats, warmup=2)
+
+
+def synthetic_photo(megapixels: float) -> bytes:
+    """A JPEG of about `megapixels` made by tiling a real sample image (4:3 landscape)."""
+    source = Image.open(SAMPLE_DIR / "images" / "10.jpg").convert("RGB")
+    width = int((megapixels * 1e6 * 4 / 3) ** 0.5)
+    height = int(width * 3 / 4)
+    canvas = Image.new("RGB", (width, height))
+    for x in range(0, width, source.width):
+        for y in range(0, height, source.height):
+            canvas.paste(source, (x, y))
+    buffer = io.BytesIO()
+    canvas.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def bytes_to_tensor_comparison(jpeg: bytes, repeats: int) -> dict[str, dict]:
+    """JPEG bytes -> model input, ours (Pillow decode + exact C letterbox) vs what a user would pick
+    with the training libraries (OpenCV imdecode + albumentations), interleaved."""
+    albu = valid_transform(PREPROCESS)
+    buffer = np.frombuffer(jpeg, np.uint8)
+
+    def opencv_albumentations():
+        image = cv2.cvtColor(cv2.imdecode(buffer, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        out = albu(image=image, bboxes=np.zeros((0, 4)), labels=[])["image"]
+        return np.ascontiguousarray(out.transpose(2, 0, 1))[None]
+
+    runs = {
+        "ours": lambda: preprocess(decode_for_model(jpeg, PREPROCESS.image_size, max_pixels=1 << 30)),
+        "opencv_albumentations": opencv_albumentations,
+    }
+    return interleaved(runs, repeats, warmup=1)
+
+
+def inference_comparison(
+    module, fp32_path: Path, int8_path: Path, tensor: np.ndarray, threads: int, repeats: int
+) -> dict:
+    """PyTorch eager vs ONNX Runtime FP32 vs INT8 on one input at `threads` threads, interleaved, each
+    after the others' thread pools have gone idle (see helpers.tools.timing.interleaved)."""
+    torch.set_num_threads(threads)
+    fp32_detector = Detector(fp32_path, threads=threads)
+    fp32, int8 = fp32_detector.session, Detector(int8_path, threads=threads).session
+    image = torch.from_numpy(tensor[0])
+    feeds = {fp32_detector.input_name: tensor}
+    runs = {
+        "torch": lambda: module([image]),
+        "ort_fp32": lambda: fp32.run(None, feeds),
+        "ort_int8": lambda: int8.run(None, feeds),
+    }
+    with torch.no_grad():
+        return interleaved(runs, repeats, warmup=2)
+
+
+def gemm_peak_gflops(threads: int, n: int = 2048, repeats: int = 10) -> float:
+    """ONNX Runtime fp32 MatMul n^3 throughput: the ceiling for a conv-heavy fp32 model here."""
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])
+    c = helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", [a, b], [c])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feeds = {"a": np.random.rand(n, n).astype(np.float32), "b": np.random.rand(n, n).astype(np.float32)}
+    best = measure(lambda: session.run(None, feeds), repeats)["min_ms"]
+    return 2 * n**3 / (best / 1e3) / 1e9
+
+
+# ---- the models ----------------------------------------------------------------------------------
+
+
+def _environment() -> str:
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, onnxruntime {ort.__version__}, numpy {np.__version__}, "
+        f"letterbox kernel {'loaded' if kernel() else 'NOT built'} ({native.compiler_version(native.host_arch())})"
+    )
+
+
+def _trained_model(checkpoint: Path, out_dir: Path) -> tuple[str, dict]:
+    """A checkpoint's model, exported and quantised; refused unless its split leaves enough unseen images."""
+    split_path = split_file(Path(checkpoint).parent)
+    if not split_path.is_file():
+        raise BenchmarkRefused(f"{checkpoint}: no split record next to it (train it with this version)")
+    split = fridge_data.Split.read(split_path)
+    unseen = len(split.evaluation())
+    if unseen < MIN_EVALUATION_IMAGES:
+        raise BenchmarkRefused(
+            f"{checkpoint}: {unseen} images never trained on; the INT8 accuracy "
+            f"goal needs at least {MIN_EVALUATION_IMAGES}"
+        )
+    module = load_checkpoint(checkpoint)
+    name = module.hparams.model_name
+    fp32 = export_checkpoint(checkpoint, out_dir / f"{name}.onnx")
+    calibration = calibration_inputs(split, module.preprocess, limit=8)
+    return name, {
+        "module": module.model.eval(),
+        "fp32": fp32,
+        "trained": f"trained ({shown(Path(checkpoint).parent)})",
+        "split": split,
+        "int8": quantize_int8(fp32, out_dir / f"{name}_int8.onnx", calibration),
+    }
+
+
+def _random_model(name: str, out_dir: Path, calibration: list[np.ndarray]) -> dict:
+    """A model no checkpoint was given for: random weights (seeded), exported and quantised all the same."""
+    torch.manual_seed(0)
+    model, _ = build_detector(name, len(FRIDGE_CLASSES) + 1, PREPROCESS.image_size, weights="none")
+    model.eval()
+    contract = ModelContract(ClassMap(FRIDGE_CLASSES), PREPROCESS)
+    fp32 = export_onnx(model, out_dir / f"{name}_random.onnx", contract, name, "none (random init)")
+    return {
+        "module": model,
+        "fp32": fp32,
+        "trained": None,
+        "split": None,
+        "int8": quantize_int8(fp32, out_dir / f"{name}_random_int8.onnx", calibration),
+    }
+
+
+def _models(out_dir: Path, checkpoints: list[Path], calibration_sample: list[np.ndarray]) -> dict[str, dict]:
+    """Every model the project ships: trained from a given checkpoint, else random weights (said so)."""
+    models = dict(_trained_model(checkpoint, out_dir) for checkpoint in checkpoints)
+    for name in MODEL_NAMES:
+        if name not in models:
+            models[name] = _random_model(name, out_dir, calibration_sample)
+    return models
+
+
+# ---- the sections of a run, each a part of the results -------------------------------------------
+
+
+def _bytes_to_tensor(image_bytes: bytes, photos: dict[float, bytes], repeats: int) -> dict[str, dict]:
+    """The sample as it is, then each synthetic photo (fewer rounds from 4 MP: each takes long)."""
+    by_input = {"499x666 sample": bytes_to_tensor_comparison(image_bytes, max(30, repeats))}
+    for megapixels, jpeg in photos.items():
+        rounds = max(30, repeats) if megapixels < 4 else max(5, repeats // 2)
+        by_input[f"{megapixels} MP"] = bytes_to_tensor_comparison(jpeg, rounds)
+    return by_input
+
+
+def _inference(models: dict[str, dict], tensor: np.ndarray, repeats: int) -> dict[str, dict]:
+    figures = {}
+    for name, m in models.items():
+        for threads in (1, 2):
+            print(f"inference {name} @ {threads} thread(s) ...", flush=True)
+            figures[f"{name} @ {threads}"] = {
+                **inference_comparison(m["module"], m["fp32"], m["int8"], tensor, threads, repeats),
+                "fp32_mb": m["fp32"].stat().st_size / 1e6,
+                "int8_mb": m["int8"].stat().st_size / 1e6,
+            }
+    return figures
+
+
+def _int8_accuracy(models: dict[str, dict]) -> dict[str, dict]:
+    """FP32 and INT8 through the served Detector on the images each trained model never saw."""
+    figures = {}
+    for name, m in models.items():
+        if m["split"] is None:
+            continue
+        print(f"INT8 accuracy {name} ...", flush=True)
+        holdout, valid = m["split"].holdout(), m["split"].real("valid")
+        figures[name] = {
+            "images": {"synthetic_holdout": len(holdout), "real_valid": len(valid)},
+            "fp32": evaluate_detector(Detector(m["fp32"]), holdout + valid),
+            "int8": evaluate_detector(Detector(m["int8"]), holdout + valid),
+        }
+    return figures
+
+
+def _zips(dist: Path) -> dict[str, dict]:
+    figures = {}
+    for arch in ("x86_64", "arm64"):
+        report = build(arch, "3.12", out_dir=dist)
+        figures[arch] = {k: report[k] for k in ("zipped_bytes", "unzipped_bytes", "untrimmed_unzipped_bytes", "sha256")}
+    return figures
+
+
+def _cold_init(models: dict[str, dict], zip_path: Path, image_bytes: bytes) -> dict[str, dict]:
+    """Each model in the x86_64 zip under the runtime client: medians of 3 cold starts of 10 requests."""
+    figures = {}
+    for name, m in models.items():
+        print(f"cold init of the zip under the runtime client, {name} ...", flush=True)
+        colds = [
+            invoke_zip(
+                zip_path,
+                [{"image": base64.b64encode(image_bytes).decode()}] * 10,
+                {"MODEL_PATH": str(m["fp32"]), "LOG_LEVEL": "WARNING"},
+            )
+            for _ in range(3)
+        ]
+        figures[name] = {
+            "cold_init_ms": float(np.median([r["cold_init_ms"] for r in colds])),
+            "handler_init_ms": float(np.median([r["handler_init_ms"] for r in colds])),
+            "first_request_ms": float(np.median([r["latencies_ms"][0] for r in colds])),
+            "warm": percentiles([x for r in colds for x in r["latencies_ms"][2:]]),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in colds),
+        }
+    return figures
+
+
+def _by_size(model_path: Path, photos: dict[float, bytes], repeats: int) -> dict[str, dict]:
+    """The handler in process on each photo: median of each of its timings."""
+    lambda_handler.init({"MODEL_PATH": str(model_path), "LOG_LEVEL": "WARNING", "MAX_IMAGE_BYTES": str(50 << 20)})
+    figures = {}
+    for megapixels, jpeg in photos.items():
+        event = {"image": base64.b64encode(jpeg).decode()}
+        timings = []
+        for _ in range(max(5, repeats // 4)):
+            # Requests reach a Lambda apart; back to back, each one's decode would run beside the
+            # previous inference's still-spinning ONNX Runtime workers (see helpers.tools.timing.interleaved).
+            time.sleep(SETTLE_S)
+            timings.append(lambda_handler.handler(event, None)["timings_ms"])
+        figures[f"{megapixels} MP"] = {
+            "jpeg_mb": len(jpeg) / 1e6,
+            **{k: float(np.median([t[k] for t in timings])) for k in timings[0]},
+        }
+    return figures
+
+
+def run(out_dir: Path, checkpoints: list[Path], repeats: int) -> dict:
+    """Every section, in this order, into the results dict that report.py renders and results.json keeps."""
+    native.build_in_place()  # "ours" is what the zip runs: the C letterbox
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict = {"environment": _environment()}
+    records = fridge_data.load_sample()
+    image_bytes = records[0].image_path.read_bytes()
+    image = decode_image(image_bytes)
+    tensor, _ = preprocess(image)
+
+    print("preprocessing ...", flush=True)
+    results["preprocessing"] = preprocessing_comparison(image, repeats=max(30, repeats))
+    photos = {megapixels: synthetic_photo(megapixels) for megapixels in SIZES_MP}  # also the end-to-end table's
+    results["bytes_to_tensor"] = _bytes_to_tensor(image_bytes, photos, repeats)
+
+    print("models ...", flush=True)
+    sample_calibration = [preprocess(decode_for_model(r.image_path.read_bytes()))[0] for r in records]
+    models = _models(out_dir, checkpoints, sample_calibration)
+    results["models"] = {
+        name: m["trained"] or "random weights: no trained checkpoint given" for name, m in models.items()
+    }
+    results["inference"] = _inference(models, tensor, repeats)
+    results["gemm_peak_gflops_2_threads"] = gemm_peak_gflops(2)
+    results["int8_accuracy"] = _int8_accuracy(models)
+
+    print("zips ...", flush=True)
+    results["zips"] = _zips(out_dir / "dist")
+    results["cold_init"] = _cold_init(models, out_dir / "dist" / "lambda-x86_64.zip", image_bytes)
+
+    serving = next((n for n, m in models.items() if m["trained"]), LITE0_MODEL)
+    print(f"latency by image size ({serving}) ...", flush=True)
+    results["serving_model"] = serving
+    results["by_size"] = _by_size(models[serving]["fp32"], photos, repeats)
+    return results

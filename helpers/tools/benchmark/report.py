@@ -1,0 +1,239 @@
+"""The benchmark's results as BENCHMARKS.md's "benchmark" section (one function per part) and a plot.
+
+Every function reads the results dict that `measure.run` returns (and results.json keeps), so a
+report can be rendered again from a saved run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from helpers.tools.benchmark.goals import FP32_MAP50_FLOOR, MIN_EVALUATION_IMAGES, goals
+from helpers.tools.markdown import replace_section
+
+LAMBDA_PRICE = {  # AWS list prices, us-east-1 on-demand, unchanged since Dec 2020 as far as we know;
+    # this machine is offline and cannot re-check them: verify on aws.amazon.com/lambda/pricing
+    "date": "list prices as of Dec 2020 (not re-checked offline)",
+    "x86_64_gb_second_usd": 0.0000166667,
+    "arm64_gb_second_usd": 0.0000133334,
+    "per_million_requests_usd": 0.20,
+}
+VCPU_MB = 1769  # Lambda allocates CPU in proportion to memory: 1 vCPU at 1,769 MB
+
+
+def estimated_latency_ms(latency_1thread_ms: float, latency_2threads_ms: float, memory_mb: int) -> float:
+    """Assumption: below 1,769 MB latency grows in proportion to the missing CPU share; from 1,769 MB the
+    1-thread latency applies, from 3,538 MB (2 vCPU) the 2-thread latency."""
+    if memory_mb >= 2 * VCPU_MB:
+        return latency_2threads_ms
+    if memory_mb >= VCPU_MB:
+        return latency_1thread_ms
+    return latency_1thread_ms * VCPU_MB / memory_mb
+
+
+def estimated_cost_per_million(
+    latency_1thread_ms: float, latency_2threads_ms: float, memory_mb: int, arch: str = "x86_64"
+) -> float:
+    """USD per 1M requests at `memory_mb`, billed per 1 ms of estimated_latency_ms."""
+    billed_seconds = np.ceil(estimated_latency_ms(latency_1thread_ms, latency_2threads_ms, memory_mb)) / 1e3
+    compute = billed_seconds * memory_mb / 1024 * LAMBDA_PRICE[f"{arch}_gb_second_usd"]
+    return 1e6 * compute + LAMBDA_PRICE["per_million_requests_usd"]
+
+
+def _table(header: str, rows: list[str]) -> str:
+    return "\n".join([header, "|---" * (header.count("|") - 1) + "|", *rows])
+
+
+def _introduction(results: dict) -> str:
+    return "\n".join(
+        [
+            "# Benchmarks",
+            "",
+            f"Measured by `python -m helpers benchmark` on {results['environment']}.",
+            "Every ratio compares measurements made in the same run, interleaved, each timed call after a 50 ms",
+            "pause in which the other contenders' thread pools go idle (as in a Lambda, which runs one of them).",
+            "The host is shared and noisy: re-run for your own figures.",
+            "",
+            "Models: " + "; ".join(f"`{name}` {how}" for name, how in results["models"].items()) + ".",
+        ]
+    )
+
+
+def _goals(results: dict) -> str:
+    return (
+        "## Goals\n\n"
+        f"INT8 accuracy is judged only on at least {MIN_EVALUATION_IMAGES} images the model never trained on and only "
+        f"when FP32 reaches mAP@0.5 >= {FP32_MAP50_FLOOR} there; otherwise it is *not measurable*, never met.\n\n"
+        + _table("| goal | measured | met |", [f"| {goal} | {value} | {met} |" for goal, value, met in goals(results)])
+    )
+
+
+def _bytes_to_tensor(results: dict) -> str:
+    rows = [
+        f"| {size} | {v['ours']['p50_ms']:.2f} | {v['opencv_albumentations']['p50_ms']:.2f} | "
+        f"{v['opencv_albumentations']['p50_ms'] / v['ours']['p50_ms']:.2f}x |"
+        for size, v in results["bytes_to_tensor"].items()
+    ]
+    return "## Bytes -> model tensor (JPEG in, 1x3x384x384 float32 out)\n\n" + _table(
+        "| input | ours (Pillow + exact C letterbox) p50 ms | OpenCV imdecode + albumentations p50 ms | ratio |", rows
+    )
+
+
+def _preprocessing(results: dict) -> str:
+    rows = [f"| {name} | {v['p50_ms']:.2f} | {v['p90_ms']:.2f} |" for name, v in results["preprocessing"].items()]
+    return "## Preprocessing (decoded 499x666 image -> 1x3x384x384 float32)\n\n" + _table(
+        "| path | p50 ms | p90 ms |", rows
+    )
+
+
+def _inference(results: dict) -> str:
+    rows = [
+        f"| {key} | {v['torch']['p50_ms']:.0f} / {v['torch']['p90_ms']:.0f} | {v['ort_fp32']['p50_ms']:.0f} / {v['ort_fp32']['p90_ms']:.0f} "
+        f"| {v['ort_int8']['p50_ms']:.0f} / {v['ort_int8']['p90_ms']:.0f} | {v['torch']['p50_ms'] / v['ort_fp32']['p50_ms']:.2f}x "
+        f"| {v['ort_fp32']['p50_ms'] / v['ort_int8']['p50_ms']:.2f}x | {v['fp32_mb']:.1f} | {v['int8_mb']:.1f} |"
+        for key, v in results["inference"].items()
+    ]
+    header = "| model @ threads | PyTorch p50/p90 ms | ORT FP32 p50/p90 ms | ORT INT8 p50/p90 ms | ORT/torch | INT8/FP32 | FP32 MB | INT8 MB |"
+    return (
+        "## Inference (one 384x384 input)\n\n" + _table(header, rows) + "\n\n"
+        f"A 2048^3 fp32 MatMul in ONNX Runtime reached {results['gemm_peak_gflops_2_threads']:.0f} GFLOP/s on 2 threads "
+        "in the same run (the ceiling for FP32 convolutions here)."
+    )
+
+
+def _int8_accuracy(results: dict) -> str:
+    rows = []
+    for name, how in results["models"].items():
+        acc = results["int8_accuracy"].get(name)
+        if acc is None:
+            rows.append(f"| {name} | — | not measured: {how} | — |")
+            continue
+        images = f"{acc['images']['synthetic_holdout']} synthetic hold-out + {acc['images']['real_valid']} real valid"
+        rows.append(
+            f"| {name} | {images} | {acc['fp32']['map']:.3f} / {acc['fp32']['map_50']:.3f} | "
+            f"{acc['int8']['map']:.3f} / {acc['int8']['map_50']:.3f} |"
+        )
+    return (
+        f"## INT8 accuracy (served pipeline, images never trained on; FP32 floor mAP@0.5 >= {FP32_MAP50_FLOOR})\n\n"
+        + _table("| model | images | FP32 mAP / mAP@.5 | INT8 mAP / mAP@.5 |", rows)
+    )
+
+
+def _zip(results: dict) -> str:
+    rows = [
+        f"| {arch} | {z['zipped_bytes'] / 2**20:.1f} | {z['unzipped_bytes'] / 2**20:.1f} | "
+        f"{z['untrimmed_unzipped_bytes'] / 2**20:.1f} | 50 MB zipped / 250 MB unzipped |"
+        for arch, z in results["zips"].items()
+    ]
+    return "## The Lambda zip\n\n" + _table(
+        "| arch | zipped MiB | unzipped MiB | untrimmed unzipped MiB | quota |", rows
+    )
+
+
+def _cold_init(results: dict) -> str:
+    rows = [
+        f"| {name} | {c['cold_init_ms']:.0f} | {c['handler_init_ms']:.0f} | "
+        f"{c['first_request_ms']:.0f} | {c['warm']['p50_ms']:.0f} / {c['warm']['p90_ms']:.0f} | {c['peak_rss_mb']:.0f} |"
+        for name, c in results["cold_init"].items()
+    ]
+    header = "| model | cold init ms | of which handler init ms | first request ms | warm p50 / p90 ms | peak RSS MB |"
+    return (
+        "Cold start of the x86_64 zip under AWS's runtime client (awslambdaric, isolated CPython 3.12, a local "
+        "Runtime API; median of 3; in AWS add the S3 model download). Cold init runs from the interpreter's start "
+        "to its first request for an event (Lambda's Init Duration); the handler's own part (model and ONNX "
+        "session) is its InitMs metric:\n\n" + _table(header, rows)
+    )
+
+
+def _by_size(results: dict) -> str:
+    rows = []
+    for size, t in results["by_size"].items():
+        compared = results["bytes_to_tensor"].get(size)
+        both = (
+            f"{compared['ours']['p50_ms']:.1f} / {compared['opencv_albumentations']['p50_ms']:.1f}" if compared else "-"
+        )
+        rows.append(
+            f"| {size} | {t['jpeg_mb']:.2f} | {t['decode']:.1f} | {t['preprocess']:.1f} | {t['inference']:.0f} | "
+            f"{t['postprocess']:.1f} | {t['total']:.0f} | {both} |"
+        )
+    header = "| input | JPEG MB | decode | preprocess | inference | postprocess | total ms | bytes -> tensor: ours / OpenCV + albumentations ms |"
+    return (
+        f"## End-to-end handler latency by input size (in process, {results['serving_model']})\n\n"
+        "Decode (JPEG DCT scaling for photos at least twice the model size, see decode_for_model) and "
+        "preprocess are the handler's own; the last column is what OpenCV imdecode + albumentations take "
+        "for the same bytes -> tensor, measured interleaved with ours (table above).\n\n" + _table(header, rows)
+    )
+
+
+def _cost(results: dict) -> str:
+    """The serving model's ORT FP32 inference at 1 and 2 threads plus the handler's own work on 0.3 MP."""
+    serving = results["serving_model"]
+    overhead = results["by_size"]["0.3 MP"]["total"] - results["by_size"]["0.3 MP"]["inference"]
+    one = results["inference"][f"{serving} @ 1"]["ort_fp32"]["p50_ms"] + overhead
+    two = results["inference"][f"{serving} @ 2"]["ort_fp32"]["p50_ms"] + overhead
+    rows = [
+        f"| {memory} | {estimated_latency_ms(one, two, memory):.0f} | {estimated_cost_per_million(one, two, memory):.2f} |"
+        for memory in (1024, 1769, 2048, 3538, 4096)
+    ]
+    return (
+        f"## Estimated cost per 1M requests ({serving}, 0.3 MP images)\n\n"
+        f"Prices: us-east-1 on-demand, {LAMBDA_PRICE['date']} (x86_64 ${LAMBDA_PRICE['x86_64_gb_second_usd']}/GB-s, "
+        f"${LAMBDA_PRICE['per_million_requests_usd']} per 1M requests). Assumption: Lambda gives 1 vCPU per 1,769 MB; below that "
+        "latency grows in proportion; 1-thread latency from 1,769 MB, 2-thread latency from 3,538 MB. Latency = "
+        "measured ORT FP32 inference + measured decode/pre/postprocess.\n\n"
+        + _table("| memory MB | est. latency ms | USD per 1M requests |", rows)
+    )
+
+
+def markdown(results: dict, plot_name: str) -> str:
+    """The whole benchmark section, its parts separated by blank lines, the plot last."""
+    parts = (_introduction, _goals, _bytes_to_tensor, _preprocessing, _inference, _int8_accuracy, _zip, _cold_init)
+    return "\n\n".join(
+        [*(part(results) for part in parts), _by_size(results), _cost(results), f"![latency]({plot_name})"]
+    )
+
+
+def write_markdown(results: dict, path: Path, plot_path: Path) -> None:
+    """The benchmark's section of `path` (first in a new file); the rest of the file is left as it is."""
+    replace_section(path, "benchmark", markdown(results, plot_path.name), at_start=True)
+
+
+def plot(results: dict, path: Path) -> None:
+    """Inference p50 by model and threads; request latency by photo size, ours and with OpenCV +
+    albumentations in place of our bytes -> tensor. Drawn on a Figure, so no pyplot backend is set."""
+    fig = Figure(figsize=(10, 3.5), dpi=100)
+    ax1, ax2 = fig.subplots(1, 2)
+    keys = list(results["inference"])
+    x = np.arange(len(keys))
+    for offset, name in ((-0.25, "torch"), (0, "ort_fp32"), (0.25, "ort_int8")):
+        ax1.bar(x + offset, [results["inference"][k][name]["p50_ms"] for k in keys], width=0.25, label=name)
+    short = {
+        "retinanet_resnet50_fpn": "RetinaNet",
+        "fasterrcnn_mobilenet_v3_large_320_fpn": "MobileNetV3",
+        "fasterrcnn_efficientnet_lite0_fpn": "Lite0",
+    }
+    labels = [f"{short.get(k.rsplit(' @', 1)[0], k)}\n{k.rsplit('@', 1)[1].strip()} thread(s)" for k in keys]
+    ax1.set_xticks(x, labels, fontsize=7)
+    ax1.set_ylabel("p50 ms"), ax1.set_title("inference, 384x384"), ax1.legend(fontsize=7)
+    # Cost growth with the photo's size: the handler as it is, and the same request had its bytes ->
+    # tensor been OpenCV imdecode + albumentations (the request minus its own decode and preprocess,
+    # plus their measured bytes -> tensor; the rest of the request, base64 and JSON included, is alike).
+    sizes = [s for s in results["by_size"] if s in results["bytes_to_tensor"]]
+    megapixels = [float(s.split()[0]) for s in sizes]
+    ours = [results["by_size"][s]["total"] for s in sizes]
+    theirs = [
+        results["by_size"][s]["total"]
+        - results["by_size"][s]["decode"]
+        - results["by_size"][s]["preprocess"]
+        + results["bytes_to_tensor"][s]["opencv_albumentations"]["p50_ms"]
+        for s in sizes
+    ]
+    ax2.plot(megapixels, ours, "o-", label="handler (Pillow, DCT-scaled decode, C letterbox)")
+    ax2.plot(megapixels, theirs, "s--", label="with OpenCV imdecode + albumentations")
+    ax2.set_xlabel("JPEG megapixels"), ax2.set_ylabel("p50 ms per request")
+    ax2.set_title("end-to-end latency by input size"), ax2.set_ylim(bottom=0), ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)

@@ -20,12 +20,12 @@ import torch
 from helpers.data import dataset as fridge_data
 from helpers.evaluate.metrics import found_boxes, mean_average_precision
 from helpers.paths import ACCURACY_DIR, PROJECT_ROOT, split_file
+from helpers.tools.markdown import replace_section
 from helpers.train.models import LITE0_MODEL, SMALL_MODEL
 from helpers.train.run import TrainConfig, evaluate, load_checkpoint, predict, train
 
 SHORT_NAMES = {"lite0": LITE0_MODEL, "small": SMALL_MODEL}
 FOUND_MIN_SCORE = 0.3
-START, END = "<!-- training:start -->", "<!-- training:end -->"
 
 
 def train_config(mode: str, model: str, seed: int, out_dir: Path) -> TrainConfig:
@@ -98,7 +98,6 @@ def measure_run(mode: str, model: str, seed: int, work: Path) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        START,
         "## Training: what the models learn (`python -m helpers accuracy`)",
         "",
         "2 CPUs. Every run is judged on the synthetic hold-out (object photos never seen in training) and on",
@@ -119,18 +118,7 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['found']}/12 ({r['found_valid']}/4 on {', '.join(r['valid_images'])}) "
             f"| {f['mb']:.1f} / {f['p50_ms_2_threads']:.0f} / {f['map']:.3f} | {i['mb']:.1f} / {i['p50_ms_2_threads']:.0f} / {i['map']:.3f} |"
         )
-    lines += ["", END]
     return "\n".join(lines)
-
-
-def write_section(benchmarks: Path, section: str) -> None:
-    """Replace the training section of BENCHMARKS.md (or append it); the rest is the benchmark's."""
-    text = benchmarks.read_text() if benchmarks.is_file() else ""
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    benchmarks.write_text(text)
 
 
 def main(argv=None) -> int:
@@ -165,7 +153,7 @@ def main(argv=None) -> int:
                 flush=True,
             )
     rows.sort(key=lambda r: (r["mode"] != "quick", r["model"], r["seed"]))
-    write_section(args.out, markdown(rows))
+    replace_section(args.out, "training", markdown(rows))  # BENCHMARKS.md's "training" section is this tool's
     print(markdown(rows))
     return 0
 

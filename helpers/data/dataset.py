@@ -227,6 +227,9 @@ class DataSource:
     records: list[Record]
     url: str | None = None
     fallback_reason: str | None = None  # set when `requested` could not be had
+    classes: tuple[str, ...] = FRIDGE_CLASSES  # the data's own, in its order (helpers.data.formats)
+    format: str = "voc"
+    notes: tuple[str, ...] = ()  # what reading it left out (--skip-bad, COCO crowd boxes), a line each
 
     @property
     def uses_synthetic(self) -> bool:
@@ -252,6 +255,9 @@ class DataSource:
             "root": shown(self.root),
             "url": self.url,
             "fallback_reason": self.fallback_reason,
+            "format": self.format,
+            "classes": list(self.classes),
+            "notes": list(self.notes),
             "images": len(self.records),
             "boxes": sum(len(r.boxes) for r in self.records),
             "boxes_per_class": dict(sorted(class_counts(self.records).items())),
@@ -262,12 +268,13 @@ def fridge_url() -> str:
     return os.environ.get(URL_VARIABLE) or FRIDGE_URL
 
 
-def resolve_dataset(requested: str, cache_dir: Path = DATA_CACHE_DIR) -> DataSource:
+def resolve_dataset(requested: str, cache_dir: Path = DATA_CACHE_DIR, skip_bad: bool = False) -> DataSource:
     """ "fridge" (download, verified and cached; on a network failure, say so loudly and use the
-    sample), "sample" (bundled), or a folder holding images/ + annotations/ in PASCAL VOC form.
+    sample), "sample" (bundled), or a dataset folder in VOC, COCO or YOLO form (helpers.data.formats;
+    `skip_bad` leaves its bad images out, each named on stderr).
 
     Only an unreachable address falls back: a download that arrives but fails verification, or a
-    folder that is not VOC, is an error, since training on something else would hide it.
+    folder that is not a dataset, is an error, since training on something else would hide it.
     """
     if requested == "sample":
         return DataSource("sample", requested, SAMPLE_DIR, load_sample())
@@ -282,11 +289,15 @@ def resolve_dataset(requested: str, cache_dir: Path = DATA_CACHE_DIR) -> DataSou
             return DataSource("sample", requested, SAMPLE_DIR, load_sample(), fallback_reason=reason)
         return DataSource("fridge", requested, root, parse_voc(root / "annotations", root / "images"), url=url)
     root = Path(requested)
-    if not (root / "annotations").is_dir() or not (root / "images").is_dir():
-        raise FileNotFoundError(
-            f"dataset {requested!r}: not {' or '.join(DATASET_CHOICES)}, nor a folder with images/ and annotations/"
-        )
-    return DataSource(str(root), requested, root, parse_voc(root / "annotations", root / "images"))
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset {requested!r}: not {' or '.join(DATASET_CHOICES)}, nor a folder")
+    from helpers.data.formats import load  # the parsers build this module's Records
+
+    data = load(root, skip_bad)
+    notes = tuple(data.notes())
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return DataSource(str(root), requested, root, data.records, classes=data.classes, format=data.format, notes=notes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,7 +352,9 @@ class Split:
     def real(self, part: str = "all") -> list[Record]:
         """The real records of "train", "valid" or "all" (train then valid), in the split's order."""
         names = {"train": self.train, "valid": self.valid, "all": self.train + self.valid}[part]
-        records = parse_voc(self.root / "annotations", self.root / "images")
+        from helpers.data.formats import load  # the parsers build this module's Records
+
+        records = load(self.root, skip_bad=True).records  # whatever the format; the split lists no bad image
         records += object_photos(self.photos_root) if self.photos_root else []
         by_name = {r.image_path.name: r for r in records}
         return [by_name[name] for name in names]

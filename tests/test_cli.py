@@ -1,11 +1,15 @@
 """Every CLI fails with exit code 2 and one clear line, before doing any work."""
 
+import json
 import subprocess
 import sys
 
 import pytest
 
 from helpers.__main__ import COMMANDS
+from helpers.data import dataset as fridge_data
+from helpers.data.convert import convert
+from helpers.data.formats import LAYOUTS
 
 
 @pytest.mark.parametrize(
@@ -13,7 +17,11 @@ from helpers.__main__ import COMMANDS
     [
         (
             ["-m", "helpers", "train", "--dataset", "/nonexistent", "--epochs", "1"],
-            "error: dataset '/nonexistent': not fridge or sample, nor a folder with images/ and annotations/",
+            "error: dataset '/nonexistent': not fridge or sample, nor a folder",
+        ),
+        (
+            ["-m", "helpers.data", "convert", "/nonexistent", "--to", "coco", "/tmp/never-written"],
+            "error: /nonexistent: no such dataset folder",
         ),
         (["-m", "helpers", "export", "/nonexistent.ckpt"], "error: checkpoint not found: /nonexistent.ckpt"),
         (["-m", "helpers", "package", "--model", "/nonexistent.onnx"], "error: model not found: /nonexistent.onnx"),
@@ -43,3 +51,29 @@ def test_cli_errors(args, message):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("!")]
     assert lines == [message], result.stderr
+
+
+def test_train_refuses_bad_data_in_one_line_and_skip_bad_says_how_many_it_left_out(tmp_path):
+    """A dataset folder the train CLI cannot use is one line naming the file; --skip-bad trains without it."""
+    yolo = tmp_path / "yolo"
+    convert(fridge_data.SAMPLE_DIR, "yolo", yolo)
+    label = yolo / "labels" / "10.txt"
+    label.write_text(label.read_text().replace("0 0.30", "7 0.30", 1))
+    (tmp_path / "empty").mkdir()
+    train = [sys.executable, "-m", "helpers", "train", "--epochs", "1", "--dataset"]
+    refusals = {
+        str(yolo): f"error: {label}:1: class id 7 has no name (4 in data.yaml)",
+        str(tmp_path / "empty"): f"error: {tmp_path / 'empty'}: cannot tell the format; expected {LAYOUTS}",
+    }
+    for dataset, message in refusals.items():
+        result = subprocess.run([*train, dataset], capture_output=True, text=True, timeout=120)
+        assert (result.returncode, result.stderr.splitlines()) == (2, [message]), result.stderr
+    skipped = subprocess.run(
+        [*train, str(yolo), "--skip-bad", "--dry-run"], capture_output=True, text=True, timeout=120
+    )
+    assert skipped.returncode == 0, skipped.stderr
+    assert skipped.stderr.splitlines() == [
+        f"note: skipped: {refusals[str(yolo)].removeprefix('error: ')}",
+        f"note: {yolo}: --skip-bad skipped 1 bad image(s) or label(s)",
+    ]
+    assert json.loads(skipped.stdout)["images"] == 5

@@ -3,12 +3,14 @@ each other, and refuse bad data in one line naming the file. The data is the bun
 converted by helpers.data.convert."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from helpers.data import dataset as fridge_data
@@ -16,6 +18,7 @@ from helpers.data.convert import convert
 from helpers.data.formats import load
 from helpers.data.formats.common import relative_image
 from helpers.runtime.config import FRIDGE_CLASSES
+from helpers.runtime.model import Detector
 
 SAMPLE = fridge_data.SAMPLE_DIR
 
@@ -224,3 +227,41 @@ def test_convert_cli_writes_the_format_and_refuses_in_one_line(tmp_path):
     assert (again.returncode, again.stderr) == (2, f"error: {tmp_path / 'yolo'}: exists and is not empty\n")
     missing = run(str(tmp_path / "nothing"), "--to", "voc", str(tmp_path / "out"))
     assert (missing.returncode, missing.stderr) == (2, f"error: {tmp_path / 'nothing'}: no such dataset folder\n")
+
+
+@pytest.mark.slow
+def test_a_coco_and_a_yolo_export_each_train_one_quick_epoch_with_the_datas_classes(exports, tmp_path):
+    """The real train CLI on each export, the classes changed so that they can only come from the
+    data: COCO's order by (non-contiguous) category id, YOLO's names from data.yaml; the YOLO run is
+    exported, and the ONNX model the zip serves carries them too."""
+    coco = _copy(exports, "coco", tmp_path)
+    reorder = {1: 30, 2: 20, 3: 10, 4: 5}  # -> can, water_bottle, milk_bottle, carton
+    _edit_coco(
+        coco,
+        lambda c: (
+            [cat.update(id=reorder[cat["id"]]) for cat in c["categories"]],
+            [a.update(category_id=reorder[a["category_id"]]) for a in c["annotations"]],
+        ),
+    )
+    yolo = _copy(exports, "yolo", tmp_path)
+    renamed = ("brick", "milk", "water", "tin")
+    (yolo / "data.yaml").write_text(yaml.safe_dump({"names": list(renamed)}))
+    for root, classes in ((coco, ("can", "water_bottle", "milk_bottle", "carton")), (yolo, renamed)):
+        out = tmp_path / f"run-{root.name}"
+        command = ["-m", "helpers", "train", "--dataset", str(root), "--epochs", "1", "--quick", "--out", str(out)]
+        result = subprocess.run(
+            [sys.executable, *command], capture_output=True, text=True, env={**os.environ, "HELPERS_QUICK": "1"}
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        summary = json.loads((out / "summary.json").read_text())
+        assert (summary["data"]["format"], summary["data"]["classes"]) == (root.name, list(classes))
+        checkpoint = torch.load(out / "best.ckpt", map_location="cpu", weights_only=False)
+        assert tuple(checkpoint["hyper_parameters"]["class_names"]) == classes
+    model = tmp_path / "model.onnx"
+    exported = subprocess.run(
+        [sys.executable, "-m", "helpers", "export", str(tmp_path / "run-yolo" / "best.ckpt"), "--out", str(model)],
+        capture_output=True,
+        text=True,
+    )
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert Detector(model).class_map.names == renamed

@@ -227,7 +227,8 @@ class TrainConfig:
 
     model: str | None = None  # None: the blog's COCO RetinaNet if its weights download, else Lite0
     weights: str = "auto"
-    dataset: str = "fridge"  # "fridge", "sample" or a VOC folder; see helpers.data.dataset.resolve_dataset
+    dataset: str = "fridge"  # "fridge", "sample" or a VOC/COCO/YOLO folder; see helpers.data.dataset.resolve_dataset
+    skip_bad: bool = False  # leave a folder's bad images out (each named) instead of refusing the dataset
     epochs: int = 6
     batch_size: int = 2  # measured: as fast per image as 4 on 2 CPUs, twice the updates, better mAP
     lr: float = 5e-4  # AdamW; 1e-3 diverged early even with warm-up (measured, BENCHMARKS.md)
@@ -339,7 +340,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     train as photos (`photo_repeats` times) and as objects in `n_synthetic` composites under
     out_dir/synthetic. The synthetic hold-out (a tenth as many images, at least 20) pastes only
     hold-out photos: a secondary figure."""
-    source = fridge_data.resolve_dataset(config.dataset, Path(config.data_cache))
+    source = fridge_data.resolve_dataset(config.dataset, Path(config.data_cache), config.skip_bad)
     fraction = config.valid_fraction if config.valid_fraction is not None else source.default_valid_fraction
     real_train, real_valid = fridge_data.split(source.records, fraction, config.seed)
     if not source.uses_synthetic:
@@ -394,7 +395,7 @@ def train(config: TrainConfig) -> dict:
     torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // processes_here))
     data = prepare_data(config)  # before the model: a bad dataset fails before any weights download
     model_name, model_note = resolve_model(config)
-    class_map = ClassMap(FRIDGE_CLASSES)
+    class_map = ClassMap(data.source.classes)  # the data's classes, in its order
     contract = config.preprocess()
     loaders = dict(batch_size=config.batch_size, collate_fn=collate, num_workers=0)
     photos = [r for r in data.train if is_object_photo(r)]
@@ -531,8 +532,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--dataset",
         help="fridge (download; default in full mode), sample (bundled; "
-        "quick mode's default) or a VOC folder (images/, annotations/)",
+        "quick mode's default) or a dataset folder: VOC, COCO or YOLO (helpers.data.formats)",
     )
+    parser.add_argument("--skip-bad", action="store_true", default=None, help="train without a folder's bad images")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)

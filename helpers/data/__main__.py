@@ -34,5 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def convert_command(argv: list[str]) -> int:
+    """`python -m helpers convert ...`: the same as `python -m helpers.data convert ...`."""
+    return main(["convert", *argv])
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -5,11 +5,9 @@ import pytest
 
 from helpers.build import interpreters, native
 from helpers.data import dataset as fridge_data
+from helpers.runtime import handler, storage
 
 os.environ.setdefault("HELPERS_QUICK", "1")
-# The tests run what the Lambda runs: the compiled letterbox kernel (tests/test_preprocess.py also
-# runs the NumPy path it replaces).
-native.build_in_place()
 
 #: Fixtures that train, build a Lambda zip or run the IceVision lane: tests using them are `slow`
 #: (left out of `make test-fast`; `make test` runs everything).
@@ -20,6 +18,103 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def letterbox_kernel():
+    """The tests run what the Lambda runs: the compiled letterbox kernel (tests/test_preprocess.py also
+    runs the NumPy path it replaces), built before the first test, not when pytest imports this file."""
+    native.build_in_place()
+
+
+@pytest.fixture(autouse=True)
+def fresh_handler(monkeypatch):
+    """Every test starts with no handler state and no cached S3 client, so none sees what another
+    initialised (another model, a moto endpoint since shut down), whatever the order."""
+    monkeypatch.setattr(handler, "_STATE", None)
+    storage.client.cache_clear()
+
+
+#: The tiny detector's fixed boxes (xyxy, model input pixels, inside the letterbox of any usual aspect
+#: ratio), their labels, and the offsets that make their scores sigmoid(image mean + offset): distinct,
+#: in descending order, and different for images of different brightness.
+TINY_BOXES = [
+    [100, 100, 200, 200],
+    [150, 120, 300, 260],
+    [60, 170, 180, 330],
+    [200, 130, 340, 200],
+    [120, 200, 260, 250],
+]
+TINY_LABELS = [1, 2, 3, 4, 1]
+TINY_OFFSETS = [2.0, 1.0, 0.3, -0.4, -1.5]
+
+
+def _tiny_detector(path, score_threshold=None):
+    """An ONNX detector that meets the model contract (input images float32 [1, 3, 384, 384], outputs
+    boxes/scores/labels, contract metadata) and is built in milliseconds, without training."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from helpers.export.onnx_export import OPSET, write_metadata
+    from helpers.runtime.classmap import ClassMap
+    from helpers.runtime.config import FRIDGE_CLASSES
+    from helpers.runtime.contract import ModelContract
+
+    contract = ModelContract(ClassMap(FRIDGE_CLASSES), score_threshold=score_threshold)
+
+    def const(name, kind, values, dims):
+        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name + "_v", kind, dims, values))
+
+    n = len(TINY_BOXES)
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", [contract.input_name], ["mean"], keepdims=0),
+            const("offsets", TensorProto.FLOAT, TINY_OFFSETS, [n]),
+            helper.make_node("Add", ["mean", "offsets"], ["logits"]),
+            helper.make_node("Sigmoid", ["logits"], ["scores"]),
+            const("boxes", TensorProto.FLOAT, [v for box in TINY_BOXES for v in box], [n, 4]),
+            const("labels", TensorProto.INT64, TINY_LABELS, [n]),
+        ],
+        "tiny_detector",
+        [helper.make_tensor_value_info(contract.input_name, TensorProto.FLOAT, contract.input_shape)],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["n", 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n"]),
+            helper.make_tensor_value_info("labels", TensorProto.INT64, ["n"]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    write_metadata(model, {**contract.to_metadata(), "model_name": "tiny"})
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_tiny_model(tmp_path_factory):
+    """make(score_threshold=None) -> the tiny detector's path, its metadata carrying that served
+    threshold (helpers.score_threshold) when one is given; one file per threshold per session."""
+    made = {}
+
+    def make(score_threshold=None):
+        if score_threshold not in made:
+            made[score_threshold] = _tiny_detector(tmp_path_factory.mktemp("tiny") / "tiny.onnx", score_threshold)
+        return made[score_threshold]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model(make_tiny_model):
+    return make_tiny_model()
+
+
+@pytest.fixture
+def tiny_handler(tiny_model):
+    """The handler initialised for this test on the tiny detector: SCORE_THRESHOLD 0 answers with every
+    box; metrics off (tests/test_emf.py has them)."""
+    return handler.init(
+        {"MODEL_PATH": str(tiny_model), "SCORE_THRESHOLD": "0", "LOG_LEVEL": "WARNING", "METRICS_NAMESPACE": ""}
+    )
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from helpers.runtime import emf
+from helpers.runtime import emf, settings
 from helpers.runtime import handler as h
 
 #: CloudWatch's unit names, the only ones the EMF specification accepts.
@@ -66,8 +66,8 @@ def _metric_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{") and '"_aws"' in line]
 
 
-def test_each_request_emits_one_spec_conformant_line(onnx_model, sample_jpegs, lambda_context, capsys):
-    state = h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING"})
+def test_each_request_emits_one_spec_conformant_line(tiny_model, sample_jpegs, lambda_context, capsys):
+    state = h.init({"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "WARNING"})
     image = base64.b64encode(sample_jpegs["10.jpg"]).decode()
     first = h.handler({"image": image}, lambda_context)
     bad = h.handler({"image": "%%%"}, lambda_context)
@@ -77,7 +77,7 @@ def test_each_request_emits_one_spec_conformant_line(onnx_model, sample_jpegs, l
     for line in lines:
         assert_follows_the_emf_spec(line)
         assert line["Model"] == state.detector.model_id and line["request_id"] == lambda_context.aws_request_id
-        assert line["_aws"]["CloudWatchMetrics"][0]["Namespace"] == h.DEFAULT_METRICS_NAMESPACE
+        assert line["_aws"]["CloudWatchMetrics"][0]["Namespace"] == settings.DEFAULT_METRICS_NAMESPACE
     cold_line, error_line, warm_line = lines
     assert (cold_line["ColdStart"], warm_line["ColdStart"], error_line["ColdStart"]) == (1, 0, 0)
     assert cold_line["InitMs"] == round(state.init_ms, 1) and "InitMs" not in warm_line
@@ -91,8 +91,8 @@ def test_each_request_emits_one_spec_conformant_line(onnx_model, sample_jpegs, l
     assert "Detections" not in error_line and error_line["TotalMs"] > 0
 
 
-def test_an_empty_namespace_turns_metrics_off(onnx_model, sample_jpegs, lambda_context, capsys):
-    h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING", "METRICS_NAMESPACE": ""})
+def test_an_empty_namespace_turns_metrics_off(tiny_model, sample_jpegs, lambda_context, capsys):
+    h.init({"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "WARNING", "METRICS_NAMESPACE": ""})
     h.handler({"image": base64.b64encode(sample_jpegs["10.jpg"]).decode()}, lambda_context)
     assert _metric_lines(capsys.readouterr().out) == []
 

@@ -1,9 +1,13 @@
-"""The Lambda handler on real images and a real exported model, and every malformed request."""
+"""The Lambda handler: every event shape and every malformed request on a tiny ONNX detector built in
+the session (no training: `make test-fast` runs them), and the real exported model where its answers
+are what is tested."""
 
 import base64
 import io
 import json
 import re
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from torchvision.ops import box_iou
 
 from helpers.evaluate.metrics import detections_to_arrays
 from helpers.export.compare import match_detections
+from helpers.runtime import errors, settings
 from helpers.runtime import handler as h
 from helpers.runtime import preprocess as pp
 from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, MAX_IMAGE_BYTES
@@ -21,12 +26,19 @@ from helpers.runtime.preprocess import decode_image, preprocess
 from helpers.train.models import set_serving_thresholds
 from helpers.train.run import load_checkpoint
 
-THRESHOLD = 0.0  # the fixture model keeps every detection (min_score=0)
+THRESHOLD = 0.0  # the real fixture model keeps every detection (min_score=0)
 
 
 @pytest.fixture(scope="module")
-def state(onnx_model):
-    return h.init({"MODEL_PATH": str(onnx_model), "SCORE_THRESHOLD": str(THRESHOLD), "LOG_LEVEL": "WARNING"})
+def real_state(onnx_model):
+    return h.State({"MODEL_PATH": str(onnx_model), "SCORE_THRESHOLD": str(THRESHOLD), "LOG_LEVEL": "WARNING"})
+
+
+@pytest.fixture
+def state(real_state, monkeypatch):
+    """The handler serving the real model in this test (loaded once per module)."""
+    monkeypatch.setattr(h, "_STATE", real_state)
+    return real_state
 
 
 def _b64(data: bytes) -> str:
@@ -43,6 +55,24 @@ def _jpeg(image: Image.Image, **kwargs) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", **kwargs)
     return buffer.getvalue()
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A valid 1-bit black PNG of width x height: a few hundred kB that would decode to width*height
+    pixels (written with zlib directly: Pillow would first allocate all of them)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    pixels = zlib.compressobj(9)
+    data = b"".join(pixels.compress(row) for _ in range(height)) + pixels.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def _body(out: dict) -> dict:
+    return json.loads(out["body"]) if "body" in out else out
 
 
 def http_v2(body, is_base64=False, content_type="application/json", query=None):
@@ -69,6 +99,9 @@ def rest_v1(body, is_base64=False, content_type="application/json"):
         "body": body,
         "isBase64Encoded": is_base64,
     }
+
+
+# ---- the real model --------------------------------------------------------------------------------
 
 
 def test_detections_equal_the_pytorch_model(state, trained, sample_records, lambda_context):
@@ -101,71 +134,19 @@ def test_detections_equal_the_pytorch_model(state, trained, sample_records, lamb
     assert compared > 0
 
 
-@pytest.mark.parametrize(
-    "make_event",
-    [
-        lambda data: {"image": _b64(data)},
-        lambda data: http_v2(json.dumps({"image": _b64(data)})),
-        lambda data: rest_v1(json.dumps({"image": _b64(data)})),
-        lambda data: http_v2(_b64(data), is_base64=True, content_type="image/jpeg"),
-        lambda data: rest_v1(_b64(data), is_base64=True, content_type="image/jpeg"),
-        lambda data: {"image": base64.encodebytes(data).decode()},  # MIME lines, as the blog's clients sent
-        lambda data: {"image": base64.urlsafe_b64encode(data).decode()},
-        lambda data: {"body": json.dumps({"image": _b64(data)}), "isBase64Encoded": False},  # console test event
-        lambda data: {"body": _b64(data), "isBase64Encoded": True},
-    ],
-    ids=[
-        "direct",
-        "http-v2-json",
-        "rest-v1-json",
-        "function-url-binary",
-        "rest-v1-binary",
-        "mime-base64",
-        "urlsafe-base64",
-        "body-only-json",
-        "body-only-binary",
-    ],
-)
-def test_every_event_shape_gives_the_same_answer(state, sample_jpegs, lambda_context, make_event):
-    data = sample_jpegs["12.jpg"]
-    expected = h.handler({"image": _b64(data)}, lambda_context)["detections"]
-    out = h.handler(make_event(data), lambda_context)
-    if "statusCode" in out:
-        assert out["statusCode"] == 200 and out["headers"]["content-type"] == "application/json"
-        out = json.loads(out["body"])
-    assert out["detections"] == expected
-
-
-def test_per_request_threshold_and_max_detections(state, sample_jpegs, lambda_context):
-    data = _b64(sample_jpegs["10.jpg"])
-    everything = h.handler({"image": data, "threshold": 0.0}, lambda_context)["detections"]
-    assert len(everything) >= 2
-    top = h.handler({"image": data, "threshold": 0.0, "max_detections": 1}, lambda_context)["detections"]
-    assert top == everything[:1]
-    assert h.handler({"image": data, "threshold": 1.0}, lambda_context)["detections"] == []
-    query = http_v2(sample_jpegs["10.jpg"].hex(), content_type="text/plain")  # not an image
-    assert h.handler(query, lambda_context)["statusCode"] == 400
-
-
-def _stored_sideways(image: Image.Image, save) -> bytes:
+def _stored_sideways(image: Image.Image, save, orientation: int | None = 6) -> bytes:
     """The image stored rotated 90° counter-clockwise with EXIF orientation 6 ("rotate 90° CW to
     display"): a viewer that honours EXIF shows the original."""
     exif = Image.Exif()
-    exif[0x0112] = 6
+    if orientation is not None:
+        exif[0x0112] = orientation
     return save(image.transpose(Image.Transpose.ROTATE_90), exif=exif)
 
 
-def test_exif_rotated_image_gets_boxes_in_the_displayed_frame(state, sample_records, lambda_context):
-    record = sample_records[0]
-    pixels = Image.fromarray(decode_image(record.image_path.read_bytes()))
-    upright = h.handler({"image": _b64(_png(pixels)), "threshold": 0.0}, lambda_context)
-    # Lossless (PNG carries EXIF too): displayed upright, the stored-sideways image is the same pixels,
-    # so the same boxes in the same (displayed) frame; ignoring the tag would give a 666x499 frame.
-    lossless = h.handler({"image": _b64(_stored_sideways(pixels, _png)), "threshold": 0.0}, lambda_context)
-    assert lossless["image"] == upright["image"] == {"width": 499, "height": 666}
-    assert len(upright["detections"]) > 0 and lossless["detections"] == upright["detections"]
+def test_exif_rotated_jpeg_keeps_the_real_models_boxes_in_the_displayed_frame(state, sample_records, lambda_context):
     # The JPEG a phone writes: re-encoding moves a quick model's boxes (some a lot), but they stay in
     # the displayed frame: most still overlap the upright image's.
+    record = sample_records[0]
     jpeg = h.handler(
         {
             "image": _b64(
@@ -186,11 +167,54 @@ def test_exif_rotated_image_gets_boxes_in_the_displayed_frame(state, sample_reco
     assert (iou.max(dim=1).values > 0.5).float().mean() >= 0.5, iou  # measured 5/6 for the quick model
 
 
-def test_threshold_and_max_detections_from_the_query_string(state, sample_jpegs, lambda_context):
+# ---- the tiny detector: the request table ----------------------------------------------------------
+
+
+def test_the_tiny_detector_tells_images_apart(tiny_handler, sample_jpegs, lambda_context):
+    """What the tests below rely on: every box at threshold 0, scores that depend on the image."""
+    answers = [h.handler({"image": _b64(data)}, lambda_context)["detections"] for data in sample_jpegs.values()]
+    assert all(len(a) == 5 for a in answers)
+    assert len({tuple(d["score"] for d in a) for a in answers}) == len(sample_jpegs)
+
+
+@pytest.mark.parametrize(
+    "make_event",
+    [
+        pytest.param(lambda data: http_v2(json.dumps({"image": _b64(data)})), id="http-v2-json"),
+        pytest.param(lambda data: rest_v1(json.dumps({"image": _b64(data)})), id="rest-v1-json"),
+        pytest.param(lambda data: http_v2(_b64(data), True, "image/jpeg"), id="function-url-binary"),
+        pytest.param(lambda data: rest_v1(_b64(data), True, "image/jpeg"), id="rest-v1-binary"),
+        pytest.param(lambda data: {"image": base64.encodebytes(data).decode()}, id="mime-base64"),  # the blog's
+        pytest.param(lambda data: {"image": base64.urlsafe_b64encode(data).decode()}, id="urlsafe-base64"),
+        pytest.param(lambda data: {"body": json.dumps({"image": _b64(data)})}, id="body-only-json"),  # console
+        pytest.param(lambda data: {"body": _b64(data), "isBase64Encoded": True}, id="body-only-binary"),
+    ],
+)
+def test_every_event_shape_gives_the_same_answer(tiny_handler, sample_jpegs, lambda_context, make_event):
+    expected = h.handler({"image": _b64(sample_jpegs["12.jpg"])}, lambda_context)["detections"]
+    other = h.handler({"image": _b64(sample_jpegs["13.jpg"])}, lambda_context)["detections"]
+    out = h.handler(make_event(sample_jpegs["12.jpg"]), lambda_context)
+    if "statusCode" in out:
+        assert out["statusCode"] == 200 and out["headers"]["content-type"] == "application/json"
+        out = json.loads(out["body"])
+    assert out["detections"] == expected != other
+
+
+def test_per_request_threshold_and_max_detections(tiny_handler, sample_jpegs, lambda_context):
+    data = _b64(sample_jpegs["10.jpg"])
+    everything = h.handler({"image": data, "threshold": 0.0}, lambda_context)["detections"]
+    assert len(everything) == 5
+    top = h.handler({"image": data, "threshold": 0.0, "max_detections": 1}, lambda_context)["detections"]
+    assert top == everything[:1]
+    cut = (everything[2]["score"] + everything[3]["score"]) / 2  # between two scores, not on a rounded one
+    assert h.handler({"image": data, "threshold": cut}, lambda_context)["detections"] == everything[:3]
+    assert h.handler({"image": data, "threshold": 1.0}, lambda_context)["detections"] == []
+
+
+def test_threshold_and_max_detections_from_the_query_string(tiny_handler, sample_jpegs, lambda_context):
     data = sample_jpegs["10.jpg"]
     everything = h.handler({"image": _b64(data), "threshold": 0.0}, lambda_context)["detections"]
-    scores = sorted({d["score"] for d in everything}, reverse=True)
-    assert len(scores) >= 3
+    scores = [d["score"] for d in everything]
     cut = (scores[1] + scores[2]) / 2  # between two scores: rounding in the response cannot matter
 
     def raw_image(query):
@@ -198,8 +222,7 @@ def test_threshold_and_max_detections_from_the_query_string(state, sample_jpegs,
         return out["statusCode"], json.loads(out["body"])
 
     status, body = raw_image({"threshold": str(cut)})
-    assert status == 200 and body["detections"] == [d for d in everything if d["score"] >= cut]
-    assert 0 < len(body["detections"]) < len(everything)
+    assert status == 200 and body["detections"] == everything[:2]
     status, body = raw_image({"threshold": "0", "max_detections": "1"})
     assert status == 200 and body["detections"] == everything[:1]
     # A JSON body's own value wins over the query string's.
@@ -211,63 +234,106 @@ def test_threshold_and_max_detections_from_the_query_string(state, sample_jpegs,
     assert status == 400 and "threshold must be a number" in body["error"]
 
 
-def _cases(sample_jpegs):
-    jpeg = sample_jpegs["10.jpg"]
-    bomb = _png(Image.new("1", (30000, 30000)))
-    return [
-        ("truncated-jpeg", {"image": _b64(jpeg[: len(jpeg) // 2])}, 400, "cannot decode"),
-        ("random-bytes", {"image": _b64(np.random.default_rng(0).bytes(5000))}, 400, "not a recognised image"),
-        ("empty-body", http_v2(""), 400, "empty body"),
-        ("empty-image", {"image": ""}, 400, "empty image"),
-        ("not-base64", {"image": "%%%not base64%%%"}, 400, "not valid base64"),
-        ("mixed-base64-alphabets", {"image": _b64(jpeg)[:-8] + "-_+/AAAA"}, 400, "not valid base64"),
-        (
-            "base64-with-junk-in-lines",
-            {"image": base64.encodebytes(jpeg).decode().replace("\n", "\n#", 1)},
-            400,
-            "not valid base64",
-        ),
-        ("body-only-empty", {"body": "", "isBase64Encoded": False}, 400, "empty body"),
-        ("body-only-bad-base64", {"body": "%%%", "isBase64Encoded": True}, 400, "not valid base64"),
-        ("image-not-string", {"image": 12}, 400, "base64 string"),
-        ("bad-json", http_v2("{not json"), 400, "not valid JSON"),
-        ("json-array", http_v2("[1, 2]"), 400, "not valid JSON|must be an object|request needs"),
-        ("missing-keys", {"picture": "abc"}, 400, "unrecognised event"),
-        ("unknown-shape", ["not", "an", "object"], 400, "JSON object"),
-        ("http-missing-image", http_v2(json.dumps({"threshold": 0.5})), 400, "request needs"),
-        ("bad-threshold", {"image": _b64(jpeg), "threshold": "high"}, 400, "threshold must be a number"),
-        ("threshold-out-of-range", {"image": _b64(jpeg), "threshold": 3}, 400, "within"),
-        ("bad-max-detections", {"image": _b64(jpeg), "max_detections": -1}, 400, "max_detections"),
-        ("bad-s3-uri", {"s3_uri": "https://bucket/key"}, 400, "s3://"),
-        ("bad-s3-ref", {"s3": {"bucket": "b"}}, 400, "bucket"),
-        ("png-bomb-30000x30000", {"image": _b64(bomb)}, 413, "too large|pixels"),
-        (
-            "over-6mb-body",
-            http_v2(_b64(b"\xff" * (MAX_IMAGE_BYTES + 10)), is_base64=True, content_type="image/jpeg"),
-            413,
-            "limit",
-        ),
-        ("over-6mb-image", {"image": _b64(b"\xff" * (MAX_IMAGE_BYTES + 10))}, 413, "limit"),
-    ]
+@pytest.mark.parametrize(
+    "model_threshold, env_threshold, request_threshold, served",
+    [
+        (None, None, None, DEFAULT_SCORE_THRESHOLD),
+        (0.7, None, None, 0.7),
+        (0.7, "0.2", None, 0.2),
+        (0.7, "0.2", 0.6, 0.6),
+        (0.7, None, 0.1, 0.1),
+    ],
+    ids=["default", "model-metadata", "env-over-model", "request-over-env", "request-over-model"],
+)
+def test_threshold_precedence_request_env_model_default(
+    make_tiny_model, sample_jpegs, lambda_context, model_threshold, env_threshold, request_threshold, served
+):
+    env = {"MODEL_PATH": str(make_tiny_model(model_threshold)), "LOG_LEVEL": "WARNING", "METRICS_NAMESPACE": ""}
+    state = h.init({**env, "SCORE_THRESHOLD": env_threshold} if env_threshold else env)
+    assert state.detector.contract.score_threshold == model_threshold
+    image = _b64(sample_jpegs["10.jpg"])
+    everything = h.handler({"image": image, "threshold": 0.0}, lambda_context)["detections"]
+    request = {"image": image} if request_threshold is None else {"image": image, "threshold": request_threshold}
+    detections = h.handler(request, lambda_context)["detections"]
+    assert detections == [d for d in everything if d["score"] >= served]
+    # scores 0.85, 0.68, 0.52, 0.35, 0.15: each threshold of the table keeps a different number
+    assert len(detections) == {0.1: 5, 0.2: 4, 0.5: 3, 0.6: 2, 0.7: 1}[served]
 
 
-def test_bad_inputs_table(state, sample_jpegs, lambda_context):
-    for name, event, status, message in _cases(sample_jpegs):
-        out = h.handler(event, lambda_context)
-        body = json.loads(out["body"]) if "body" in out else out
-        assert out["statusCode"] == status, (name, out)
-        assert body["request_id"] == "req-123", name
-        assert re.search(message, body["error"]), (name, body["error"])
-        assert "Traceback" not in json.dumps(out), name
+def test_exif_rotation_gives_the_displayed_frame(tiny_handler, sample_records, lambda_context):
+    pixels = Image.fromarray(decode_image(sample_records[0].image_path.read_bytes()))
+    upright = h.handler({"image": _b64(_png(pixels))}, lambda_context)
+    # Lossless (PNG carries EXIF too): displayed upright, the stored-sideways image is the same pixels,
+    # so the same boxes in the same (displayed) frame; without the tag, the stored frame.
+    rotated = h.handler({"image": _b64(_stored_sideways(pixels, _png))}, lambda_context)
+    untagged = h.handler({"image": _b64(_stored_sideways(pixels, _png, orientation=None))}, lambda_context)
+    assert rotated["image"] == upright["image"] == {"width": 499, "height": 666}
+    assert rotated["detections"] == upright["detections"]
+    assert untagged["image"] == {"width": 666, "height": 499} and untagged["detections"] != upright["detections"]
+    jpeg = _stored_sideways(Image.open(sample_records[0].image_path), lambda im, **kw: _jpeg(im, quality=95, **kw))
+    assert h.handler({"image": _b64(jpeg)}, lambda_context)["image"] == {"width": 499, "height": 666}
 
 
-def test_blank_image_gets_an_empty_answer_not_an_error(state, lambda_context):
+BAD_REQUESTS = [
+    # (id, event from a real JPEG's bytes, status, message pattern)
+    ("truncated-jpeg", lambda jpeg: {"image": _b64(jpeg[: len(jpeg) // 2])}, 400, "cannot decode"),
+    ("random-bytes", lambda _: {"image": _b64(np.random.default_rng(0).bytes(5000))}, 400, "not a recognised image"),
+    ("empty-body", lambda _: http_v2(""), 400, "empty body"),
+    ("empty-image", lambda _: {"image": ""}, 400, "empty image"),
+    ("not-base64", lambda _: {"image": "%%%not base64%%%"}, 400, "not valid base64"),
+    ("mixed-base64-alphabets", lambda jpeg: {"image": _b64(jpeg)[:-8] + "-_+/AAAA"}, 400, "not valid base64"),
+    (
+        "base64-with-junk-in-lines",
+        lambda jpeg: {"image": base64.encodebytes(jpeg).decode().replace("\n", "\n#", 1)},
+        400,
+        "not valid base64",
+    ),
+    ("body-only-empty", lambda _: {"body": "", "isBase64Encoded": False}, 400, "empty body"),
+    ("body-only-bad-base64", lambda _: {"body": "%%%", "isBase64Encoded": True}, 400, "not valid base64"),
+    ("body-not-a-string", lambda _: {"body": 12, "isBase64Encoded": False}, 400, "body must be a string"),
+    ("image-not-string", lambda _: {"image": 12}, 400, "base64 string"),
+    ("bad-json", lambda _: http_v2("{not json"), 400, "not valid JSON"),
+    ("json-array", lambda _: http_v2("[1, 2]"), 400, "not valid JSON|must be an object|request needs"),
+    ("text-body", lambda jpeg: http_v2(jpeg.hex(), content_type="text/plain"), 400, "not a recognised image"),
+    ("missing-keys", lambda _: {"picture": "abc"}, 400, "unrecognised event"),
+    ("unknown-shape", lambda _: ["not", "an", "object"], 400, "JSON object"),
+    ("http-missing-image", lambda _: http_v2(json.dumps({"threshold": 0.5})), 400, "request needs"),
+    ("bad-threshold", lambda jpeg: {"image": _b64(jpeg), "threshold": "high"}, 400, "threshold must be a number"),
+    ("threshold-out-of-range", lambda jpeg: {"image": _b64(jpeg), "threshold": 3}, 400, "within"),
+    ("bad-max-detections", lambda jpeg: {"image": _b64(jpeg), "max_detections": -1}, 400, "max_detections"),
+    ("bool-max-detections", lambda jpeg: {"image": _b64(jpeg), "max_detections": True}, 400, "max_detections"),
+    ("bad-s3-uri", lambda _: {"s3_uri": "https://bucket/key"}, 400, "s3://"),
+    ("bad-s3-ref", lambda _: {"s3": {"bucket": "b"}}, 400, "bucket"),
+    ("png-bomb-30000x30000", lambda _: {"image": _b64(_png_bomb(30000, 30000))}, 413, "too large|pixels"),
+    (
+        "over-6mb-body",
+        lambda _: http_v2(_b64(b"\xff" * (MAX_IMAGE_BYTES + 10)), is_base64=True, content_type="image/jpeg"),
+        413,
+        "limit",
+    ),
+    ("over-6mb-image", lambda _: {"image": _b64(b"\xff" * (MAX_IMAGE_BYTES + 10))}, 413, "limit"),
+]
+
+
+@pytest.mark.parametrize("make_event, status, message", [pytest.param(*case[1:], id=case[0]) for case in BAD_REQUESTS])
+def test_bad_request_is_a_json_error_with_its_status(
+    tiny_handler, sample_jpegs, lambda_context, make_event, status, message
+):
+    out = h.handler(make_event(sample_jpegs["10.jpg"]), lambda_context)
+    body = _body(out)
+    assert out["statusCode"] == status, out
+    assert body["request_id"] == "req-123"
+    assert re.search(message, body["error"]), body["error"]
+    assert "Traceback" not in json.dumps(out)
+
+
+def test_blank_image_gets_an_empty_answer_not_an_error(tiny_handler, lambda_context):
     out = h.handler({"image": _b64(_png(Image.new("RGB", (640, 480), "white")))}, lambda_context)
     assert "error" not in out and out["image"] == {"width": 640, "height": 480}
 
 
 @pytest.mark.parametrize("mode", ["CMYK", "LA", "I;16", "P", "RGBA"])
-def test_unusual_modes_are_served(state, sample_jpegs, lambda_context, mode):
+def test_unusual_modes_are_served(tiny_handler, sample_jpegs, lambda_context, mode):
     rgb = Image.open(io.BytesIO(sample_jpegs["11.jpg"])).convert("RGB")
     if mode == "CMYK":
         data = _jpeg(rgb.convert("CMYK"))
@@ -277,24 +343,59 @@ def test_unusual_modes_are_served(state, sample_jpegs, lambda_context, mode):
         assert Image.open(io.BytesIO(data)).mode.startswith("I")
     else:
         data = _png(rgb.convert(mode))
-    out = h.handler({"image": _b64(data), "threshold": 0.0}, lambda_context)
+    out = h.handler({"image": _b64(data)}, lambda_context)
     assert "error" not in out, out
-    assert out["image"] == {"width": 499, "height": 666} and isinstance(out["detections"], list)
+    assert out["image"] == {"width": 499, "height": 666} and len(out["detections"]) == 5
     if mode == "RGBA":  # fully opaque: exactly the RGB answer
-        assert (
-            out["detections"] == h.handler({"image": _b64(_png(rgb)), "threshold": 0.0}, lambda_context)["detections"]
-        )
+        assert out["detections"] == h.handler({"image": _b64(_png(rgb))}, lambda_context)["detections"]
 
 
-def test_unexpected_errors_are_500_without_details(state, sample_jpegs, lambda_context, monkeypatch, capsys):
+def test_unexpected_errors_are_500_without_details(tiny_handler, sample_jpegs, lambda_context, monkeypatch, capsys):
     def explode(*args, **kwargs):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(state.detector, "predict", explode)
+    monkeypatch.setattr(tiny_handler.detector, "predict", explode)
     out = h.handler({"image": _b64(sample_jpegs["10.jpg"])}, lambda_context)
     assert out == {"statusCode": 500, "error": "internal error", "request_id": "req-123"}
     logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert any(e.get("request_id") == "req-123" and "secret internal detail" in e.get("exception", "") for e in logged)
+
+
+def test_an_init_failing_in_a_request_is_a_json_500_and_the_next_request_tries_again(
+    tiny_model, sample_jpegs, lambda_context, monkeypatch, capsys
+):
+    for name in ("MODEL_PATH", "MODEL_S3_URI", "MODEL_BUCKET", "MODEL_KEY", "SCORE_THRESHOLD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MODEL_PATH", "/nonexistent/model.onnx")
+    event = http_v2(json.dumps({"image": _b64(sample_jpegs["10.jpg"])}))
+    out = h.handler(event, lambda_context)
+    assert out["statusCode"] == 500 and json.loads(out["body"]) == {"error": "internal error", "request_id": "req-123"}
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert any("ConfigError: MODEL_PATH: no file at" in e.get("exception", "") for e in logged), logged
+    assert h._STATE is None
+    monkeypatch.setenv("MODEL_PATH", str(tiny_model))
+    monkeypatch.setenv("METRICS_NAMESPACE", "")
+    out = h.handler(event, lambda_context)
+    assert out["statusCode"] == 200 and len(json.loads(out["body"])["detections"]) == 3  # the default 0.5
+
+
+@pytest.mark.parametrize(
+    "error, status",
+    [
+        (errors.RequestError("bad"), 400),
+        (pp.ImageError("cannot decode"), 400),
+        (errors.S3Forbidden("no"), 403),
+        (errors.S3NotFound("gone"), 404),
+        (errors.PayloadTooLarge("big"), 413),
+        (pp.ImageTooLarge("pixels"), 413),  # an ImageError: the nearest class in the table decides
+        (errors.S3Unavailable("retry"), 503),
+        (errors.ConfigError("MODEL_PATH"), 500),
+        (KeyError("image"), 500),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else None,
+)
+def test_the_status_table(error, status):
+    assert errors.status_of(error) == status
 
 
 @pytest.mark.parametrize(
@@ -314,18 +415,18 @@ def test_unexpected_errors_are_500_without_details(state, sample_jpegs, lambda_c
     ],
 )
 def test_bad_configuration_names_the_variable(env, message):
-    with pytest.raises(h.ConfigError, match=message):
-        h.Settings(env)
+    with pytest.raises(errors.ConfigError, match=message):
+        settings.Settings(env)
 
 
-def test_a_12_mp_photo_is_decoded_reduced_and_answered_in_its_own_frame(state, lambda_context):
+def test_a_12_mp_photo_is_decoded_reduced_and_answered_in_its_own_frame(tiny_handler, lambda_context):
     """A 4000x3000 phone-size JPEG is decoded at 1/8 in the DCT domain (decode_for_model); the response
     still speaks of the original: its size, and boxes in its pixels, as the same photo at 1/8 scale gives
     them multiplied by 8 (up to the 0.01 px rounding of the response and the ceil of the last block)."""
     from helpers.tools.benchmark import synthetic_photo
 
     big = synthetic_photo(12)
-    out = h.handler({"image": _b64(big), "threshold": 0.0}, lambda_context)
+    out = h.handler({"image": _b64(big)}, lambda_context)
     assert out["image"] == {"width": 4000, "height": 3000} and out["detections"]
     boxes = np.array([d["box"] for d in out["detections"]])
     assert (boxes[:, 0::2] <= 4000).all() and (boxes[:, 1::2] <= 3000).all() and (boxes >= 0).all()
@@ -333,15 +434,16 @@ def test_a_12_mp_photo_is_decoded_reduced_and_answered_in_its_own_frame(state, l
     small.draft(None, (500, 375))  # the same DCT-scaled pixels, handed over as a small PNG
     buffer = io.BytesIO()
     small.convert("RGB").save(buffer, "PNG")
-    reduced = h.handler({"image": _b64(buffer.getvalue()), "threshold": 0.0}, lambda_context)
+    reduced = h.handler({"image": _b64(buffer.getvalue())}, lambda_context)
     assert reduced["image"] == {"width": 500, "height": 375}
     assert [d["label"] for d in reduced["detections"]] == [d["label"] for d in out["detections"]]
+    assert [d["score"] for d in reduced["detections"]] == [d["score"] for d in out["detections"]]  # same pixels
     scaled = np.array([d["box"] for d in reduced["detections"]]) * 8
     assert np.abs(np.minimum(scaled, [4000, 3000, 4000, 3000]) - boxes).max() < 0.1
 
 
-def test_init_loads_the_letterbox_kernel_and_fails_on_one_that_cannot_load(onnx_model, monkeypatch, tmp_path, capsys):
-    env = {"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "INFO", "METRICS_NAMESPACE": ""}
+def test_init_loads_the_letterbox_kernel_and_fails_on_one_that_cannot_load(tiny_model, monkeypatch, tmp_path, capsys):
+    env = {"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "INFO", "METRICS_NAMESPACE": ""}
     pp.kernel.cache_clear()
     h.init(env)
     logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]

@@ -1,4 +1,5 @@
-"""The handler's S3 paths against a local moto server: model download at init, images by reference."""
+"""The handler's S3 paths against a local moto server (model download at init, images by reference),
+with the tiny detector: what is tested is the S3 access, not the model."""
 
 import base64
 import os
@@ -7,28 +8,29 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from helpers.runtime import errors, storage
 from helpers.runtime import handler as h
 from helpers.runtime.checksum import sha256_file
 from helpers.tools.local_aws import moto_server
 
 
 @pytest.fixture(scope="module")
-def s3(onnx_model, sample_jpegs):
+def s3(tiny_model, sample_jpegs):
     with moto_server("eu-central-1") as url:
         os.environ["AWS_ENDPOINT_URL_S3"] = url
         client = boto3.client("s3", endpoint_url=url, region_name="eu-central-1")
         client.create_bucket(Bucket="models", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
-        client.upload_file(str(onnx_model), "models", "fridge/model.onnx")
+        client.upload_file(str(tiny_model), "models", "fridge/model.onnx")
         client.put_object(Bucket="models", Key="images/10.jpg", Body=sample_jpegs["10.jpg"])
         yield client
         del os.environ["AWS_ENDPOINT_URL_S3"]
 
 
-def test_model_is_downloaded_once_and_verified(s3, onnx_model, tmp_path, capsys):
+def test_model_is_downloaded_once_and_verified(s3, tiny_model, tmp_path, capsys):
     env = {
         "MODEL_BUCKET": "models",
         "MODEL_KEY": "fridge/model.onnx",
-        "MODEL_SHA256": sha256_file(onnx_model),
+        "MODEL_SHA256": sha256_file(tiny_model),
         "MODEL_CACHE_DIR": str(tmp_path),
         "LOG_LEVEL": "INFO",
     }
@@ -38,12 +40,12 @@ def test_model_is_downloaded_once_and_verified(s3, onnx_model, tmp_path, capsys)
     h.init(env)  # a warm /tmp with a matching checksum: no second download
     assert "model downloaded" not in capsys.readouterr().out
     h.init({**env, "MODEL_S3_URI": "s3://models/fridge/model.onnx", "MODEL_BUCKET": "", "MODEL_KEY": ""})
-    with pytest.raises(h.ConfigError, match="MODEL_SHA256 mismatch"):
+    with pytest.raises(errors.ConfigError, match="MODEL_SHA256 mismatch"):
         h.init({**env, "MODEL_SHA256": "0" * 64})
 
 
-def test_images_by_s3_reference(s3, onnx_model, sample_jpegs, lambda_context):
-    h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING"})
+def test_images_by_s3_reference(s3, tiny_model, sample_jpegs, lambda_context):
+    h.init({"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "WARNING"})
     direct = h.handler({"image": base64.b64encode(sample_jpegs["10.jpg"]).decode(), "threshold": 0.01}, lambda_context)
     by_ref = h.handler({"s3": {"bucket": "models", "key": "images/10.jpg"}, "threshold": 0.01}, lambda_context)
     by_uri = h.handler({"s3_uri": "s3://models/images/10.jpg", "threshold": 0.01}, lambda_context)
@@ -54,13 +56,23 @@ def test_images_by_s3_reference(s3, onnx_model, sample_jpegs, lambda_context):
     assert missing_bucket["statusCode"] == 404
 
 
-def test_access_denied_is_403(s3, onnx_model, lambda_context, monkeypatch):
-    h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING"})
+def test_one_s3_client_serves_the_model_download_and_every_image(s3, tmp_path, lambda_context, monkeypatch):
+    made = []
+    make = boto3.client
+    monkeypatch.setattr(boto3, "client", lambda *args, **kwargs: made.append(args) or make(*args, **kwargs))
+    h.init({"MODEL_S3_URI": "s3://models/fridge/model.onnx", "MODEL_CACHE_DIR": str(tmp_path), "LOG_LEVEL": "WARNING"})
+    for _ in range(2):
+        assert "detections" in h.handler({"s3_uri": "s3://models/images/10.jpg"}, lambda_context)
+    assert made == [("s3",)]
+
+
+def test_access_denied_is_403(s3, tiny_model, lambda_context, monkeypatch):
+    h.init({"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "WARNING"})
     client = boto3.client("s3", region_name="eu-central-1")
     stubber = Stubber(client)  # moto does not enforce IAM: botocore's stubber answers as S3 would
     stubber.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
     stubber.activate()
-    monkeypatch.setattr(h, "_s3_client", lambda: client)
+    monkeypatch.setattr(storage, "client", lambda: client)
     out = h.handler({"s3_uri": "s3://private/secret.jpg"}, lambda_context)
     assert out["statusCode"] == 403 and out["error"] == "access denied to s3://private/secret.jpg"
 
@@ -73,23 +85,23 @@ def test_access_denied_is_403(s3, onnx_model, lambda_context, monkeypatch):
     ],
     ids=["SlowDown", "InternalError"],
 )
-def test_s3_server_errors_are_503_retryable(s3, onnx_model, lambda_context, monkeypatch, failure):
-    h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING"})
+def test_s3_server_errors_are_503_retryable(s3, tiny_model, lambda_context, monkeypatch, failure):
+    h.init({"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "WARNING"})
     client = boto3.client("s3", region_name="eu-central-1")
     stubber = Stubber(client)
     failure(stubber)
     stubber.activate()
-    monkeypatch.setattr(h, "_s3_client", lambda: client)
+    monkeypatch.setattr(storage, "client", lambda: client)
     out = h.handler({"s3_uri": "s3://models/images/10.jpg"}, lambda_context)
     assert out["statusCode"] == 503 and "retry" in out["error"]
 
 
-def test_unreachable_s3_is_503_not_404(onnx_model, lambda_context, monkeypatch):
+def test_unreachable_s3_is_503_not_404(tiny_model, lambda_context, monkeypatch):
     """A real connection failure (nothing listens on the endpoint), not a stub: botocore raises
     EndpointConnectionError, a BotoCoreError, which used to be answered as 404 "not found"."""
     from botocore.config import Config
 
-    h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING"})
+    h.init({"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "WARNING"})
     client = boto3.client(
         "s3",
         endpoint_url="http://127.0.0.1:9",
@@ -98,6 +110,6 @@ def test_unreachable_s3_is_503_not_404(onnx_model, lambda_context, monkeypatch):
         aws_secret_access_key="testing",
         config=Config(retries={"max_attempts": 1}, connect_timeout=2),
     )
-    monkeypatch.setattr(h, "_s3_client", lambda: client)
+    monkeypatch.setattr(storage, "client", lambda: client)
     out = h.handler({"s3": {"bucket": "models", "key": "images/10.jpg"}}, lambda_context)
     assert out["statusCode"] == 503 and "EndpointConnectionError" in out["error"] and "retry" in out["error"]

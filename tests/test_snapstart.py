@@ -10,6 +10,7 @@ from cfnlint.decode import cfn_yaml
 
 from helpers.aws import deploy
 from helpers.runtime import handler as h
+from helpers.runtime import storage
 from helpers.tools import local_aws
 
 
@@ -52,12 +53,12 @@ def test_the_function_url_and_its_public_permissions_follow_the_alias_when_a_ver
 
 
 def test_hooks_run_in_order_warm_the_model_refresh_state_and_the_function_answers(
-    onnx_model, sample_jpegs, lambda_context, tmp_path, monkeypatch, capsys
+    tiny_model, sample_jpegs, lambda_context, tmp_path, monkeypatch, capsys
 ):
     before = [entry[0] for entry in snapshot_restore_py.get_before_snapshot()]
     after = [entry[0] for entry in snapshot_restore_py.get_after_restore()]
     assert h.before_snapshot in before and h.after_restore in after  # registered at import, as Lambda needs
-    state = h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING", "MODEL_CACHE_DIR": str(tmp_path)})
+    state = h.init({"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "WARNING", "MODEL_CACHE_DIR": str(tmp_path)})
     calls = []
     predict = state.detector.predict
     monkeypatch.setattr(
@@ -71,10 +72,12 @@ def test_hooks_run_in_order_warm_the_model_refresh_state_and_the_function_answer
     assert calls == [(state.detector.config.image_size, state.detector.config.image_size, 3)]  # one warm-up inference
 
     (tmp_path / "model.part").write_bytes(b"an interrupted download")
-    snapshot_random = random.getstate()
+    snapshot_random, snapshot_client = random.getstate(), storage.client()
+    assert storage.client() is snapshot_client  # one client per execution environment...
     for func, args, kwargs in snapshot_restore_py.get_after_restore():
         func(*args, **kwargs)
     assert random.getstate() != snapshot_random and not (tmp_path / "model.part").exists()
+    assert storage.client() is not snapshot_client  # ...and each restored environment makes its own
 
     capsys.readouterr()
     out = h.handler({"image": base64.b64encode(sample_jpegs["10.jpg"]).decode()}, lambda_context)

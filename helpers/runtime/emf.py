@@ -48,3 +48,28 @@ def metric_line(
             **{name: value for name, (value, _) in metrics.items()},
         }
     )
+
+
+def request_metrics(
+    status: int,
+    timings_ms: dict[str, float],
+    cold: bool,
+    init_ms: float | None = None,
+    size: tuple[int, int] | None = None,
+    detections: int = 0,
+) -> dict[str, tuple[float, str]]:
+    """The handler's metrics for one request: stage latencies ({stage}Ms), 4xx/5xx, cold start (with the
+    init's duration when known: None after a SnapStart restore) and, for an answered image (`size`
+    (width, height)), its detections and megapixels."""
+    metrics = {
+        "ColdStart": (int(cold), COUNT),
+        "ClientErrors": (int(400 <= status < 500), COUNT),
+        "ServerErrors": (int(status >= 500), COUNT),
+        **{f"{stage.capitalize()}Ms": (round(value, 2), MILLISECONDS) for stage, value in timings_ms.items()},
+    }
+    if cold and init_ms is not None:
+        metrics["InitMs"] = (round(init_ms, 1), MILLISECONDS)
+    if size is not None:
+        metrics["Detections"] = (detections, COUNT)
+        metrics["ImageMegapixels"] = (round(size[0] * size[1] / 1e6, 3), NONE)
+    return metrics

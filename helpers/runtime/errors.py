@@ -1,0 +1,49 @@
+"""What can go wrong in a request, and the one table that turns it into an HTTP status.
+
+Statuses are decided here and nowhere else: an exception's status is that of the nearest class in
+its MRO that `STATUS` names, 500 for anything it does not (whose details then stay in the log).
+"""
+
+from __future__ import annotations
+
+from helpers.runtime.preprocess import ImageError, ImageTooLarge
+
+
+class ConfigError(RuntimeError):
+    """A bad environment variable or model: fails the init, naming the variable."""
+
+
+class RequestError(Exception):
+    """The request is malformed; its message goes back to the caller."""
+
+
+class PayloadTooLarge(RequestError):
+    """More bytes than the limit, inline or by S3 reference."""
+
+
+class S3Forbidden(RequestError):
+    """The function may not read the referenced object."""
+
+
+class S3NotFound(RequestError):
+    """No such bucket or key."""
+
+
+class S3Unavailable(Exception):
+    """S3 could not be reached or answered with a server error: worth retrying, not the caller's fault."""
+
+
+STATUS: dict[type[BaseException], int] = {
+    RequestError: 400,
+    ImageError: 400,
+    S3Forbidden: 403,
+    S3NotFound: 404,
+    PayloadTooLarge: 413,
+    ImageTooLarge: 413,
+    S3Unavailable: 503,
+}
+
+
+def status_of(err: BaseException) -> int:
+    """The status of the most specific class of `err` in STATUS; 500 when none is."""
+    return next((STATUS[cls] for cls in type(err).__mro__ if cls in STATUS), 500)

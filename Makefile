@@ -5,15 +5,43 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test setup test-fast lint icevision
+.PHONY: run test setup test-fast lint icevision lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[all]"
+# Installs from the committed lock (pip-compile of pyproject.toml's `all` extra for CPython 3.11 on Linux
+# x86_64), every package pinned with its sha256 hashes, pip and setuptools included; then the project
+# itself, editable, without dependencies and without a build environment (setuptools is in the lock), so
+# nothing is installed that the lock does not name. Editing the lock (or pyproject.toml) reinstalls.
+LOCK := requirements.lock
+
+$(VENV)/.installed: $(LOCK) pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
+
+# Regenerate the lock after editing [project.optional-dependencies] (commit both; tests/test_project.py
+# checks they agree). Pins already in the lock are kept where the ranges allow; `make lock ARGS=--upgrade`
+# takes the newest releases the ranges allow, `ARGS="--upgrade-package NAME"` one of them. Hashes come
+# from the index for every file of the pinned release (hashing the local torch wheels takes a while).
+# Resolved by the venv's pip, on Python 3.11, Linux x86_64: on another platform, lock on this one.
+lock: $(VENV)/.installed
+	cp $(LOCK) $(LOCK).tmp
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --extra lambda --extra train --extra deploy --extra dev --generate-hashes \
+		--allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links \
+		--output-file $(LOCK).tmp $(ARGS) pyproject.toml
+	{ printf '# %s\n' \
+		'requirements.lock: every package that pyproject.toml'"'"'s `all` extra needs, pinned with sha256 hashes,' \
+		'for CPython 3.11 on Linux x86_64 (glibc), where it was resolved: markers for other platforms were' \
+		'not evaluated, and torch is the Linux x86_64 CUDA build (the nvidia-* pins are its libraries).' \
+		'Install: pip install --require-hashes -r requirements.lock' \
+		'         pip install --no-deps --no-build-isolation -e .      (make setup does both)' \
+		'Regenerate with `make lock` after editing pyproject.toml, never by hand; tests/test_project.py' \
+		'checks that it satisfies every requirement of the extras.'; \
+	  cat $(LOCK).tmp; } > $(LOCK)
+	rm $(LOCK).tmp
 
 # The C letterbox kernel the runtime uses when it is built (helpers.build.native; rebuilt when its source changes).
 setup: $(VENV)/.installed

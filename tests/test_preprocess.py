@@ -130,9 +130,16 @@ def test_decoded_pixels_are_pillows_own_memory_and_outlive_the_image():
     assert np.array_equal(pixels, expected)
 
 
-def test_images_pillow_holds_in_several_blocks_are_copied():
+def test_images_pillow_holds_in_several_blocks_are_copied(monkeypatch):
+    """Decoding holds images in one block (_one_block); one above it (training has no pixel limit) is
+    in several, which Pillow does not export: copied."""
+    import contextlib
+
     rgb = np.random.default_rng(2).integers(0, 256, (2100, 2100, 3), dtype=np.uint8)  # 17.6 MB as RGBX
-    pixels = pp.decode_image(_encode(Image.fromarray(rgb), "PNG"))
+    data = _encode(Image.fromarray(rgb), "PNG")
+    assert not pp.decode_image(data).flags.owndata  # one block: a view
+    monkeypatch.setattr(pp, "_one_block", contextlib.nullcontext)  # Pillow's 16 MB blocks
+    pixels = pp.decode_image(data)
     assert pixels.flags.c_contiguous and np.array_equal(pixels, rgb)
 
 
@@ -285,3 +292,137 @@ def test_a_12_mp_photo_gives_training_and_serving_the_same_tensor_and_boxes(tmp_
     placed = letterbox_boxes(np.array([box]), geometry)
     assert np.abs(target["boxes"].numpy() - placed).max() < 1e-3
     assert np.abs(restore_boxes(placed, geometry) - np.array([box])).max() < 1e-6
+
+
+# ---- Memory-bounded decoding (tiles, in-place conversion, views) and the checked C boundary ----------
+
+
+def _whole_image_rgb(image: Image.Image, pad_fill=PREPROCESS.pad_fill) -> np.ndarray:
+    """decode_for_model's mode conversion as it was on the whole image at once (the reference)."""
+    mode = image.mode
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA"):
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:4] / 255.0
+        fill = np.asarray(pad_fill, dtype=np.float32)
+        return np.rint(rgba[..., :3] * alpha + fill * (1.0 - alpha)).astype(np.uint8)
+    if mode.startswith("I"):
+        grey = np.clip(np.rint(np.asarray(image, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "F":
+        grey = np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
+
+
+def _every_mode(height=70, width=90):
+    rng = np.random.default_rng(5)
+    rgba = Image.fromarray(rng.integers(0, 256, (height, width, 4), dtype=np.uint8), "RGBA")
+    deep = rng.integers(0, 65536, (height, width)).astype(np.uint16)
+    return {
+        "RGB": (rgba.convert("RGB"), "PNG"),
+        "RGBA": (rgba, "PNG"),
+        "LA": (rgba.convert("LA"), "PNG"),
+        "P with transparency": (rgba.convert("RGB").quantize(50), "PNG", {"transparency": 7}),
+        "P": (rgba.convert("RGB").quantize(50), "PNG"),
+        "L": (rgba.convert("L"), "PNG"),
+        "I;16": (Image.fromarray(deep), "PNG"),
+        "I": (Image.fromarray(deep.astype(np.int32) * 3 - 20000), "TIFF"),
+        "F": (Image.fromarray(rng.normal(128, 90, (height, width)).astype(np.float32)), "TIFF"),
+        "CMYK": (rgba.convert("CMYK"), "TIFF"),
+        "1": (rgba.convert("1"), "PNG"),
+        "YCbCr": (rgba.convert("RGB").convert("YCbCr"), "TIFF"),
+    }
+
+
+@pytest.mark.parametrize("tile_pixels", [1 << 18, 1000, 7])
+def test_every_mode_converts_as_the_whole_image_did_whatever_the_tiles(monkeypatch, tile_pixels):
+    """Alpha, 16-bit, 32-bit and float grey, CMYK...: tile by tile, in place or not, the same numbers as
+    the whole-image conversion (tiles of 1000 pixels: several rows; of 7: parts of a row)."""
+    monkeypatch.setattr(pp, "_TILE_PIXELS", tile_pixels)
+    for name, (image, fmt, *kwargs) in _every_mode().items():
+        data = _encode(image, fmt, **(kwargs[0] if kwargs else {}))
+        with Image.open(io.BytesIO(data)) as reference:
+            expected = _whole_image_rgb(reference)
+        pixels = pp.decode_image(data)
+        assert pixels.shape == expected.shape and not pixels.flags.writeable, name
+        assert np.array_equal(pixels, expected), name
+
+
+def test_grey_stays_one_byte_per_pixel_and_rgb_alpha_are_pillows_memory():
+    modes = _every_mode()
+    grey = pp.decode_image(_encode(modes["I;16"][0], "PNG"))
+    assert grey.strides[2] == 0 and grey.base is not None
+    for name in ("RGB", "RGBA", "LA"):
+        assert pp.decode_image(_encode(modes[name][0], "PNG")).strides[1:] == (4, 1), name
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_is_a_view_equal_to_exif_transpose(preprocess_path, orientation):
+    from PIL import ImageOps
+
+    rgb = np.random.default_rng(orientation).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _encode(Image.fromarray(rgb), "PNG", exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    decoded = pp.decode_for_model(data)
+    assert np.array_equal(decoded.pixels, expected) and not decoded.pixels.flags.owndata
+    assert (decoded.height, decoded.width) == expected.shape[:2]
+    assert np.array_equal(pp.preprocess(decoded)[0], _albu_tensor(expected))
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "TIFF", "PNG"])
+def test_only_the_first_frame_of_a_multi_frame_file_is_decoded(fmt):
+    frames = [Image.new("RGB", (40, 30), colour) for colour in ((200, 10, 10), (10, 200, 10), (10, 10, 200))]
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    data = _encode(frames[0], fmt, save_all=True, append_images=frames[1:], **options)
+    assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 3
+    pixels = pp.decode_image(data)
+    assert np.abs(pixels.astype(int) - [200, 10, 10]).max() <= 2  # GIF's palette may round
+
+
+def test_arrow_exports_in_another_layout_are_not_read():
+    """Any difference from the layouts read (format, children, length, offset, nulls, buffers) gives None."""
+    image = Image.new("RGB", (7, 3))
+    schema_capsule, array_capsule = image.__arrow_c_array__()
+    schema = pp._ArrowSchema.from_address(pp._capsule_pointer(schema_capsule, b"arrow_schema"))
+    array = pp._ArrowArray.from_address(pp._capsule_pointer(array_capsule, b"arrow_array"))
+    assert pp._exported_address(schema, array, 7, 3)[1] == 4
+    assert pp._exported_address(schema, array, 7, 4) is None  # length
+    child = array.children[0].contents
+    for structure, field, value in [
+        (array, "offset", 1),
+        (array, "null_count", 1),
+        (array, "n_buffers", 2),
+        (array, "n_children", 2),
+        (child, "offset", 4),
+        (child, "length", 83),
+        (child, "n_buffers", 3),
+    ]:
+        original = getattr(structure, field)
+        setattr(structure, field, value)
+        assert pp._exported_address(schema, array, 7, 3) is None, field
+        setattr(structure, field, original)
+    for fmt in (b"+w:3", b"+l", b"c"):  # a copy: Pillow frees the strings its own schema points to
+        other = pp._ArrowSchema(format=fmt, n_children=schema.n_children, children=schema.children)
+        assert pp._exported_address(other, array, 7, 3) is None, fmt
+
+
+def test_the_kernel_refuses_arrays_of_the_wrong_type():
+    """Typed ctypes arguments: a table of the wrong dtype or a read-only tensor is a Python error."""
+    import ctypes
+
+    image = np.zeros((20, 30, 3), np.uint8)
+    _, geometry = pp.preprocess_numpy(image)
+    tensor = np.empty((1, 3, 384, 384), np.float32)
+    normalise = pp._normalisation_constants(PREPROCESS)
+    pp._letterbox_native(pp.kernel(), image, geometry, tensor, normalise)  # the right types run
+    with pytest.raises(ctypes.ArgumentError):
+        pp._letterbox_native(pp.kernel(), image, geometry, tensor, tuple(a.astype(np.float64) for a in normalise))
+    tensor.flags.writeable = False
+    with pytest.raises(ctypes.ArgumentError):
+        pp._letterbox_native(pp.kernel(), image, geometry, tensor, normalise)
+    with pytest.raises(ValueError, match="does not fit"):
+        pp._letterbox_native(pp.kernel(), image, geometry, np.empty((1, 3, 100, 100), np.float32), normalise)

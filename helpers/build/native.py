@@ -25,6 +25,16 @@ SOURCE = Path(preprocess.__file__).with_name("letterbox_kernel.c")
 #: -ffp-contract=off: no fused multiply-add, so (pixel - mean) * denominator rounds as NumPy's two
 #: float32 steps do; the baseline ISA of each architecture (no -march), as the Lambda hosts vary.
 FLAGS = ("-std=c11", "-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-stack-protector", "-s", "-Wall", "-Werror")
+#: The checked build (tests/test_kernel_sanitized.py): AddressSanitizer and UBSan, any report fatal. It
+#: needs libasan first in the process (LD_PRELOAD), so it is never the one the runtime loads.
+SANITIZE_FLAGS = (
+    *(flag for flag in FLAGS if flag not in ("-O3", "-s", "-fno-stack-protector")),
+    "-O1",
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=all",
+)
 
 
 class CompilerMissing(RuntimeError):
@@ -60,13 +70,13 @@ def host_arch() -> str:
     return found
 
 
-def build(out: Path, arch: str | None = None) -> Path:
+def build(out: Path, arch: str | None = None, sanitize: bool = False) -> Path:
     """Compile the kernel for `arch` (default: this machine's) into `out`, replacing any previous
-    build in one step (a process may have the old one mapped)."""
+    build in one step (a process may have the old one mapped); `sanitize`: the checked build."""
     arch = arch or host_arch()
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    command = [compiler_for(arch), *FLAGS, "-o", str(partial), str(SOURCE)]
+    command = [compiler_for(arch), *(SANITIZE_FLAGS if sanitize else FLAGS), "-o", str(partial), str(SOURCE)]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         partial.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ scaling for photos at least twice the model size).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import functools
@@ -30,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from helpers.runtime.config import MAX_IMAGE_PIXELS, PREPROCESS, PreprocessConfig
 
@@ -113,6 +114,13 @@ def decode_for_model(
     the same pixels; the resize that follows is the exact OpenCV INTER_LINEAR. Images below twice the
     size (the bundled 499x666 photos for 384) are decoded at full size. `size=None`: always full size.
 
+    Only the first frame of an animated or multi-page file (GIF, WebP, TIFF, APNG) is decoded.
+
+    Memory stays near the decoded image itself (BENCHMARKS.md, tests/test_memory.py): Pillow holds the
+    image in one block that the pixels are a view of, other modes are converted tile by tile (in place
+    where Pillow stores 4 bytes per pixel), grey stays one byte per pixel (the three channels are a view),
+    and the EXIF orientation is a view too (the kernel reads any strides).
+
     Mode conversion: alpha (RGBA, LA, PA, P with transparency) is composited onto the pad colour,
     because that is the colour the model learnt as "nothing here" (the letterbox padding); dropping
     alpha would expose whatever RGB sits under transparent pixels. 16-bit and 32-bit integer grey
@@ -130,43 +138,141 @@ def decode_for_model(
     except (OSError, ValueError) as err:
         raise ImageError(f"cannot read image header: {err}") from None
     width, height = image.size
-    if width * height > max_pixels:
-        raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; limit {max_pixels}")
+    _check_size(image.format, width, height, size, max_pixels)
     try:
-        # The orientation decides which stored side is the upright height; the tag is read before decoding.
-        swapped = image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
-        reduction = reduction_for(width, height, size) if image.format in ("JPEG", "MPO") else 1
-        if reduction > 1:
-            image.draft(None, (width // reduction, height // reduction))  # Pillow then picks `reduction`
-            reduction = round(width / image.size[0])  # 1 where Pillow cannot scale this file's layout
-        ImageOps.exif_transpose(image, in_place=True)  # in place: no copy when already upright
-        pixels = _to_rgb(image, pad_fill)
+        with _one_block():  # from here: a PNG's EXIF can follow its pixels, so getexif may decode them
+            # The orientation decides which stored side is the upright height, read before any draft.
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+            reduction = reduction_for(width, height, size) if image.format in ("JPEG", "MPO") else 1
+            if reduction > 1:
+                image.draft(None, (width // reduction, height // reduction))  # Pillow then picks `reduction`
+                reduction = round(width / image.size[0])  # 1 where Pillow cannot scale this file's layout
+            pixels = _upright(_to_rgb(image, pad_fill), orientation)
     except Image.DecompressionBombError as err:
         raise ImageTooLarge(str(err)) from None
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageError(f"cannot decode image: {err}") from None
+    swapped = orientation in (5, 6, 7, 8)
     return Decoded(pixels, reduction, width if swapped else height, height if swapped else width)
 
 
+#: Pillow decodes WebP with libwebp's animation decoder, which holds two more full RGBA canvases and
+#: hands the frame over as a bytes copy: about four times the memory of the image, so a quarter of the limit.
+_WEBP_COST = 4
+
+
+def _check_size(fmt: str | None, width: int, height: int, size: int | None, max_pixels: int) -> None:
+    """Refuse, before decoding, what the pixel budget cannot hold: more pixels than `max_pixels` (a
+    quarter of it for WebP), or, for a model input of side `size`, a side more than 2 * size times the
+    other. Such a strip is under half a pixel wide in the model input, and Pillow keeps an 8-byte
+    pointer per row: a 1 x 39M image would cost 312 MB before its pixels."""
+    pixels = width * height
+    if pixels > max_pixels:
+        raise ImageTooLarge(f"image is {width}x{height} = {pixels} pixels; limit {max_pixels}")
+    if fmt == "WEBP" and pixels * _WEBP_COST > max_pixels:
+        limit = max_pixels // _WEBP_COST
+        raise ImageTooLarge(f"WebP image is {width}x{height} = {pixels} pixels; limit for WebP {limit}")
+    if size is not None and max(width, height) > 2 * size * min(width, height):
+        raise ImageError(f"image is {width}x{height}: a side more than {2 * size} times the other")
+
+
+#: EXIF orientation -> (row step, column step) after the transpose of 5-8.
+_FLIPS = {2: (1, -1), 3: (-1, -1), 4: (-1, 1), 6: (1, -1), 7: (-1, -1), 8: (-1, 1)}
+
+
+def _upright(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """ImageOps.exif_transpose as a view: flips and transposes of the stored pixels, no copy."""
+    if orientation in (5, 6, 7, 8):
+        pixels = pixels.transpose(1, 0, 2)
+    rows, columns = _FLIPS.get(orientation, (1, 1))
+    return pixels[::rows, ::columns]
+
+
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+#: Converted per tile of at most this many pixels: the float temporaries stay a few MB at any size.
+_TILE_PIXELS = 1 << 18
+
+
+@contextlib.contextmanager
+def _one_block():
+    """Pillow allocates images in blocks of 16 MB and exports (for a view) only images in one block:
+    while decoding, a block holds any image within the limits (an image's block is its own size)."""
+    previous = Image.core.get_block_size()
+    Image.core.set_block_size(max(previous, 1 << 30))
+    try:
+        yield
+    finally:
+        Image.core.set_block_size(previous)
+
+
 def _to_rgb(image: Image.Image, pad_fill) -> np.ndarray:
+    """The first frame as (H, W, 3) uint8 pixels, read-only, in the stored orientation; closes `image`.
+
+    RGB and L are views of Pillow's memory; modes Pillow stores in 4 bytes per pixel are converted in
+    place, tile by tile; the rest are converted tile by tile into a new array (one byte per pixel for
+    the grey modes). Each tile goes through the same formulas as a whole image would, so the numbers
+    do not depend on the tiling."""
+    image.load()
     mode = image.mode
     if mode == "P" and "transparency" in image.info:
-        image, mode = image.convert("RGBA"), "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+        mode = "RGBA"  # converted per tile, see _convert_tile
+    shared = _shared_pixels(image)
+    if mode in ("RGB", "L") and shared is not None:
+        pixels = shared
+    elif mode in ("L", "1", "F") or mode.startswith("I"):
+        pixels = np.empty((image.height, image.width, 1), np.uint8)
+        _convert_tiles(image, pixels, lambda tile: _grey_tile(tile)[..., None])
+    else:
+        in_place = shared is not None and shared.shape[2] == 4
+        pixels = shared if in_place else np.empty((image.height, image.width, 3), np.uint8)
+        _convert_tiles(image, pixels[:, :, :3], lambda tile: _convert_tile(tile, mode, pad_fill))
+    image.close()  # its memory goes now unless the pixels are a view of it
+    pixels = pixels[:, :, :3] if pixels.shape[2] >= 3 else np.broadcast_to(pixels, (*pixels.shape[:2], 3))
+    if pixels.flags.writeable:
+        pixels.flags.writeable = False
+    return pixels
+
+
+def _convert_tiles(image: Image.Image, out: np.ndarray, convert) -> None:
+    """out[tile] = convert(image's pixels in that tile), over tiles of at most _TILE_PIXELS; `out` may
+    be a view of the image's own memory (each tile is copied out before it is written)."""
+    width, height = image.size
+    columns = min(width, _TILE_PIXELS)
+    rows = max(1, _TILE_PIXELS // columns)
+    for top in range(0, height, rows):
+        for left in range(0, width, columns):
+            box = (left, top, min(left + columns, width), min(top + rows, height))
+            out[box[1] : box[3], box[0] : box[2]] = convert(image.crop(box))
+
+
+def _convert_tile(tile: Image.Image, mode: str, pad_fill) -> np.ndarray:
+    if mode in _ALPHA_MODES:
+        rgba = np.asarray(tile.convert("RGBA"), dtype=np.float32)
         alpha = rgba[..., 3:4] / 255.0
         fill = np.asarray(pad_fill, dtype=np.float32)
         return np.rint(rgba[..., :3] * alpha + fill * (1.0 - alpha)).astype(np.uint8)
-    if mode.startswith("I"):
-        grey = np.asarray(image, dtype=np.float64)
-        grey = np.clip(np.rint(grey / 257.0), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if mode == "F":
-        grey = np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if mode != "RGB":
-        image = image.convert("RGB")
-    return _shared_rgb(image)
+    return np.asarray(tile.convert("RGB"))
+
+
+def _grey_tile(tile: Image.Image) -> np.ndarray:
+    if tile.mode.startswith("I"):
+        grey = np.asarray(tile, dtype=np.float64)
+        return np.clip(np.rint(grey / 257.0), 0, 255).astype(np.uint8)
+    if tile.mode == "F":
+        return np.clip(np.rint(np.asarray(tile, dtype=np.float64)), 0, 255).astype(np.uint8)
+    return np.asarray(tile.convert("L"))
+
+
+class _ArrowSchema(ctypes.Structure):
+    """struct ArrowSchema of the Arrow C data interface (a stable ABI)."""
+
+
+_ArrowSchema._fields_ = [
+    *((name, ctypes.c_char_p) for name in ("format", "name", "metadata")),
+    *((name, ctypes.c_int64) for name in ("flags", "n_children")),
+    ("children", ctypes.POINTER(ctypes.POINTER(_ArrowSchema))),
+    *((name, ctypes.c_void_p) for name in ("dictionary", "release", "private_data")),
+]
 
 
 class _ArrowArray(ctypes.Structure):
@@ -183,25 +289,54 @@ _capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
 _capsule_pointer.restype, _capsule_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
 
 
-def _shared_rgb(image: Image.Image) -> np.ndarray:
-    """An RGB image's pixels as a read-only (H, W, 3) view of Pillow's own memory, without a copy.
+def _plain_bytes(schema: _ArrowSchema, array: _ArrowArray, length: int) -> int | None:
+    """The data address of an exported array of `length` uint8 ("C") with no nulls, no offset and no
+    children, else None."""
+    if schema.format != b"C" or schema.n_children != 0 or schema.dictionary:
+        return None
+    if (array.length, array.offset, array.null_count, array.n_buffers, array.n_children) != (length, 0, 0, 2, 0):
+        return None
+    return array.buffers[1] or None
 
-    Pillow keeps RGB as 4 bytes per pixel and exports that buffer through the Arrow C data interface
-    (__arrow_c_array__, a list of 4 uint8 per pixel); the view keeps the export alive, and with it the
-    memory. np.asarray would repack it into a new 3-byte buffer: a third of the decode time at the
-    sample size. Pillow exports only images held in one block (up to 16 MB, about 4 MP); larger
-    ones are copied."""
+
+def _exported_address(schema: _ArrowSchema, array: _ArrowArray, width: int, height: int) -> tuple[int, int] | None:
+    """(data address, bytes per pixel) of Pillow's export of a width x height image if it has one of
+    the two layouts read here (1 byte per pixel, or fixed-size lists of 4 bytes), else None."""
+    pixels = width * height
+    if schema.format == b"C":
+        address = _plain_bytes(schema, array, pixels)
+        return None if address is None else (address, 1)
+    if schema.format != b"+w:4" or schema.n_children != 1 or schema.dictionary:
+        return None
+    if (array.length, array.offset, array.null_count, array.n_buffers, array.n_children) != (pixels, 0, 0, 1, 1):
+        return None
+    address = _plain_bytes(schema.children[0].contents, array.children[0].contents, pixels * 4)
+    return None if address is None else (address, 4)
+
+
+def _shared_pixels(image: Image.Image) -> np.ndarray | None:
+    """A loaded image's pixels as a writable (H, W, 1 or 4) uint8 view of Pillow's own memory, without
+    a copy, or None when Pillow does not export it in a layout read here (then it is converted).
+
+    Pillow exports an image held in one block through the Arrow C data interface (__arrow_c_array__):
+    RGB and 4-byte modes as fixed-size lists of 4 uint8 per pixel, L, P and 1 as uint8. The schema and
+    array are checked against the image's size before the memory is read; the view keeps the export
+    alive, and with it the memory. np.asarray would repack RGB into a new 3-byte buffer: a third of the
+    decode time at the sample size, 120 MB at 40 MP."""
     width, height = image.size
     try:
-        _, exported = image.__arrow_c_array__()
+        schema_capsule, array_capsule = image.__arrow_c_array__()
     except ValueError:  # "Image rows are not contiguous in memory": several blocks
-        return np.asarray(image, dtype=np.uint8)
-    pixels = _ArrowArray.from_address(_capsule_pointer(exported, b"arrow_array")).children[0].contents
-    memory = (ctypes.c_uint8 * (height * width * 4)).from_address(pixels.buffers[1])
-    memory.export = exported  # released (and the pixels freed) when the last view goes
-    view = np.frombuffer(memory, np.uint8).reshape(height, width, 4)[:, :, :3]
-    view.flags.writeable = False
-    return view
+        return None
+    schema = _ArrowSchema.from_address(_capsule_pointer(schema_capsule, b"arrow_schema"))
+    array = _ArrowArray.from_address(_capsule_pointer(array_capsule, b"arrow_array"))
+    exported = _exported_address(schema, array, width, height)
+    if exported is None:
+        return None
+    address, depth = exported
+    memory = (ctypes.c_uint8 * (height * width * depth)).from_address(address)
+    memory.export = array_capsule  # released (and the pixels freed) when the last view goes
+    return np.frombuffer(memory, np.uint8).reshape(height, width, depth)
 
 
 @functools.lru_cache(maxsize=64)
@@ -374,7 +509,23 @@ def _normalisation_constants(config: PreprocessConfig) -> tuple[np.ndarray, np.n
     return mean, denominator, pad
 
 
-_POINTER = ctypes.c_void_p
+def _array(dtype, ndim: int = 1, flags: str = "C_CONTIGUOUS"):
+    """A ctypes argument type that accepts only NumPy arrays of this dtype, ndim and flags."""
+    return np.ctypeslib.ndpointer(dtype=dtype, ndim=ndim, flags=flags)
+
+
+#: helpers_letterbox's parameters (letterbox_kernel.c): a wrong array is a TypeError here, not a bad read.
+_ARGTYPES = [
+    np.ctypeslib.ndpointer(dtype=np.uint8, ndim=3),  # the pixels, any strides: passed as the byte steps below
+    ctypes.c_int64,  # row step
+    ctypes.c_int64,  # channel step
+    *[_array(np.int64)] * 2,  # horizontal taps' byte offsets in a row
+    *[_array(np.int32)] * 6,  # wx0, wx1, y0, y1, wy0, wy1
+    *[ctypes.c_int] * 5,  # new_height, new_width, size, top, left
+    *[_array(np.float32)] * 3,  # mean, denominator, pad
+    _array(np.int16, flags="C_CONTIGUOUS, WRITEABLE"),  # scratch
+    _array(np.float32, ndim=4, flags="C_CONTIGUOUS, WRITEABLE"),  # the tensor
+]
 
 
 @functools.cache
@@ -390,34 +541,44 @@ def kernel():
         raise OSError(
             f"letterbox kernel {KERNEL_PATH.name} does not load ({err}): rebuild the zip with helpers.build.package"
         ) from None
-    function.argtypes = [_POINTER, ctypes.c_int64] + [_POINTER] * 8 + [ctypes.c_int] * 5 + [_POINTER] * 5
+    function.argtypes = _ARGTYPES
     function.restype = None
     return function
 
 
 @functools.lru_cache(maxsize=64)
-def _byte_offsets(src: int, dst: int, pixel_stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """The horizontal taps as byte offsets into a row, for the kernel: 3 bytes per pixel from NumPy,
-    4 from Pillow's own memory (see _shared_rgb)."""
+def _byte_offsets(src: int, dst: int, pixel_step: int) -> tuple[np.ndarray, np.ndarray]:
+    """The horizontal taps as 64-bit byte offsets from a row's first pixel, for the kernel: any pixel
+    step (3 bytes from NumPy, 4 from Pillow's memory, negative for a flip, a row's for a transpose)."""
     x0, x1, _, _ = _linear_taps(src, dst, clamp_weights=True)
-    return x0 * pixel_stride, x1 * pixel_stride
+    offsets = x0.astype(np.int64) * pixel_step, x1.astype(np.int64) * pixel_step
+    for table in offsets:
+        table.flags.writeable = False
+    return offsets
 
 
 def _letterbox_native(function, pixels: np.ndarray, geometry: Letterbox, tensor: np.ndarray, normalise) -> None:
     """Resize + pad + Normalize in C into `tensor`, on this thread (at 384 px one thread beat two, warm
-    and after an idle pause: see BENCHMARKS.md)."""
+    and after an idle pause: see BENCHMARKS.md).
+
+    The kernel reads pixel (y, x) channel c at data + y * row step + x * pixel step + c * channel step,
+    the array's own strides, so flipped, transposed, RGBX and broadcast grey views are read in place;
+    the tap tables come from the array's own shape, so every read is inside it."""
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 (H, W, 3) image, not {pixels.dtype} {pixels.shape}")
-    if pixels.strides[2] != 1 or min(pixels.strides) < 1:  # the kernel steps rows and pixels forwards
-        pixels = np.ascontiguousarray(pixels)
+    size = tensor.shape[-1]
+    if tensor.shape != (1, 3, size, size) or not (
+        0 <= geometry.pad_top <= size - geometry.new_height and 0 <= geometry.pad_left <= size - geometry.new_width
+    ):
+        raise ValueError(f"the letterbox {geometry} does not fit a {tensor.shape} tensor")
     height, width, _ = pixels.shape
+    row_step, pixel_step, channel_step = pixels.strides
     new_height, new_width = geometry.new_height, geometry.new_width
     _, _, wx0, wx1 = _linear_taps(width, new_width, clamp_weights=True)
-    offsets = _byte_offsets(width, new_width, pixels.strides[1])
-    tables = (*offsets, wx0, wx1, *_linear_taps(height, new_height, clamp_weights=False))
+    rows = _linear_taps(height, new_height, clamp_weights=False)
+    tables = (*_byte_offsets(width, new_width, pixel_step), wx0, wx1, *rows)
     scratch = np.empty(6 * new_width, np.int16)
     function(
-        pixels.ctypes.data, pixels.strides[0], *(a.ctypes.data for a in tables), new_height, new_width,
-        tensor.shape[-1], geometry.pad_top, geometry.pad_left, *(a.ctypes.data for a in normalise),
-        scratch.ctypes.data, tensor.ctypes.data,
+        pixels, row_step, channel_step, *tables, new_height, new_width, size,
+        geometry.pad_top, geometry.pad_left, *normalise, scratch, tensor,
     )  # fmt: skip

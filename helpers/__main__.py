@@ -3,11 +3,12 @@
 import importlib
 import sys
 
-#: command -> (module with main(argv), what it does)
+#: command -> (module[:function], default main, taking argv; what it does)
 COMMANDS = {
     "run-all": ("helpers.tools.run_all", "run notebooks 01 -> 05 headless (the main job)"),
     "train": ("helpers.train.run", "train a detector (also python -m helpers.train)"),
     "export": ("helpers.export.onnx_export", "checkpoint -> model.onnx, checked (also python -m helpers.export)"),
+    "convert": ("helpers.data.__main__:convert_command", "rewrite a dataset in another format (VOC, COCO, YOLO)"),
     "native": ("helpers.build.native", "build the C letterbox kernel for this machine"),
     "package": ("helpers.build.package", "build the Lambda .zip"),
     "invoke": ("helpers.tools.lambda_local", "invoke a built zip under the real runtime client"),
@@ -32,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: python -m helpers COMMAND [options]; COMMAND is one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    return module.main(argv[1:])
+    module, _, function = COMMANDS[argv[0]][0].partition(":")
+    return getattr(importlib.import_module(module), function or "main")(argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,85 @@
+"""The handler against random events (hypothesis): whatever arrives — JSON-like values, proxy events
+with random headers, bodies and base64, real and broken images — the answer is JSON with a message,
+never a 5xx and never a traceback. S3 references are parsed but not fetched (no network here; S3
+failures are tested against moto in test_handler_s3.py)."""
+
+import base64
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from helpers.data.dataset import SAMPLE_DIR
+from helpers.runtime import handler
+from helpers.runtime.errors import RequestError
+from helpers.runtime.events import parse
+
+JPEG = (SAMPLE_DIR / "images" / "10.jpg").read_bytes()
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=40)
+json_like = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+image_bytes = st.sampled_from([JPEG, JPEG[: len(JPEG) // 3], b"", b"GIF89a"]) | st.binary(max_size=200)
+base64_text = image_bytes.map(lambda b: base64.b64encode(b).decode()) | st.text(max_size=60)
+request_values = {
+    "image": base64_text | json_like,
+    "s3_uri": st.text(max_size=30) | json_like,
+    "s3": json_like,
+    "threshold": json_like | st.floats(-2, 2),
+    "max_detections": json_like | st.integers(-5, 20_000),
+}
+direct_events = st.fixed_dictionaries({}, optional=request_values) | json_like
+bodies = (
+    base64_text
+    | st.builds(lambda fields: json.dumps(fields), st.fixed_dictionaries({}, optional=request_values))
+    | json_like
+)
+proxy_events = st.fixed_dictionaries(
+    {"body": bodies},
+    optional={
+        "isBase64Encoded": json_like | st.booleans(),
+        "headers": st.dictionaries(st.sampled_from(["content-type", "Content-Type", "x"]), st.text(max_size=30))
+        | json_like,
+        "queryStringParameters": st.fixed_dictionaries(
+            {}, optional={"threshold": st.text(max_size=6), "max_detections": st.text(max_size=6)}
+        )
+        | json_like,
+        "requestContext": json_like,
+        "version": st.just("2.0"),
+    },
+)
+
+
+def _asks_for_s3(event) -> bool:
+    try:
+        return parse(event).s3 is not None
+    except RequestError:
+        return False
+
+
+def _check_answer(event, answer) -> None:
+    if isinstance(event, dict) and ("requestContext" in event or event.get("version") == "2.0" or "body" in event):
+        if "statusCode" in answer and "body" in answer:  # a proxy answer: the payload is its JSON body
+            status, payload = answer["statusCode"], json.loads(answer["body"])
+        else:
+            status, payload = answer.get("statusCode", 200), answer
+    else:
+        status, payload = answer.get("statusCode", 200), answer
+    json.dumps(answer)  # JSON-safe whatever the shape
+    assert status < 500, (event, answer)
+    if status != 200:
+        assert isinstance(payload["error"], str) and payload["error"] and "Traceback" not in payload["error"]
+    else:
+        assert isinstance(payload["detections"], list)
+
+
+@FUZZ
+@given(event=direct_events | proxy_events)
+def test_random_events_get_json_with_a_message_never_a_5xx(tiny_handler, event):
+    if _asks_for_s3(event):
+        return
+    _check_answer(event, handler.handler(event, None))

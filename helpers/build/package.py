@@ -28,6 +28,7 @@ from pathlib import Path
 
 from helpers.build import native
 from helpers.build.arch import ARCHITECTURES
+from helpers.build.interpreters import find_python, pip_install
 from helpers.paths import PROJECT_ROOT, run_artifacts, shown
 from helpers.runtime.checksum import sha256_file
 from helpers.runtime.preprocess import KERNEL_PATH

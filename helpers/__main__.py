@@ -12,6 +12,7 @@ COMMANDS = {
     "native": ("helpers.build.native", "build the C letterbox kernel for this machine"),
     "package": ("helpers.build.package", "build the Lambda .zip"),
     "invoke": ("helpers.tools.lambda_local", "invoke a built zip under the real runtime client"),
+    "serve": ("helpers.tools.serve", "the zip's handler behind a local Function URL, with a demo page"),
     "arm64": ("helpers.tools.arm64", "the arm64 zip under emulation vs x86_64"),
     "deploy": ("helpers.aws.deploy", "deploy / tear down the CloudFormation stack"),
     "batch": ("helpers.aws.batch", "batch inference: local, or a Step Functions stack"),

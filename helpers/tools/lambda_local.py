@@ -186,7 +186,7 @@ class _ClientRun(NamedTuple):
     stdout: str
 
 
-def _interpreter(arch: str, python: str) -> tuple[list[str], str]:
+def interpreter_command(arch: str, python: str) -> tuple[list[str], str]:
     """The command that starts CPython for `arch`, and its version (arm64: Debian's, under qemu-user)."""
     if arch == "arm64":
         return emulated_arm64_command()
@@ -196,7 +196,7 @@ def _interpreter(arch: str, python: str) -> tuple[list[str], str]:
     return [str(interpreter)], python
 
 
-def _unpack(zip_path: str | Path, tmp: Path) -> Path:
+def unpack(zip_path: str | Path, tmp: Path) -> Path:
     """The package unzipped into tmp/task (like /var/task), beside an empty tmp/tmp (like /tmp)."""
     task = tmp / "task"
     with zipfile.ZipFile(zip_path) as zf:
@@ -213,7 +213,7 @@ def _start_runtime_api(events: list) -> RuntimeApi:
     return api
 
 
-def _lambda_environment(
+def lambda_environment(
     api: RuntimeApi, python: str, handler: str, tmp: Path, snapstart: bool, env: dict[str, str]
 ) -> dict[str, str]:
     """The variables Lambda's runtime sets, then `env` (the function's own configuration)."""
@@ -301,15 +301,15 @@ def invoke_zip(
     own init (its InitMs metric), peak RSS, the shared objects it mapped (those from the package and
     any from this development environment, which must be none), the log output, and any init error.
     `snapstart` runs the init as SnapStart does: hooks before the snapshot, a restore, hooks after it."""
-    command, python = _interpreter(arch, python)
+    command, python = interpreter_command(arch, python)
     runtime = runtime_client_dir(arch, python)
     with tempfile.TemporaryDirectory() as tmp:
-        task = _unpack(zip_path, Path(tmp))
+        task = unpack(zip_path, Path(tmp))
         api = _start_runtime_api(events)
         try:
             run = _run_client(
                 [*command, "-I", "-S", "-c", BOOTSTRAP, str(task), str(runtime), handler],
-                _lambda_environment(api, python, handler, Path(tmp), snapstart, env),
+                lambda_environment(api, python, handler, Path(tmp), snapstart, env),
                 task,
                 api,
                 timeout,

@@ -39,14 +39,8 @@ def test_box_restore_blog_swaps_axes_ours_is_exact(sample_records):
         blog_ious += list(_iou(blog_boxes, record.boxes))
         geometry = pp.letterbox(image)[1]
         ours = to_detections(
-            model_boxes,
-            np.ones(len(model_boxes)),
-            np.ones(len(model_boxes), int),
-            geometry,
-            ClassMap(FRIDGE_CLASSES),
-            0.5,
-            100,
-        )
+            model_boxes, np.ones(len(model_boxes)), np.ones(len(model_boxes), int), geometry, 0.5, 100
+        ).to_json(ClassMap(FRIDGE_CLASSES))
         # to_detections sorts by score (all equal, stable) so order is kept.
         our_ious += list(_iou([d["box"] for d in ours], record.boxes))
     assert np.mean(blog_ious) < 0.3  # portrait images: horizontal padding subtracted from y
@@ -60,7 +54,9 @@ def test_blog_subtracts_half_the_total_pad_half_a_pixel_off_for_odd_pads():
     box = np.array([[10.0, 20.0, 30.0, 40.0]])
     blog_y = (letterbox_boxes(box, geometry)[0, 1] - 283 / 2) / 1.0
     assert blog_y - box[0, 1] == pytest.approx(-0.5)
-    ours = to_detections(letterbox_boxes(box, geometry), [0.9], [1], geometry, ClassMap(FRIDGE_CLASSES), 0.5, 10)
+    ours = to_detections(letterbox_boxes(box, geometry), [0.9], [1], geometry, 0.5, 10).to_json(
+        ClassMap(FRIDGE_CLASSES)
+    )
     assert ours[0]["box"] == [10.0, 20.0, 30.0, 40.0]
 
 
@@ -68,9 +64,8 @@ def test_outputs_are_read_by_meaning_not_position():
     # torchvision/ONNX order is (boxes, scores, labels): a score of 0.7 with label 2 must not be
     # read as "label 0.7, score 2". Ours takes named arrays; the blog prose had them swapped.
     geometry = pp.letterbox_geometry(384, 384, 384)
-    out = to_detections(
-        np.array([[0, 0, 10, 10]]), np.array([0.7]), np.array([2]), geometry, ClassMap(FRIDGE_CLASSES), 0.5, 10
-    )
+    out = to_detections(np.array([[0, 0, 10, 10]]), np.array([0.7]), np.array([2]), geometry, 0.5, 10)
+    out = out.to_json(ClassMap(FRIDGE_CLASSES))
     assert out == [{"label": "milk_bottle", "score": 0.7, "box": [0.0, 0.0, 10.0, 10.0]}]
 
 
@@ -90,9 +85,9 @@ def test_threshold_blog_ignores_it_ours_honours_it():
     payload = json.loads(blog.postprocess(_model_output(np.float64), 1.0, [0, 0], ID_TO_NAME, detection_threshold=0.3))
     assert [d["score"] for d in payload] == [pytest.approx(0.9)]
     geometry = pp.letterbox_geometry(384, 384, 384)
-    kept = to_detections(*_model_output(), geometry, ClassMap(FRIDGE_CLASSES), 0.3, 10)
+    kept = to_detections(*_model_output(), geometry, 0.3, 10).to_json(ClassMap(FRIDGE_CLASSES))
     assert [d["score"] for d in kept] == [pytest.approx(0.9), pytest.approx(0.4)]
-    assert len(to_detections(*_model_output(), geometry, ClassMap(FRIDGE_CLASSES), 0.95, 10)) == 0
+    assert len(to_detections(*_model_output(), geometry, 0.95, 10)) == 0
 
 
 def test_class_map_blog_indexes_name_to_id_dict_by_id_ours_reads_it():
@@ -100,7 +95,7 @@ def test_class_map_blog_indexes_name_to_id_dict_by_id_ours_reads_it():
     with pytest.raises(KeyError):
         blog.postprocess(_model_output(np.float64), 1.0, [0, 0], BLOG_CLASS_MAP)
     geometry = pp.letterbox_geometry(384, 384, 384)
-    ours = to_detections(*_model_output(), geometry, ClassMap.from_obj(BLOG_CLASS_MAP), 0.3, 10)
+    ours = to_detections(*_model_output(), geometry, 0.3, 10).to_json(ClassMap.from_obj(BLOG_CLASS_MAP))
     assert [d["label"] for d in ours] == ["can", "carton"]
 
 
@@ -109,7 +104,7 @@ def test_json_blog_dumps_numpy_float32_ours_dumps_python_numbers():
     with pytest.raises(TypeError, match="float32"):
         blog.postprocess(_model_output(), 1.0, [0, 0], ID_TO_NAME)
     geometry = pp.letterbox_geometry(384, 384, 384)
-    detections = to_detections(*_model_output(), geometry, ClassMap(FRIDGE_CLASSES), 0.3, 10)
+    detections = to_detections(*_model_output(), geometry, 0.3, 10).to_json(ClassMap(FRIDGE_CLASSES))
     assert all(type(d["score"]) is float and all(type(v) is float for v in d["box"]) for d in detections)
     assert json.loads(json.dumps(detections)) == detections
 

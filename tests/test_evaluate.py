@@ -11,6 +11,7 @@ from helpers.data.dataset import SAMPLE_DIR, class_counts
 from helpers.evaluate import report
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES
+from helpers.runtime.detections import Detections
 
 CLASSES = ClassMap(FRIDGE_CLASSES)
 
@@ -26,7 +27,7 @@ def _targets(records):
 
 
 def _as_predictions(targets):
-    return [{**t, "scores": np.linspace(0.9, 0.8, len(t["labels"]))} for t in targets]
+    return [Detections(t["boxes"], np.linspace(0.9, 0.8, len(t["labels"])), t["labels"]) for t in targets]
 
 
 def test_perfect_predictions_score_ap_1_and_fill_only_the_diagonal(sample_records):
@@ -45,15 +46,13 @@ def test_a_wrong_label_is_a_confusion_and_a_moved_box_a_miss_plus_a_false_alarm(
     targets = _targets(sample_records)
     predictions = _as_predictions(targets)
     carton, can = CLASSES.id("carton"), CLASSES.id("can")
-    first = predictions[0]
-    true_label = int(first["labels"][0])
+    first, second = predictions[0], predictions[1]
+    true_label, moved_label = int(first.labels[0]), int(second.labels[0])
     wrong = can if true_label != can else carton
-    first["labels"] = first["labels"].copy()
-    first["labels"][0] = wrong
-    second = predictions[1]
-    second["boxes"] = second["boxes"].copy()
-    moved_label = int(second["labels"][0])
-    second["boxes"][0] += 1000  # far outside its box: IoU 0
+    predictions[0] = Detections(first.boxes, first.scores, [wrong, *first.labels[1:]])
+    moved = second.boxes.copy()
+    moved[0] += 1000  # far outside its box: IoU 0
+    predictions[1] = Detections(moved, second.scores, second.labels)
     matrix = report.confusion_matrix(targets, predictions, 0.5, len(CLASSES.names))
     assert matrix[true_label, wrong] == 1
     assert matrix[moved_label, 0] == 1 and matrix[0, moved_label] == 1  # missed, and a false detection

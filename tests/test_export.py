@@ -14,6 +14,7 @@ from helpers.export.quantize import quantize_int8
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
 from helpers.runtime.contract import ModelContract
+from helpers.runtime.detections import Detections
 from helpers.runtime.handler import DEFAULT_SCORE_THRESHOLD
 from helpers.runtime.model import Detector, ModelError
 from helpers.runtime.preprocess import decode_image, preprocess
@@ -160,11 +161,7 @@ def test_int8_model_is_smaller_keeps_the_contract_and_runs(onnx_model, tmp_path,
 
 
 def _detections(boxes, scores, labels):
-    return {
-        "boxes": np.array(boxes, dtype=np.float32),
-        "scores": np.array(scores, dtype=np.float32),
-        "labels": np.array(labels, dtype=np.int64),
-    }
+    return Detections(np.array(boxes, dtype=np.float32), np.array(scores, dtype=np.float32), labels)
 
 
 def test_tie_rule_accepts_near_equal_twins_and_capped_tails_only():
@@ -194,5 +191,5 @@ def test_nms_twins_count_as_ties_and_shifted_boxes_do_not_pair():
     twin = _detections([[0, 38.85068, 10.95445, 84.63496]] + common[0], [0.00059584307] + common[1], [1] + common[2])
     row = compare_detections(reference, twin, max_detections=100)
     assert (row["matched"], row["ties"], row["unmatched"], row["paired_fraction"]) == (1, 2, 0, 0.5)
-    shifted = _detections([[0.02, 38.86802, 10.97842, 84.62724]] + common[0], reference["scores"], [1, 2])
+    shifted = _detections([[0.02, 38.86802, 10.97842, 84.62724]] + common[0], reference.scores, [1, 2])
     assert compare_detections(reference, shifted, max_detections=100)["matched"] == 1  # the shifted box stays unpaired

@@ -15,12 +15,12 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
-from helpers.evaluate.metrics import detections_to_arrays
 from helpers.export.compare import match_detections
 from helpers.runtime import errors, settings
 from helpers.runtime import handler as h
 from helpers.runtime import preprocess as pp
 from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, MAX_IMAGE_BYTES
+from helpers.runtime.detections import Detections
 from helpers.runtime.postprocess import restore_boxes
 from helpers.runtime.preprocess import decode_image, preprocess
 from helpers.train.models import set_serving_thresholds
@@ -117,15 +117,15 @@ def test_detections_equal_the_pytorch_model(state, trained, sample_records, lamb
             raw = module.model([torch.from_numpy(tensor[0])])[0]
         boxes = restore_boxes(raw["boxes"].numpy(), geometry)
         area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        eager = {"boxes": boxes[area], "scores": raw["scores"].numpy()[area], "labels": raw["labels"].numpy()[area]}
-        ours = detections_to_arrays(out["detections"], state.detector.class_map)
+        eager = Detections(boxes[area], raw["scores"].numpy()[area], raw["labels"].numpy()[area])
+        ours = Detections.from_json(out["detections"], state.detector.class_map)
         # 0.005 px of rounding plus ORT-vs-torch float error scaled by 1/0.577 to original pixels
         pairs, _, _ = match_detections(ours, eager, max_distance=0.02)
         # A quick-mode Faster R-CNN reshuffles a few percent of its boxes through RPN top-k near-ties
         # (see helpers.export.compare.parity): most, not all, must pair up.
-        assert len(pairs) >= 0.8 * max(len(ours["scores"]), len(eager["scores"]))
+        assert len(pairs) >= 0.8 * max(len(ours), len(eager))
         for i, j in pairs:
-            a, b = torch.tensor(ours["boxes"][i : i + 1]), torch.tensor(eager["boxes"][j : j + 1])
+            a, b = torch.tensor(ours.boxes[i : i + 1]), torch.tensor(eager.boxes[j : j + 1])
             if (a[0, 2:] - a[0, :2]).min() >= 2:  # IoU >= 0.99 holds from ~2 px up at 0.01 px rounding
                 assert float(box_iou(a, b)) >= 0.99
         compared += len(pairs)

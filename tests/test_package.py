@@ -76,9 +76,10 @@ MIN_FOUND_QUICK = 8
 
 @needs_312
 def test_the_zip_serving_the_quick_model_finds_the_real_boxes(built, trained, sample_records):
-    from helpers.evaluate.metrics import detections_to_arrays, found_boxes
+    from helpers.evaluate.metrics import found_boxes
     from helpers.runtime.classmap import ClassMap
     from helpers.runtime.config import FRIDGE_CLASSES
+    from helpers.runtime.detections import Detections
     from helpers.tools import pipeline
 
     threshold = 0.3
@@ -89,7 +90,7 @@ def test_the_zip_serving_the_quick_model_finds_the_real_boxes(built, trained, sa
     class_map = ClassMap(FRIDGE_CLASSES)
     found = {
         record.image_path.name: found_boxes(
-            detections_to_arrays(response["detections"], class_map),
+            Detections.from_json(response["detections"], class_map),
             {"boxes": record.boxes, "labels": [class_map.id(name) for name in record.labels]},
             threshold,
         )

@@ -8,7 +8,7 @@ import torch
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import box_iou
 
-from helpers.runtime.classmap import BACKGROUND, ClassMap
+from helpers.runtime.detections import Detections
 
 
 def new_metric() -> MeanAveragePrecision:
@@ -36,16 +36,18 @@ def mean_average_precision(
     return summarize(metric, class_names)
 
 
-def found_boxes(prediction: dict, target: dict, min_score: float, min_iou: float = 0.5) -> int:
+def as_detections(prediction: Detections | dict) -> Detections:
+    """Detections as they are, or a torchvision-style prediction (PyTorch's eval output) as Detections."""
+    return prediction if isinstance(prediction, Detections) else Detections.from_outputs(prediction)
+
+
+def found_boxes(prediction: Detections | dict, target: dict, min_score: float, min_iou: float = 0.5) -> int:
     """How many ground-truth boxes of one image a prediction finds: a detection with the same label,
     IoU >= min_iou and score >= min_score. Each detection finds at most one box (greedy by score,
-    as COCO matching does), so one big box cannot count for several objects. Boxes, scores and
-    labels may be tensors, arrays or lists (the handler's JSON via detections_to_arrays)."""
-    scores = torch.as_tensor(prediction["scores"])
-    keep = scores >= min_score
-    order = torch.argsort(scores[keep], descending=True)
-    boxes = torch.as_tensor(prediction["boxes"], dtype=torch.float32).reshape(-1, 4)[keep][order]
-    labels = torch.as_tensor(prediction["labels"])[keep][order]
+    as COCO matching does), so one big box cannot count for several objects."""
+    found = as_detections(prediction).above(min_score)
+    found = found.take(np.argsort(-found.scores, kind="stable"))
+    boxes, labels = torch.as_tensor(found.boxes, dtype=torch.float32), torch.as_tensor(found.labels)
     truth = torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4)
     truth_labels = torch.as_tensor(target["labels"])
     if len(boxes) == 0 or len(truth) == 0:
@@ -59,20 +61,6 @@ def found_boxes(prediction: dict, target: dict, min_score: float, min_iou: float
     return int((~unclaimed).sum())
 
 
-def detections_to_arrays(detections: list[dict], class_map: ClassMap) -> dict[str, np.ndarray]:
-    """The handler's JSON detections back to arrays (boxes [N,4], scores [N], labels [N] ids).
-
-    "background" maps back to 0, the inverse of ClassMap.name(0): models that count background among
-    their classes (IceVision's) can emit it."""
-    return {
-        "boxes": np.array([d["box"] for d in detections], dtype=np.float64).reshape(-1, 4),
-        "scores": np.array([d["score"] for d in detections], dtype=np.float64),
-        "labels": np.array(
-            [0 if d["label"] == BACKGROUND else class_map.id(d["label"]) for d in detections], dtype=np.int64
-        ),
-    }
-
-
 def evaluate_detector(detector, records) -> dict[str, float]:
     """COCO mAP of an ONNX Detector end to end (decode -> letterbox -> ORT -> restore) against the
     records' boxes in original pixels: the accuracy the Lambda will serve."""
@@ -82,12 +70,11 @@ def evaluate_detector(detector, records) -> dict[str, float]:
     for record in records:
         decoded = decode_for_model(record.image_path.read_bytes(), detector.config.image_size)
         detections, _, _ = detector.predict(decoded, 0.0, 1000)
-        arrays = detections_to_arrays(detections, detector.class_map)
         predictions.append(
             {
-                "boxes": torch.tensor(arrays["boxes"], dtype=torch.float32),
-                "scores": torch.tensor(arrays["scores"], dtype=torch.float32),
-                "labels": torch.from_numpy(arrays["labels"]),
+                "boxes": torch.tensor(detections.boxes, dtype=torch.float32),
+                "scores": torch.tensor(detections.scores, dtype=torch.float32),
+                "labels": torch.from_numpy(detections.labels),
             }
         )
         targets.append(
@@ -99,13 +86,13 @@ def evaluate_detector(detector, records) -> dict[str, float]:
     return mean_average_precision(predictions, targets, detector.class_map.names)
 
 
-def threshold_sweep(predictions: list[dict], targets: list[dict], thresholds) -> list[dict]:
+def threshold_sweep(predictions: list[Detections | dict], targets: list[dict], thresholds) -> list[dict]:
     """Per score threshold, over all images: detections kept, boxes found (true positives: same
     label, IoU >= 0.5, one box per detection), boxes missed, false detections, precision, recall."""
     rows = []
     n_truth = sum(len(t["boxes"]) for t in targets)
     for threshold in thresholds:
-        kept = sum(int((torch.as_tensor(p["scores"]) >= threshold).sum()) for p in predictions)
+        kept = sum(len(as_detections(p).above(threshold)) for p in predictions)
         found = sum(found_boxes(p, t, threshold) for p, t in zip(predictions, targets))
         rows.append(
             {

@@ -30,9 +30,10 @@ from pycocotools.cocoeval import COCOeval
 from torchvision.ops import box_iou
 
 from helpers.data.dataset import AnnotationError, Record, Split, resolve_dataset
-from helpers.evaluate.metrics import detections_to_arrays, threshold_sweep
+from helpers.evaluate.metrics import threshold_sweep
 from helpers.paths import run_artifacts, shown
 from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD
+from helpers.runtime.detections import Detections
 from helpers.runtime.model import Detector, ModelError
 from helpers.runtime.preprocess import decode_for_model
 
@@ -47,14 +48,12 @@ OUTPUTS = (
 )
 
 
-def predict_all(detector: Detector, records: list[Record]) -> list[dict[str, np.ndarray]]:
+def predict_all(detector: Detector, records: list[Record]) -> list[Detections]:
     """Every detection the served pipeline returns (threshold 0), boxes in original pixels."""
-    predictions = []
-    for record in records:
-        decoded = decode_for_model(record.image_path.read_bytes(), detector.config.image_size)
-        detections, _, _ = detector.predict(decoded, 0.0, 1000)
-        predictions.append(detections_to_arrays(detections, detector.class_map))
-    return predictions
+    return [
+        detector.predict(decode_for_model(r.image_path.read_bytes(), detector.config.image_size), 0.0, 1000)[0]
+        for r in records
+    ]
 
 
 def targets_of(records: list[Record], detector: Detector) -> list[dict[str, np.ndarray]]:
@@ -93,7 +92,7 @@ def coco_files(records, targets, predictions, class_names) -> tuple[dict, list[d
     results = [
         {"image_id": i, "category_id": int(label), "bbox": to_xywh(box), "score": float(score)}
         for i, p in enumerate(predictions, 1)
-        for box, score, label in zip(p["boxes"], p["scores"], p["labels"])
+        for box, score, label in zip(p.boxes, p.scores, p.labels)
     ]
     return {"images": images, "annotations": annotations, "categories": categories}, results
 
@@ -127,9 +126,9 @@ def confusion_matrix(targets, predictions, threshold: float, num_classes: int, m
     alarm); unmatched boxes count as (class, background), unmatched detections as (background, class)."""
     matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     for target, prediction in zip(targets, predictions):
-        keep = prediction["scores"] >= threshold
-        order = np.argsort(-prediction["scores"][keep], kind="stable")
-        boxes, labels = prediction["boxes"][keep][order], prediction["labels"][keep][order]
+        kept = prediction.above(threshold)
+        kept = kept.take(np.argsort(-kept.scores, kind="stable"))
+        boxes, labels = kept.boxes, kept.labels
         truth, truth_labels = target["boxes"], target["labels"]
         iou = box_iou(torch.as_tensor(boxes).reshape(-1, 4), torch.as_tensor(truth).reshape(-1, 4)).numpy()
         unclaimed = np.ones(len(truth), dtype=bool)
@@ -147,14 +146,10 @@ def confusion_matrix(targets, predictions, threshold: float, num_classes: int, m
 
 
 def per_class_rows(evaluation, targets, predictions, threshold: float, class_names) -> list[dict]:
-    def of_class(item: dict, class_id: int) -> dict:
-        return {k: v[item["labels"] == class_id] for k, v in item.items()}
-
     rows = []
     for class_id, name in enumerate(class_names, 1):
-        (at,) = threshold_sweep(
-            [of_class(p, class_id) for p in predictions], [of_class(t, class_id) for t in targets], [threshold]
-        )
+        of_class = [{k: v[t["labels"] == class_id] for k, v in t.items()} for t in targets]
+        (at,) = threshold_sweep([p.take(p.labels == class_id) for p in predictions], of_class, [threshold])
         ap, ap50 = per_class_ap(evaluation, class_id)
         boxes = sum(int((t["labels"] == class_id).sum()) for t in targets)
         rows.append(

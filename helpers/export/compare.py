@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from helpers.runtime.detections import Detections
 from helpers.runtime.model import Detector
 
 BOX_TOLERANCE_PX = 1e-2  # parity targets: ONNX Runtime vs PyTorch, per paired detection
@@ -40,55 +41,50 @@ def greedy_pairs(cost: np.ndarray, limit: float):
     )
 
 
-def match_detections(a: dict, b: dict, max_distance: float):
+def match_detections(a: Detections, b: Detections, max_distance: float):
     """One-to-one pairs of same-label detections whose boxes agree within `max_distance` px (L-inf),
     closest first. Returns (pairs [(i, j)], unmatched indices in a, unmatched indices in b)."""
-    if len(a["boxes"]) == 0 or len(b["boxes"]) == 0:
-        return [], list(range(len(a["boxes"]))), list(range(len(b["boxes"])))
-    distance = np.abs(np.asarray(a["boxes"])[:, None, :] - np.asarray(b["boxes"])[None, :, :]).max(axis=2)
-    distance[np.asarray(a["labels"])[:, None] != np.asarray(b["labels"])[None, :]] = np.inf
+    if len(a.boxes) == 0 or len(b.boxes) == 0:
+        return [], list(range(len(a.boxes))), list(range(len(b.boxes)))
+    distance = np.abs(np.asarray(a.boxes)[:, None, :] - np.asarray(b.boxes)[None, :, :]).max(axis=2)
+    distance[np.asarray(a.labels)[:, None] != np.asarray(b.labels)[None, :]] = np.inf
     return greedy_pairs(distance, max_distance)
 
 
-def tie_explained(index: int, side: dict, other: dict, at_cap: bool) -> bool:
+def tie_explained(index: int, side: Detections, other: Detections, at_cap: bool) -> bool:
     """An unmatched detection is a tie, not a disagreement, when its score is within 1% of the weakest
     detection of a full (capped) output — near-equal scores upstream (RPN top-k, NMS) decide what makes
     the cut — or when the other side kept an overlapping same-label box with a score within 1% instead
     (NMS twins: a barely trained model scores whole clusters alike, so tiny upstream differences change
     which member survives suppression)."""
-    score = side["scores"][index]
-    if at_cap and score <= side["scores"].min() * (1 + TAIL) + TIE_SCORE:
+    score = side.scores[index]
+    if at_cap and score <= side.scores.min() * (1 + TAIL) + TIE_SCORE:
         return True
-    if len(other["boxes"]) == 0:
+    if len(other.boxes) == 0:
         return False
-    iou = box_iou(torch.as_tensor(side["boxes"][index : index + 1]), torch.as_tensor(other["boxes"])).numpy()[0]
-    near_equal = np.abs(other["scores"] - score) <= max(TIE_SCORE, TAIL * score)
-    twins = (iou > 0.5) & near_equal & (other["labels"] == side["labels"][index])
+    iou = box_iou(torch.as_tensor(side.boxes[index : index + 1]), torch.as_tensor(other.boxes)).numpy()[0]
+    near_equal = np.abs(other.scores - score) <= max(TIE_SCORE, TAIL * score)
+    twins = (iou > 0.5) & near_equal & (other.labels == side.labels[index])
     return bool(twins.any())
 
 
-def _above(out: dict, threshold: float) -> dict:
-    keep = np.asarray(out["scores"]) >= threshold
-    return {k: np.asarray(v)[keep] for k, v in out.items()}
-
-
-def compare_detections(reference: dict, candidate: dict, max_detections: int) -> dict:
+def compare_detections(reference: Detections, candidate: Detections, max_detections: int) -> dict:
     """Pairs, ties, unexplained leftovers and max box/score differences of `candidate` vs `reference`."""
     pairs, only_ref, only_cand = match_detections(reference, candidate, BOX_TOLERANCE_PX)
-    ref_cap, cand_cap = len(reference["scores"]) >= max_detections, len(candidate["scores"]) >= max_detections
+    ref_cap, cand_cap = len(reference.scores) >= max_detections, len(candidate.scores) >= max_detections
     ties = sum(tie_explained(i, reference, candidate, ref_cap) for i in only_ref)
     ties += sum(tie_explained(j, candidate, reference, cand_cap) for j in only_cand)
-    most = max(len(reference["scores"]), len(candidate["scores"]))
+    most = max(len(reference.scores), len(candidate.scores))
     return {
         "matched": len(pairs),
         "ties": ties,
         "unmatched": len(only_ref) + len(only_cand) - ties,
         "paired_fraction": len(pairs) / most if most else 1.0,
         "box_max_abs_diff": float(
-            max((np.abs(reference["boxes"][i] - candidate["boxes"][j]).max() for i, j in pairs), default=0.0)
+            max((np.abs(reference.boxes[i] - candidate.boxes[j]).max() for i, j in pairs), default=0.0)
         ),
         "score_max_abs_diff": float(
-            max((abs(reference["scores"][i] - candidate["scores"][j]) for i, j in pairs), default=0.0)
+            max((abs(reference.scores[i] - candidate.scores[j]) for i, j in pairs), default=0.0)
         ),
     }
 
@@ -119,16 +115,14 @@ def parity(detector: torch.nn.Module, model_path: str | Path, inputs: list[np.nd
         with torch.no_grad():
             reference = reference_model([torch.from_numpy(tensor[0]).double()])[0]
             eager = detector([torch.from_numpy(tensor[0])])[0]
-        reference = _above({k: v.numpy() for k, v in reference.items()}, threshold)
+        reference = Detections.from_outputs(reference).above(threshold)
         outputs = served.session.run(names, {input_name: tensor})
-        ort_out = _above(dict(zip(("boxes", "scores", "labels"), outputs)), threshold)
-        eager_figures = compare_detections(
-            reference, _above({k: v.numpy() for k, v in eager.items()}, threshold), max_detections
-        )
+        ort_out = Detections(*outputs).above(threshold)
+        eager_figures = compare_detections(reference, Detections.from_outputs(eager).above(threshold), max_detections)
         rows.append(
             {
-                "detections_torch": len(reference["scores"]),
-                "detections_onnx": len(ort_out["scores"]),
+                "detections_torch": len(reference.scores),
+                "detections_onnx": len(ort_out.scores),
                 **compare_detections(reference, ort_out, max_detections),
                 **{"eager_" + k: eager_figures[k] for k in ("box_max_abs_diff", "score_max_abs_diff")},
             }

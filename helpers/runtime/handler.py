@@ -112,7 +112,7 @@ def handler(event, context):
         detections, _, timings = state.detector.predict(image, threshold, limit)
         timings_ms = {"decode": (t1 - t0) * 1e3, **timings, "total": (time.perf_counter() - started) * 1e3}
         payload = {
-            "detections": detections,
+            "detections": detections.to_json(state.detector.class_map),
             "image": {"width": image.width, "height": image.height},
             "model": state.detector.model_id,
             "timings_ms": {k: round(v, 2) for k, v in timings_ms.items()},

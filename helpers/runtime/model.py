@@ -101,13 +101,13 @@ class Detector:
 
     def predict(self, image: np.ndarray | Decoded, score_threshold: float = 0.5, max_detections: int = 100):
         """RGB uint8 image, or Decoded (boxes then come back in the original image's pixels) ->
-        (detections, geometry, timings in ms for preprocess/inference/postprocess)."""
+        (Detections, geometry, timings in ms for preprocess/inference/postprocess)."""
         t0 = time.perf_counter()
         tensor, geometry = preprocess(image, self.config)
         t1 = time.perf_counter()
         boxes, scores, labels = self.session.run(self.output_names, {self.input_name: tensor})
         t2 = time.perf_counter()
-        detections = to_detections(boxes, scores, labels, geometry, self.class_map, score_threshold, max_detections)
+        detections = to_detections(boxes, scores, labels, geometry, score_threshold, max_detections)
         t3 = time.perf_counter()
         timings = {
             "preprocess": (t1 - t0) * 1e3,

@@ -1,10 +1,10 @@
-"""Model outputs (in letterboxed input pixels) -> JSON-safe detections in original image pixels."""
+"""Model outputs (in letterboxed input pixels) -> Detections in original image pixels."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from helpers.runtime.classmap import ClassMap
+from helpers.runtime.detections import Detections
 from helpers.runtime.preprocess import Letterbox
 
 
@@ -36,30 +36,16 @@ def to_detections(
     scores: np.ndarray,
     labels: np.ndarray,
     geometry: Letterbox,
-    class_map: ClassMap,
     score_threshold: float,
     max_detections: int,
-) -> list[dict]:
-    """torchvision-style (boxes [N,4] xyxy, scores [N], labels [N]) -> sorted list of
-    {"label", "score", "box": [x1, y1, x2, y2]} with plain Python floats (json.dumps-safe).
+) -> Detections:
+    """torchvision-style model outputs (boxes [N,4] xyxy in input pixels, scores [N], labels [N]) ->
+    Detections in original image pixels, at least `score_threshold`, best first, at most `max_detections`.
 
-    Boxes are rounded to 0.01 px and scores to 1e-5: finer digits are noise and only grow the body.
     Boxes that lie entirely in the padding have no area once clipped to the image and are dropped.
     """
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    labels = np.asarray(labels).reshape(-1)
-    if not (len(scores) == len(labels) == np.asarray(boxes).reshape(-1, 4).shape[0]):
-        raise ValueError("boxes, scores and labels disagree in length")
-    keep = np.flatnonzero(scores >= score_threshold)
-    keep = keep[np.argsort(-scores[keep], kind="stable")]
-    restored = restore_boxes(np.asarray(boxes).reshape(-1, 4)[keep], geometry)
-    has_area = (restored[:, 2] > restored[:, 0]) & (restored[:, 3] > restored[:, 1])
-    keep, restored = keep[has_area][:max_detections], restored[has_area][:max_detections]
-    return [
-        {
-            "label": class_map.name(int(labels[i])),
-            "score": round(float(scores[i]), 5),
-            "box": [round(float(v), 2) for v in box],
-        }
-        for i, box in zip(keep, restored)
-    ]
+    found = Detections(boxes, scores, labels).above(score_threshold)
+    found = found.take(np.argsort(-found.scores, kind="stable"))
+    restored = Detections(restore_boxes(found.boxes, geometry), found.scores, found.labels)
+    has_area = (restored.boxes[:, 2] > restored.boxes[:, 0]) & (restored.boxes[:, 3] > restored.boxes[:, 1])
+    return restored.take(np.flatnonzero(has_area)[:max_detections])

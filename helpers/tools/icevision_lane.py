@@ -27,10 +27,10 @@ import torch
 from torchvision.ops import box_iou
 
 from helpers.build.interpreters import find_python
-from helpers.evaluate.metrics import detections_to_arrays
 from helpers.export.compare import greedy_pairs, tie_explained
 from helpers.paths import ICEVISION_DIR, PROJECT_ROOT, shown
 from helpers.runtime.config import PREPROCESS, PreprocessConfig
+from helpers.runtime.detections import Detections
 from helpers.runtime.postprocess import to_detections
 from helpers.runtime.preprocess import decode_image, letterbox, letterbox_geometry, preprocess
 
@@ -163,31 +163,23 @@ def compare_predictions(ours: list[dict], theirs: dict, geometry, class_map) -> 
     helpers.export.compare's rule explains them (an NMS twin scored within 1%, or the tail of a capped output),
     else as unexplained: a barely trained RetinaNet scores its 300 boxes within ~0.01 of each other, so
     an exact tie that NMS breaks the other way can start a short cascade of different suppressions."""
-    mine = detections_to_arrays(ours, class_map)
-    restored = to_detections(
-        theirs["boxes"],
-        theirs["scores"],
-        theirs["labels"],
-        geometry,
-        class_map,
-        score_threshold=0.0,
-        max_detections=len(theirs["scores"]),
-    )
-    other = detections_to_arrays(restored, class_map)
-    iou = np.zeros((len(mine["boxes"]), len(other["boxes"])))
+    mine = Detections.from_json(ours, class_map)
+    restored = to_detections(theirs["boxes"], theirs["scores"], theirs["labels"], geometry, 0.0, len(theirs["scores"]))
+    other = Detections.from_json(restored.to_json(class_map), class_map)  # rounded as the handler rounds
+    iou = np.zeros((len(mine), len(other)))
     if iou.size:
-        iou = box_iou(torch.from_numpy(mine["boxes"]), torch.from_numpy(other["boxes"])).numpy()
-        iou[mine["labels"][:, None] != other["labels"][None, :]] = 0.0
+        iou = box_iou(torch.from_numpy(mine.boxes), torch.from_numpy(other.boxes)).numpy()
+        iou[mine.labels[:, None] != other.labels[None, :]] = 0.0
     pairs, only_mine, only_other = greedy_pairs(1.0 - iou, 1.0 - MIN_IOU)
     at_cap = len(theirs["boxes"]) >= RETINANET_DETECTIONS_PER_IMG
     ties = sum(tie_explained(i, mine, other, at_cap) for i in only_mine)
     ties += sum(tie_explained(j, other, mine, at_cap) for j in only_other)
     return {
-        "ours": len(mine["boxes"]),
-        "icevision": len(other["boxes"]),
+        "ours": len(mine),
+        "icevision": len(other),
         "pairs": len(pairs),
         "min_iou": min((float(iou[i, j]) for i, j in pairs), default=1.0),
-        "max_score_diff": max((float(abs(mine["scores"][i] - other["scores"][j])) for i, j in pairs), default=0.0),
+        "max_score_diff": max((float(abs(mine.scores[i] - other.scores[j])) for i, j in pairs), default=0.0),
         "ties": ties,
         "unexplained": len(only_mine) + len(only_other) - ties,
     }

@@ -24,4 +24,3 @@ ARCHITECTURES = {
     "x86_64": Architecture("x86_64", "x86_64", ("x86_64-linux-gnu-gcc", "gcc", "cc"), 62),
     "arm64": Architecture("arm64", "aarch64", ("aarch64-linux-gnu-gcc",), 183),
 }
-

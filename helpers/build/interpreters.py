@@ -16,6 +16,7 @@ from helpers.paths import ARTIFACTS_ROOT
 #: pip does not expand older manylinux tags from one --platform: every accepted tag is passed.
 MANYLINUX_TAGS = ("manylinux2014", "manylinux_2_17", "manylinux_2_27", "manylinux_2_28", "manylinux_2_34")
 
+
 def find_python(version: str) -> Path | None:
     """A working CPython `version` interpreter: PATH first (pyenv shims may not run), then pyenv's
     versions folder."""

@@ -83,6 +83,7 @@ def test_blank_and_uniform_images_do_not_break_the_graph(onnx_model, trained):
     assert all(r["paired_fraction"] >= MIN_PAIRED_BARELY_TRAINED for r in rows), rows
 
 
+@pytest.mark.slow  # builds and exports a 129 MB RetinaNet
 def test_untrained_blog_retinanet_exports_with_parity(tmp_path, sample_inputs):
     torch.manual_seed(0)
     model, _ = build_detector(BLOG_MODEL, 5, 384, weights="none")

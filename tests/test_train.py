@@ -148,6 +148,7 @@ def test_an_unreachable_fridge_dataset_is_recorded_as_the_sample_fallback(tmp_pa
     assert captured.err.count("could not be downloaded") == 1
 
 
+@pytest.mark.slow  # two training processes: about a minute
 def test_cpu_ddp_with_two_processes_trains_one_epoch_and_reports_once(tmp_path):
     """Lightning's DDP on CPU (gloo), launched the way users launch it: the CLI with --devices 2.
     About 20 s on CI's 2 cores. The batch size is per device, so each optimizer step sees 2 x 2 images."""

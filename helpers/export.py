@@ -55,12 +55,15 @@ def export_onnx(
     min_score: float = MIN_SCORE,
     data_used: str = "unknown",
     training_run: str = "unknown",
+    score_threshold: float | None = None,
 ) -> Path:
     """Export with opset 17 through the TorchScript exporter (dynamo=False: the dynamo exporter
     fails on torchvision's batched NMS), check it, and write the metadata the runtime reads.
 
     The graph keeps detections down to `min_score` (the detector is changed in place) so that the
-    serving threshold, not a value frozen at export, decides what users see.
+    serving threshold, not a value frozen at export, decides what users see. `score_threshold`, the
+    threshold training chose on unseen images, is recorded as metadata "score_threshold": the
+    handler's default.
     """
     set_serving_thresholds(detector, min_score)
     path = Path(path)
@@ -94,6 +97,8 @@ def export_onnx(
         "min_score": str(min_score),
         "training_run": training_run,  # the training configuration's fingerprint (TrainConfig.fingerprint)
     }
+    if score_threshold is not None:
+        metadata["score_threshold"] = str(score_threshold)
     write_metadata(model, metadata)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
@@ -122,6 +127,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, min_score: float 
         min_score,
         module.hparams.get("data_used", "unknown"),
         module.hparams.get("training_run", "unknown"),
+        module.hparams.get("score_threshold"),
     )
 
 

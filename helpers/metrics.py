@@ -119,3 +119,16 @@ def threshold_sweep(predictions: list[dict], targets: list[dict], thresholds) ->
             }
         )
     return rows
+
+
+#: The thresholds a run's served threshold is chosen from.
+THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+def choose_threshold(rows: list[dict]) -> dict:
+    """The served threshold from a threshold_sweep on unseen images: the best F1 of precision and
+    recall (ties: the higher threshold, fewer false detections for the same F1). F1, not a precision
+    floor: with ~30 boxes one floor can sit on a single detection's luck, and users count both misses
+    and false boxes."""
+    scored = [{**r, "f1": 2 * r["precision"] * r["recall"] / ((r["precision"] + r["recall"]) or 1.0)} for r in rows]
+    return max(scored, key=lambda r: (round(r["f1"], 9), r["threshold"]))

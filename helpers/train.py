@@ -33,7 +33,15 @@ from torchvision.models import detection
 
 from helpers import data as fridge_data
 from helpers.backbones import PretrainedWeightsMissing
-from helpers.metrics import mean_average_precision, new_metric, summarize
+from helpers.metrics import (
+    THRESHOLD_GRID,
+    choose_threshold,
+    found_boxes,
+    mean_average_precision,
+    new_metric,
+    summarize,
+    threshold_sweep,
+)
 from helpers.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES, build_detector
 from helpers.paths import DATA_CACHE_DIR, THUMBNAILS_DIR, quick_mode, run_artifacts, split_file
 from helpers.runtime.classmap import ClassMap
@@ -98,6 +106,7 @@ class DetectorModule(L.LightningModule):
         data_used: str = "unknown",
         warmup_steps: int = 0,
         training_run: str = "unknown",
+        score_threshold: float | None = None,  # the served threshold, chosen after training (serve_threshold)
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -184,6 +193,32 @@ def predict(module: DetectorModule, records, batch_size: int = 4):
         predictions += module(images)
         targets += batch_targets
     return predictions, targets
+
+
+def serve_threshold(checkpoint_path: str | Path, unseen) -> dict:
+    """Choose the served score threshold on the unseen real images (metrics.choose_threshold over
+    THRESHOLD_GRID) and record it in the checkpoint's hyperparameters, from where export writes it
+    into the ONNX metadata ("score_threshold"). -> the unseen figures: mAP, the sweep, the chosen row
+    and the boxes found per image at that threshold."""
+    module = load_checkpoint(checkpoint_path)
+    predictions, targets = predict(module, unseen)
+    sweep = threshold_sweep(predictions, targets, THRESHOLD_GRID)
+    chosen = choose_threshold(sweep)
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    state["hyper_parameters"]["score_threshold"] = chosen["threshold"]
+    torch.save(state, checkpoint_path)
+    return {
+        "images": len(unseen),
+        "boxes": sum(len(t["boxes"]) for t in targets),
+        **mean_average_precision(predictions, targets, module.class_map.names),
+        "served_threshold": chosen["threshold"],
+        "at_served_threshold": chosen,
+        "found_per_image": {
+            r.image_path.name: f"{found_boxes(p, t, chosen['threshold'])}/{len(r.boxes)}"
+            for r, p, t in zip(unseen, predictions, targets)
+        },
+        "threshold_sweep": sweep,
+    }
 
 
 def evaluate(module: DetectorModule, records) -> dict[str, float]:
@@ -459,6 +494,7 @@ def train(config: TrainConfig) -> dict:
         return {"global_rank": trainer.global_rank}
     (out_dir / "class_map.json").write_text(class_map.to_json())
     data.split(out_dir).write(split_file(out_dir))
+    unseen = serve_threshold(checkpoint.best_model_path, data.valid_real)
     best_epoch = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["epoch"]
     best_metrics = epoch_history(out_dir / "logs" / "version_0" / "metrics.csv")[best_epoch]
     summary = {
@@ -474,6 +510,8 @@ def train(config: TrainConfig) -> dict:
         "best_selection_score": float(checkpoint.best_model_score or 0.0),
         "best_val_real_map": best_metrics.get("val_real/map"),
         "best_val_synthetic_map_50": best_metrics.get("val_synthetic/map_50"),
+        "served_threshold": unseen["served_threshold"],
+        "unseen": unseen,  # the unseen real images, judged first (the synthetic hold-out is secondary)
         "epochs": config.epochs,
         "lr": config.lr,
         "batch_size": config.batch_size,

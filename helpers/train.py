@@ -269,11 +269,11 @@ class TrainConfig:
     # With the sample only (offline, 6 real images): the 134 object photos join as real single-object
     # images; `photo_holdout` of each class is held out as unseen (by photo, seeded per class), the rest
     # train as photos and as objects pasted into the synthetic composites.
-    n_synthetic: int = 400
+    n_synthetic: int = 200
     synthetic_objects: tuple[int, int] = (1, 3)  # objects per synthetic image (min, max)
     synthetic_margin: float | None = 0.15  # object pasted with this margin; None: the whole photo
     real_repeats: int = 10  # each fridge training image this often per epoch
-    photo_repeats: int = 1  # each training object photo this often per epoch
+    photo_repeats: int = 2  # each training object photo this often per epoch
     photo_holdout: float = 0.2
     photo_min_scale: float = 0.5  # scale jitter: a photo's letterbox side drawn from [this, 1] x image_size
     valid_fraction: float | None = None  # None: the dataset's default (80/20; 2 of the 6 sample images)
@@ -308,7 +308,8 @@ class TrainConfig:
             model=LITE0_MODEL,
             dataset="sample",
             epochs=4,
-            n_synthetic=96,
+            n_synthetic=48,
+            photo_repeats=1,
             real_repeats=6,
             warmup_steps=40,
             out_dir=str(run_artifacts(quick=True).train_dir),

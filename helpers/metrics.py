@@ -11,8 +11,10 @@ from torchvision.ops import box_iou
 from helpers.runtime.classmap import BACKGROUND, ClassMap
 
 
-def new_metric() -> MeanAveragePrecision:
-    return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True)
+def new_metric(sync_on_compute: bool = True) -> MeanAveragePrecision:
+    """sync_on_compute: gather every process's updates (a multi-device validation); off for a
+    one-process evaluation, which must not wait for processes that are not computing it."""
+    return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True, sync_on_compute=sync_on_compute)
 
 
 def summarize(metric: MeanAveragePrecision, class_names: tuple[str, ...]) -> dict[str, float]:
@@ -30,8 +32,9 @@ def mean_average_precision(
     targets: list[dict[str, torch.Tensor]],
     class_names: tuple[str, ...],
 ) -> dict[str, float]:
-    """predictions: boxes/scores/labels per image; targets: boxes/labels per image (torchvision form)."""
-    metric = new_metric()
+    """predictions: boxes/scores/labels per image; targets: boxes/labels per image (torchvision form);
+    computed in this process alone (rank 0 judges the unseen images after a multi-device run)."""
+    metric = new_metric(sync_on_compute=False)
     metric.update(predictions, targets)
     return summarize(metric, class_names)
 

@@ -54,3 +54,26 @@ def test_export_writes_the_threshold_into_the_metadata_the_runtime_reads(tmp_pat
     assert float(Detector(path).metadata["score_threshold"]) == 0.45
     unset = export_onnx(model, tmp_path / "n.onnx", ClassMap(FRIDGE_CLASSES), PREPROCESS, SMALL_MODEL, "none")
     assert recorded(unset, "score_threshold") is None
+
+
+#: Quick mode (the `trained` fixture) on its 28 unseen real images (30 boxes) at its served threshold.
+#: Measured over training seeds 42, 1, 2: recall 0.67 / 0.73 / 0.80, precision 0.47 / 0.55 / 0.75
+#: (thresholds 0.35 / 0.35 / 0.45). Bounds: 2 boxes below the worst recall, ~0.07 below the worst
+#: precision, so that CI's seed fails on a regression, not on seed noise. (The issue's goal, recall
+#: 0.75 and precision 0.7, is not met yet.)
+MIN_UNSEEN_RECALL_QUICK = 0.6
+MIN_UNSEEN_PRECISION_QUICK = 0.4
+
+
+def test_quick_model_at_its_served_threshold_finds_the_unseen_real_objects(trained, onnx_model):
+    from helpers.export import recorded
+    from helpers.train import load_checkpoint
+
+    unseen = trained["unseen"]
+    assert unseen["images"] >= 20 and unseen["boxes"] >= 30
+    served = trained["served_threshold"]
+    assert load_checkpoint(trained["checkpoint"]).hparams.score_threshold == served
+    assert float(recorded(onnx_model, "score_threshold")) == served
+    row = unseen["at_served_threshold"]
+    print({k: row[k] for k in ("threshold", "recall", "precision", "found", "false")}, unseen["found_per_image"])
+    assert row["recall"] >= MIN_UNSEEN_RECALL_QUICK and row["precision"] >= MIN_UNSEEN_PRECISION_QUICK, row

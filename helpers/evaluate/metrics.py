@@ -11,8 +11,10 @@ from torchvision.ops import box_iou
 from helpers.runtime.detections import Detections
 
 
-def new_metric() -> MeanAveragePrecision:
-    return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True)
+def new_metric(sync_on_compute: bool = True) -> MeanAveragePrecision:
+    """sync_on_compute: gather every process's updates (a multi-device validation); off for a
+    one-process evaluation, which must not wait for processes that are not computing it."""
+    return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True, sync_on_compute=sync_on_compute)
 
 
 def summarize(metric: MeanAveragePrecision, class_names: tuple[str, ...]) -> dict[str, float]:
@@ -30,8 +32,9 @@ def mean_average_precision(
     targets: list[dict[str, torch.Tensor]],
     class_names: tuple[str, ...],
 ) -> dict[str, float]:
-    """predictions: boxes/scores/labels per image; targets: boxes/labels per image (torchvision form)."""
-    metric = new_metric()
+    """predictions: boxes/scores/labels per image; targets: boxes/labels per image (torchvision form);
+    computed in this process alone (rank 0 judges the unseen images after a multi-device run)."""
+    metric = new_metric(sync_on_compute=False)
     metric.update(predictions, targets)
     return summarize(metric, class_names)
 
@@ -106,3 +109,16 @@ def threshold_sweep(predictions: list[Detections | dict], targets: list[dict], t
             }
         )
     return rows
+
+
+#: The thresholds a run's served threshold is chosen from.
+THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+def choose_threshold(rows: list[dict]) -> dict:
+    """The served threshold from a threshold_sweep on unseen images: the best F1 of precision and
+    recall (ties: the higher threshold, fewer false detections for the same F1). F1, not a precision
+    floor: with ~30 boxes one floor can sit on a single detection's luck, and users count both misses
+    and false boxes."""
+    scored = [{**r, "f1": 2 * r["precision"] * r["recall"] / ((r["precision"] + r["recall"]) or 1.0)} for r in rows]
+    return max(scored, key=lambda r: (round(r["f1"], 9), r["threshold"]))

@@ -55,7 +55,8 @@ def export_onnx(
     fails on torchvision's batched NMS), check it, and write the metadata the runtime reads.
 
     The graph keeps detections down to `min_score` (the detector is changed in place) so that the
-    serving threshold, not a value frozen at export, decides what users see.
+    serving threshold, not a value frozen at export, decides what users see; the contract's
+    score_threshold (chosen on unseen images after training) is the handler's default.
     """
     set_serving_thresholds(detector, min_score)
     path = Path(path)
@@ -108,7 +109,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, min_score: float 
     return export_onnx(
         module.model,
         out,
-        ModelContract(module.class_map, module.preprocess),
+        ModelContract(module.class_map, module.preprocess, score_threshold=module.hparams.get("score_threshold")),
         module.hparams.model_name,
         module.hparams.weights_used,
         min_score,

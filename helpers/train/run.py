@@ -33,7 +33,15 @@ from torchvision.models import detection
 
 from helpers.data import dataset as fridge_data
 from helpers.data.synthetic import is_synthetic, make_synthetic_voc
-from helpers.evaluate.metrics import mean_average_precision, new_metric, summarize
+from helpers.evaluate.metrics import (
+    THRESHOLD_GRID,
+    choose_threshold,
+    found_boxes,
+    mean_average_precision,
+    new_metric,
+    summarize,
+    threshold_sweep,
+)
 from helpers.paths import DATA_CACHE_DIR, THUMBNAILS_DIR, quick_mode, run_artifacts, split_file
 from helpers.provenance import TRAINING_CODE, code_digests, digest
 from helpers.runtime.classmap import ClassMap
@@ -99,6 +107,7 @@ class DetectorModule(L.LightningModule):
         data_used: str = "unknown",
         warmup_steps: int = 0,
         training_run: str = "unknown",
+        score_threshold: float | None = None,  # the served threshold, chosen after training (serve_threshold)
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -187,6 +196,32 @@ def predict(module: DetectorModule, records, batch_size: int = 4):
     return predictions, targets
 
 
+def serve_threshold(checkpoint_path: str | Path, unseen) -> dict:
+    """Choose the served score threshold on the unseen real images (metrics.choose_threshold over
+    THRESHOLD_GRID) and record it in the checkpoint's hyperparameters, from where export writes it
+    into the ONNX metadata ("score_threshold"). -> the unseen figures: mAP, the sweep, the chosen row
+    and the boxes found per image at that threshold."""
+    module = load_checkpoint(checkpoint_path)
+    predictions, targets = predict(module, unseen)
+    sweep = threshold_sweep(predictions, targets, THRESHOLD_GRID)
+    chosen = choose_threshold(sweep)
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    state["hyper_parameters"]["score_threshold"] = chosen["threshold"]
+    torch.save(state, checkpoint_path)
+    return {
+        "images": len(unseen),
+        "boxes": sum(len(t["boxes"]) for t in targets),
+        **mean_average_precision(predictions, targets, module.class_map.names),
+        "served_threshold": chosen["threshold"],
+        "at_served_threshold": chosen,
+        "found_per_image": {
+            r.image_path.name: f"{found_boxes(p, t, chosen['threshold'])}/{len(r.boxes)}"
+            for r, p, t in zip(unseen, predictions, targets)
+        },
+        "threshold_sweep": sweep,
+    }
+
+
 def evaluate(module: DetectorModule, records) -> dict[str, float]:
     """COCO mAP@[.5:.95], mAP@.5 and per-class AP of a trained module on records."""
     predictions, targets = predict(module, records)
@@ -236,11 +271,11 @@ class TrainConfig:
     # With the sample only (offline, 6 real images): the 134 object photos join as real single-object
     # images; `photo_holdout` of each class is held out as unseen (by photo, seeded per class), the rest
     # train as photos and as objects pasted into the synthetic composites.
-    n_synthetic: int = 400
+    n_synthetic: int = 200
     synthetic_objects: tuple[int, int] = (1, 3)  # objects per synthetic image (min, max)
     synthetic_margin: float | None = 0.15  # object pasted with this margin; None: the whole photo
     real_repeats: int = 10  # each fridge training image this often per epoch
-    photo_repeats: int = 1  # each training object photo this often per epoch
+    photo_repeats: int = 2  # each training object photo this often per epoch
     photo_holdout: float = 0.2
     photo_min_scale: float = 0.5  # scale jitter: a photo's letterbox side drawn from [this, 1] x image_size
     valid_fraction: float | None = None  # None: the dataset's default (80/20; 2 of the 6 sample images)
@@ -277,7 +312,8 @@ class TrainConfig:
             model=LITE0_MODEL,
             dataset="sample",
             epochs=4,
-            n_synthetic=96,
+            n_synthetic=48,
+            photo_repeats=1,
             real_repeats=6,
             warmup_steps=40,
             out_dir=str(run_artifacts(quick=True).train_dir),
@@ -463,6 +499,7 @@ def train(config: TrainConfig) -> dict:
         return {"global_rank": trainer.global_rank}
     (out_dir / "class_map.json").write_text(class_map.to_json())
     data.split(out_dir).write(split_file(out_dir))
+    unseen = serve_threshold(checkpoint.best_model_path, data.valid_real)
     best_epoch = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["epoch"]
     best_metrics = epoch_history(out_dir / "logs" / "version_0" / "metrics.csv")[best_epoch]
     summary = {
@@ -479,6 +516,8 @@ def train(config: TrainConfig) -> dict:
         "best_selection_score": float(checkpoint.best_model_score or 0.0),
         "best_val_real_map": best_metrics.get("val_real/map"),
         "best_val_synthetic_map_50": best_metrics.get("val_synthetic/map_50"),
+        "served_threshold": unseen["served_threshold"],
+        "unseen": unseen,  # the unseen real images, judged first (the synthetic hold-out is secondary)
         "epochs": config.epochs,
         "lr": config.lr,
         "batch_size": config.batch_size,

@@ -12,9 +12,9 @@ from helpers.tools.markdown import replace_section
 from helpers.train.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES
 
 
-def _accuracy(fp32_map, fp32_map50, int8_map, holdout=20, valid=2):
+def _accuracy(fp32_map, fp32_map50, int8_map, unseen=28):
     return {
-        "images": {"synthetic_holdout": holdout, "real_valid": valid},
+        "images": {"unseen_real": unseen},
         "fp32": {"map": fp32_map, "map_50": fp32_map50},
         "int8": {"map": int8_map, "map_50": fp32_map50},
     }
@@ -32,7 +32,7 @@ def test_int8_accuracy_of_a_blind_model_is_not_measurable_never_met():
 
 
 def test_int8_accuracy_on_too_few_images_is_not_measurable():
-    value, status = _status({"int8_accuracy": {LITE0_MODEL: _accuracy(0.5, 0.8, 0.5, holdout=0, valid=6)}})
+    value, status = _status({"int8_accuracy": {LITE0_MODEL: _accuracy(0.5, 0.8, 0.5, unseen=6)}})
     assert status == benchmark.NOT_MEASURABLE and "6 evaluation images" in value
 
 

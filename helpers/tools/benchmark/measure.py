@@ -230,11 +230,11 @@ def _int8_accuracy(models: dict[str, dict]) -> dict[str, dict]:
         if m["split"] is None:
             continue
         print(f"INT8 accuracy {name} ...", flush=True)
-        holdout, valid = m["split"].holdout(), m["split"].real("valid")
+        unseen = m["split"].evaluation()  # the unseen real images; the synthetic hold-out is not judged
         figures[name] = {
-            "images": {"synthetic_holdout": len(holdout), "real_valid": len(valid)},
-            "fp32": evaluate_detector(Detector(m["fp32"]), holdout + valid),
-            "int8": evaluate_detector(Detector(m["int8"]), holdout + valid),
+            "images": {"unseen_real": len(unseen)},
+            "fp32": evaluate_detector(Detector(m["fp32"]), unseen),
+            "int8": evaluate_detector(Detector(m["int8"]), unseen),
         }
     return figures
 

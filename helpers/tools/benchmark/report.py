@@ -111,7 +111,7 @@ def _int8_accuracy(results: dict) -> str:
         if acc is None:
             rows.append(f"| {name} | — | not measured: {how} | — |")
             continue
-        images = f"{acc['images']['synthetic_holdout']} synthetic hold-out + {acc['images']['real_valid']} real valid"
+        images = f"{sum(acc['images'].values())} unseen real"
         rows.append(
             f"| {name} | {images} | {acc['fp32']['map']:.3f} / {acc['fp32']['map_50']:.3f} | "
             f"{acc['int8']['map']:.3f} / {acc['int8']['map_50']:.3f} |"

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from helpers.paths import BENCHMARK_DIR, PROJECT_ROOT, run_artifacts
-from helpers.tools.benchmark.measure import BenchmarkRefused, run
+from helpers.tools.benchmark.measure import BenchmarkRefused, preflight, run
 from helpers.tools.benchmark.report import plot, write_markdown
 
 
@@ -40,8 +40,11 @@ def main(argv=None) -> int:
     if missing := [c for c in checkpoints if not c.is_file()]:
         print(f"error: checkpoint not found: {missing[0]}", file=sys.stderr)
         return 2
+    skipped = preflight()
+    for what, why in skipped.items():
+        print(f"skipping the {what}: {why}", file=sys.stderr)
     try:
-        results = run(BENCHMARK_DIR, checkpoints, args.repeats)
+        results = run(BENCHMARK_DIR, checkpoints, args.repeats, skipped)
     except BenchmarkRefused as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

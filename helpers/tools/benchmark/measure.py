@@ -239,9 +239,20 @@ def _int8_accuracy(models: dict[str, dict]) -> dict[str, dict]:
     return figures
 
 
-def _zips(dist: Path) -> dict[str, dict]:
+def preflight() -> dict[str, str]:
+    """{optional part: why this machine cannot run it}, checked before any work starts, so a missing
+    tool is one line up front and the rest is measured, instead of a traceback at the end."""
+    skipped = {}
+    try:
+        native.compiler_for("arm64")
+    except native.CompilerMissing as err:
+        skipped["arm64 zip"] = f"{err} (Debian: gcc-aarch64-linux-gnu)"
+    return skipped
+
+
+def _zips(dist: Path, skipped: dict[str, str]) -> dict[str, dict]:
     figures = {}
-    for arch in ("x86_64", "arm64"):
+    for arch in (a for a in ("x86_64", "arm64") if f"{a} zip" not in skipped):
         report = build(arch, "3.12", out_dir=dist)
         figures[arch] = {k: report[k] for k in ("zipped_bytes", "unzipped_bytes", "untrimmed_unzipped_bytes", "sha256")}
     return figures
@@ -289,11 +300,13 @@ def _by_size(model_path: Path, photos: dict[float, bytes], repeats: int) -> dict
     return figures
 
 
-def run(out_dir: Path, checkpoints: list[Path], repeats: int) -> dict:
-    """Every section, in this order, into the results dict that report.py renders and results.json keeps."""
+def run(out_dir: Path, checkpoints: list[Path], repeats: int, skipped: dict[str, str] | None = None) -> dict:
+    """Every section, in this order, into the results dict that report.py renders and results.json keeps;
+    the parts named in `skipped` (see preflight) are left out and the report says why."""
+    skipped = preflight() if skipped is None else skipped
     native.build_in_place()  # "ours" is what the zip runs: the C letterbox
     out_dir.mkdir(parents=True, exist_ok=True)
-    results: dict = {"environment": _environment()}
+    results: dict = {"environment": _environment(), "skipped": skipped}
     records = fridge_data.load_sample()
     image_bytes = records[0].image_path.read_bytes()
     image = decode_image(image_bytes)
@@ -315,7 +328,7 @@ def run(out_dir: Path, checkpoints: list[Path], repeats: int) -> dict:
     results["int8_accuracy"] = _int8_accuracy(models)
 
     print("zips ...", flush=True)
-    results["zips"] = _zips(out_dir / "dist")
+    results["zips"] = _zips(out_dir / "dist", skipped)
     results["cold_init"] = _cold_init(models, out_dir / "dist" / "lambda-x86_64.zip", image_bytes)
 
     serving = next((n for n, m in models.items() if m["trained"]), LITE0_MODEL)

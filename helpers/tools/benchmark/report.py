@@ -128,8 +128,13 @@ def _zip(results: dict) -> str:
         f"{z['untrimmed_unzipped_bytes'] / 2**20:.1f} | 50 MB zipped / 250 MB unzipped |"
         for arch, z in results["zips"].items()
     ]
-    return "## The Lambda zip\n\n" + _table(
-        "| arch | zipped MiB | unzipped MiB | untrimmed unzipped MiB | quota |", rows
+    skipped = "".join(
+        f"\n\nNot measured in this run: the {what} ({why})." for what, why in results.get("skipped", {}).items()
+    )
+    return (
+        "## The Lambda zip\n\n"
+        + _table("| arch | zipped MiB | unzipped MiB | untrimmed unzipped MiB | quota |", rows)
+        + skipped
     )
 
 

@@ -426,3 +426,17 @@ def test_the_kernel_refuses_arrays_of_the_wrong_type():
         pp._letterbox_native(pp.kernel(), image, geometry, tensor, normalise)
     with pytest.raises(ValueError, match="does not fit"):
         pp._letterbox_native(pp.kernel(), image, geometry, np.empty((1, 3, 100, 100), np.float32), normalise)
+
+
+def test_overlapping_decodes_restore_pillows_block_size():
+    """The block size is process-wide: two decodes that overlap (threads: the batch runner, moto's map)
+    must leave it as it was whichever finishes first. Entered A, B; left A, B."""
+    default = Image.core.get_block_size()
+    first, second = pp._one_block(), pp._one_block()
+    first.__enter__()
+    second.__enter__()
+    assert Image.core.get_block_size() >= 1 << 30
+    first.__exit__(None, None, None)
+    assert Image.core.get_block_size() >= 1 << 30  # the second decode is still running
+    second.__exit__(None, None, None)
+    assert Image.core.get_block_size() == default

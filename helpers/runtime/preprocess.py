@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import io
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -193,16 +194,30 @@ _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _TILE_PIXELS = 1 << 18
 
 
+_BLOCK_LOCK = threading.Lock()
+_block_users = 0
+_block_size_before = 0
+
+
 @contextlib.contextmanager
 def _one_block():
     """Pillow allocates images in blocks of 16 MB and exports (for a view) only images in one block:
-    while decoding, a block holds any image within the limits (an image's block is its own size)."""
-    previous = Image.core.get_block_size()
-    Image.core.set_block_size(max(previous, 1 << 30))
+    while decoding, a block holds any image within the limits (an image's block is its own size).
+    The block size is process-wide, so concurrent decodes (threads) share one raise and the last one
+    out restores it; a per-call save and restore would leave it raised when two overlap."""
+    global _block_users, _block_size_before
+    with _BLOCK_LOCK:
+        if _block_users == 0:
+            _block_size_before = Image.core.get_block_size()
+            Image.core.set_block_size(max(_block_size_before, 1 << 30))
+        _block_users += 1
     try:
         yield
     finally:
-        Image.core.set_block_size(previous)
+        with _BLOCK_LOCK:
+            _block_users -= 1
+            if _block_users == 0:
+                Image.core.set_block_size(_block_size_before)
 
 
 def _to_rgb(image: Image.Image, pad_fill) -> np.ndarray:

@@ -8,6 +8,7 @@ pytest_plugins = ["pytester"]
 CONFTEST = Path(__file__).with_name("conftest.py").read_text()
 
 
+@pytest.mark.slow  # inner pytest runs
 @pytest.mark.parametrize("strict, outcome", [("1", {"failed": 1}), ("", {"skipped": 1})])
 def test_a_skip_fails_only_where_skips_are_strict(pytester, monkeypatch, strict, outcome):
     monkeypatch.setenv("HELPERS_STRICT_SKIPS", strict)

@@ -53,6 +53,7 @@ def test_cli_errors(args, message):
     assert lines == [message], result.stderr
 
 
+@pytest.mark.slow  # three train CLI runs (20 s)
 def test_train_refuses_bad_data_in_one_line_and_skip_bad_says_how_many_it_left_out(tmp_path):
     """A dataset folder the train CLI cannot use is one line naming the file; --skip-bad trains without it."""
     yolo = tmp_path / "yolo"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from helpers.data.dataset import SAMPLE_DIR
 from helpers.runtime import handler
 from helpers.runtime.errors import RequestError
-from helpers.runtime.events import parse
+from helpers.runtime.events import is_proxy, parse
 
 JPEG = (SAMPLE_DIR / "images" / "10.jpg").read_bytes()
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -62,11 +62,8 @@ def _asks_for_s3(event) -> bool:
 
 
 def _check_answer(event, answer) -> None:
-    if isinstance(event, dict) and ("requestContext" in event or event.get("version") == "2.0" or "body" in event):
-        if "statusCode" in answer and "body" in answer:  # a proxy answer: the payload is its JSON body
-            status, payload = answer["statusCode"], json.loads(answer["body"])
-        else:
-            status, payload = answer.get("statusCode", 200), answer
+    if is_proxy(event):  # an HTTP answer: the payload is its JSON body
+        status, payload = answer["statusCode"], json.loads(answer["body"])
     else:
         status, payload = answer.get("statusCode", 200), answer
     json.dumps(answer)  # JSON-safe whatever the shape

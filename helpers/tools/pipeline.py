@@ -22,7 +22,7 @@ from pathlib import Path
 from helpers.data.dataset import Split
 from helpers.paths import RunArtifacts, quick_mode, run_artifacts, shown
 from helpers.provenance import EXPORT_CODE, TRAINING_CODE, changed_files, code_digests
-from helpers.train.run import TrainConfig
+from helpers.train.run import NOT_FINGERPRINTED, TrainConfig
 
 #: (artefacts folder, fingerprint) pairs whose reuse was already announced in this process.
 _ANNOUNCED: set[tuple[str, str]] = set()
@@ -113,9 +113,9 @@ class Series:
 
     def _why_retrain(self, previous: dict, config: TrainConfig) -> str:
         """Which parameters or training source files differ from the run in the artefacts folder."""
-        ignored = ("out_dir", "data_cache", "threads")
         before, now = previous.get("config", {}), config.as_record()
-        parameters = sorted(k for k in now.keys() | before.keys() if k not in ignored and before.get(k) != now.get(k))
+        changed = (k for k in now.keys() | before.keys() if before.get(k) != now.get(k))
+        parameters = sorted(k for k in changed if k not in NOT_FINGERPRINTED)
         code = changed_files(previous.get("code"), code_digests(TRAINING_CODE))
         reasons = [f"parameters changed: {', '.join(parameters)}"] if parameters else []
         reasons += [f"training code changed: {', '.join(code)}"] if code else []

@@ -255,6 +255,11 @@ class EpochReport(Callback):
         )
 
 
+#: TrainConfig fields that say where or how fast a run goes, not what it learns: left out of the
+#: fingerprint, so changing them reuses a run.
+NOT_FINGERPRINTED = ("out_dir", "data_cache", "threads")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Defaults are full mode's; `quick()` is what CI and `make run` train (<= 3 min on 2 CPUs).
@@ -299,7 +304,7 @@ class TrainConfig:
         """12 hex digits naming what the model depends on: the parameters (not where it is written, the
         download cache or the thread count) and the training code (helpers.provenance.TRAINING_CODE).
         Equal fingerprints, interchangeable runs."""
-        record = {k: v for k, v in self.as_record().items() if k not in ("out_dir", "data_cache", "threads")}
+        record = {k: v for k, v in self.as_record().items() if k not in NOT_FINGERPRINTED}
         record["code"] = digest(code_digests(TRAINING_CODE))
         return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
 

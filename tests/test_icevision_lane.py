@@ -84,11 +84,20 @@ def test_our_handler_serves_the_icevision_model_as_icevision_predicts(lane_out):
     assert len(rows) == 6
     for row in rows:
         assert row["ours"] > 0 and row["icevision"] > 0, row
-        # This barely trained RetinaNet scores all 300 boxes within 0.015-0.028: an exact score tie that
-        # NMS breaks the other way starts a short cascade of different suppressions (measured 0-4 of 300
-        # per image), so most, not all, detections must pair up.
-        assert row["pairs"] >= 0.9 * max(row["ours"], row["icevision"]), row
         assert row["min_iou"] >= lane.MIN_IOU and row["max_score_diff"] <= 1e-3, row
+        # This barely trained RetinaNet scores all 300 boxes within 0.015-0.028, so a score tie that NMS
+        # breaks the other way starts a cascade of different suppressions: measured 0 of 300 unpaired on
+        # most runs, 34 on one image of one CI run. From the JPEG instead (a different decoder, i.e. a
+        # small real preprocessing difference) only 151-209 of 300 pair, which these bounds refuse.
+        assert row["pairs"] >= 0.75 * max(row["ours"], row["icevision"]), row
+    pairs, detections = sum(r["pairs"] for r in rows), sum(max(r["ours"], r["icevision"]) for r in rows)
+    assert pairs >= 0.9 * detections, rows
+
+
+def test_a_different_decoder_is_caught_by_the_pairing_bound(lane_out):
+    """The bound above can fail: the original JPEG through our Pillow instead of IceVision's pixels."""
+    rows = lane.prediction_parity(lane_out, same_pixels=False)
+    assert any(row["pairs"] < 0.75 * max(row["ours"], row["icevision"]) for row in rows), rows
 
 
 def test_compare_predictions_catches_a_shifted_box(lane_out):

@@ -18,6 +18,8 @@ from cfnlint.decode import cfn_yaml
 
 from helpers.aws import batch
 from helpers.paths import SAMPLE_DIR
+from helpers.runtime import storage
+from helpers.runtime.errors import S3Unavailable
 from helpers.tools.local_aws import MotoDeployer, moto_server
 
 SAMPLE_IMAGES = sorted((SAMPLE_DIR / "images").glob("*.jpg"))
@@ -220,11 +222,12 @@ def moto_executing_step_functions():
     default_user_config.update(saved)
 
 
-def test_distributed_map_on_moto_reaches_exactly_the_prefix_keys(
+def test_distributed_map_on_moto_reaches_exactly_the_prefix_keys_and_retries_s3_outages(
     lambda_zip, onnx_model, tmp_path, monkeypatch, moto_executing_step_functions
 ):
     """What moto can run: the stacks deploy; the map lists the prefix (ItemReader listObjectsV2) and invokes
-    the task once per key under it, with the handler's S3 event; the manifest lands where `run` looks. What
+    the task once per key under it, with the handler's S3 event; an S3 outage the handler raises is retried
+    by the template's Retry; the manifest lands where `run` looks. What
     it cannot: its result files (ResultFiles stays empty, see the collector test), and Lambda code (a spy
     here answers each invocation with the real handler, reading the image from moto's S3)."""
     from moto.awslambda_simple.models import LambdaSimpleBackend
@@ -264,14 +267,30 @@ def test_distributed_map_on_moto_reaches_exactly_the_prefix_keys(
 
         h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING", "METRICS_NAMESPACE": ""})
         invoked = []
+        flaky_key, outages = prefix_keys[1], [1, 2]  # S3 fails this key's first two reads
+        read_image = storage.read_image
+
+        def flaky_s3(bucket, key, limit):
+            if key == flaky_key and outages:
+                outages.pop()
+                raise S3Unavailable(f"S3 cannot be reached for s3://{bucket}/{key} (ConnectTimeoutError); retry")
+            return read_image(bucket, key, limit)
 
         def detector(self, function_name, qualifier, body, headers, response_headers):
+            """The handler as the Lambda runtime runs it: an exception becomes a function error."""
             event = json.loads(body)
             invoked.append((function_name, event))
-            return json.dumps(h.handler(event, None)).encode()
+            try:
+                return json.dumps(h.handler(event, None)).encode()
+            except Exception as err:
+                response_headers["x-amz-function-error"] = "Unhandled"
+                return json.dumps({"errorType": type(err).__name__, "errorMessage": str(err)}).encode()
 
         out = tmp_path / "aws.jsonl"
-        with mock.patch.object(LambdaSimpleBackend, "invoke", detector):
+        with (
+            mock.patch.object(LambdaSimpleBackend, "invoke", detector),
+            mock.patch.object(storage, "read_image", flaky_s3),
+        ):
             code = batch.main(
                 [
                     "run",
@@ -288,7 +307,9 @@ def test_distributed_map_on_moto_reaches_exactly_the_prefix_keys(
                 ]
             )
         assert code == 0
-        assert sorted(event["s3"]["key"] for _, event in invoked) == prefix_keys
+        # Every key once, the flaky one three times: twice S3Unavailable, retried by the map, then answered.
+        assert sorted(event["s3"]["key"] for _, event in invoked) == sorted([*prefix_keys, flaky_key, flaky_key])
+        assert all(event["raise_retryable"] is True for _, event in invoked) and not outages
         assert {event["s3"]["bucket"] for _, event in invoked} == {"photos"}
         assert all(name.endswith(":function:fridge-detector") for name, _ in invoked)
         summary = json.loads(Path(f"{out}.summary.json").read_text())

@@ -113,3 +113,33 @@ def test_unreachable_s3_is_503_not_404(tiny_model, lambda_context, monkeypatch):
     monkeypatch.setattr(storage, "client", lambda: client)
     out = h.handler({"s3": {"bucket": "models", "key": "images/10.jpg"}}, lambda_context)
     assert out["statusCode"] == 503 and "EndpointConnectionError" in out["error"] and "retry" in out["error"]
+
+
+def test_unreachable_s3_is_raised_only_to_a_caller_that_asks_for_retries(tiny_model, lambda_context, monkeypatch):
+    """The batch state machine sends raise_retryable: S3Unavailable surfaces as a function error its Retry
+    names. A Function URL client cannot ask for it (the field inside a proxy body is not read): it gets 503."""
+    import json
+
+    from botocore.config import Config
+
+    h.init({"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "WARNING"})
+    client = boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:9",
+        region_name="eu-central-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )
+    monkeypatch.setattr(storage, "client", lambda: client)
+    ref = {"s3": {"bucket": "models", "key": "images/10.jpg"}}
+    with pytest.raises(errors.S3Unavailable, match="cannot be reached"):
+        h.handler({**ref, "raise_retryable": True}, lambda_context)
+    assert h.handler({**ref, "raise_retryable": False}, lambda_context)["statusCode"] == 503
+    proxy = {"version": "2.0", "requestContext": {}, "body": json.dumps({**ref, "raise_retryable": True})}
+    assert h.handler(proxy, lambda_context)["statusCode"] == 503
+    refused = h.handler({**ref, "raise_retryable": "yes"}, lambda_context)
+    assert refused["statusCode"] == 400 and "raise_retryable must be true or false" in refused["error"]
+    # A request error is answered, never raised, whatever the flag says.
+    missing = h.handler({"s3": {"bucket": "models"}, "raise_retryable": True}, lambda_context)
+    assert missing["statusCode"] == 400

@@ -1,6 +1,8 @@
 """The parse stage of the handler: every event shape it accepts -> one typed Request.
 
-Shapes: a direct invoke {"image": base64} | {"s3": {"bucket", "key"}} | {"s3_uri": "s3://..."}; API
+Shapes: a direct invoke {"image": base64} | {"s3": {"bucket", "key"}} | {"s3_uri": "s3://..."}, which
+may add "raise_retryable": true (the batch state machine does: S3Unavailable is then raised, a Lambda
+function error its Retry names, instead of a 503 answer); API
 Gateway v1/v2 and Function URL proxy events, or a bare {"body", "isBase64Encoded"} event, whose body is
 a JSON request as above or the raw image (query-string "threshold"/"max_detections" apply; a JSON
 body's own win). No I/O here: S3 objects are read, and sizes checked, by the decode stage.
@@ -28,6 +30,7 @@ class Request:
     s3: tuple[str, str] | None = None
     threshold: float | None = None
     max_detections: int | None = None
+    raise_retryable: bool = False
 
 
 def _b64(text, what: str) -> bytes:
@@ -94,7 +97,10 @@ def parse(event) -> Request:
             raise RequestError(
                 'unrecognised event: expected {"image": base64} or an S3 reference or an HTTP (API Gateway/Function URL) event'
             )
-        return _request(event, event)
+        retry = event.get("raise_retryable", False)
+        if not isinstance(retry, bool):
+            raise RequestError(f"raise_retryable must be true or false, got {retry!r}")
+        return dataclasses.replace(_request(event, event), raise_retryable=retry)
     body = event.get("body")
     if body is None or body == "":
         raise RequestError("empty body: send a JSON request or the image bytes")

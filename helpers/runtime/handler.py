@@ -8,7 +8,8 @@ Response (200): {"detections": [{"label", "score", "box": [x1, y1, x2, y2]}], "i
   "total"}}; boxes in original image pixels (after EXIF rotation). Errors: {"error": "<message>",
   "request_id": "..."} with the status helpers.runtime.errors.STATUS gives (500: details only in the
   log). Proxy events get {statusCode, headers, body}; direct invocations get the JSON object itself
-  with "statusCode" added on errors.
+  with "statusCode" added on errors, except that a direct event with "raise_retryable": true (what the
+  batch state machine sends) gets S3Unavailable raised: a function error named for its Retry.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from helpers.runtime import emf, logs, storage
 from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, S3_IMAGE_BYTES_FACTOR
-from helpers.runtime.errors import PayloadTooLarge, status_of
+from helpers.runtime.errors import PayloadTooLarge, S3Unavailable, status_of
 from helpers.runtime.events import Request, is_proxy, parse
 from helpers.runtime.model import Detector
 from helpers.runtime.preprocess import decode_for_model, kernel
@@ -94,11 +95,12 @@ def _metrics(state: State, request_id: str, status: int, timings_ms: dict, image
 
 
 def handler(event, context):
-    """parse -> decode -> detect -> respond. Never raises: every failure, an init's included, is a JSON
-    error response (and an init that failed is tried again by the next request)."""
+    """parse -> decode -> detect -> respond. Every failure, an init's included, is a JSON error response
+    (and an init that failed is tried again by the next request); the one exception raised is
+    S3Unavailable, and only to a request that asks for it (raise_retryable) so that its caller retries."""
     request_id = getattr(context, "aws_request_id", None) or "local"
     started = time.perf_counter()
-    state = _STATE
+    state, request = _STATE, None
     try:
         state = state or init()
         request = parse(event)
@@ -130,6 +132,8 @@ def handler(event, context):
             logger.warning(str(err), extra={"fields": fields})
         if state:
             _metrics(state, request_id, status, {"total": (time.perf_counter() - started) * 1e3})
+        if isinstance(err, S3Unavailable) and request is not None and request.raise_retryable:
+            raise
         message = "internal error" if status == 500 else str(err)
         return _respond(event, status, {"error": message, "request_id": request_id})
 

@@ -13,6 +13,39 @@ class ConfigError(RuntimeError):
     """A bad environment variable or model: fails the init, naming the variable."""
 
 
+class ModelFetchError(ConfigError):
+    """The model could not be fetched from S3 into the cache: the init fails under one of the names below
+    (Lambda reports it as the init's errorType), nothing partial is left behind, the next init tries again."""
+
+
+class ModelNotFound(ModelFetchError):
+    """No such bucket or key."""
+
+
+class ModelAccessDenied(ModelFetchError):
+    """The execution role may not read the model object."""
+
+
+class ModelDownloadTimeout(ModelFetchError):
+    """S3 did not answer or stopped sending within the client's timeouts."""
+
+
+class ModelDownloadTruncated(ModelFetchError):
+    """The connection ended before the whole object arrived."""
+
+
+class ModelChecksumMismatch(ModelFetchError):
+    """The bytes are not what MODEL_SHA256 names (a corrupted or replaced object)."""
+
+
+class ModelCacheFull(ModelFetchError):
+    """The cache directory (ephemeral /tmp) has no room for the model."""
+
+
+class ModelDownloadFailed(ModelFetchError):
+    """Any other failure to reach or read S3."""
+
+
 class RequestError(Exception):
     """The request is malformed; its message goes back to the caller."""
 

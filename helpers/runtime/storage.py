@@ -7,13 +7,28 @@ function that never touches S3 does not pay for its import."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from helpers.runtime.checksum import sha256_file
-from helpers.runtime.errors import ConfigError, PayloadTooLarge, S3Forbidden, S3NotFound, S3Unavailable
+from helpers.runtime.errors import (
+    ModelAccessDenied,
+    ModelCacheFull,
+    ModelChecksumMismatch,
+    ModelDownloadFailed,
+    ModelDownloadTimeout,
+    ModelDownloadTruncated,
+    ModelFetchError,
+    ModelNotFound,
+    PayloadTooLarge,
+    S3Forbidden,
+    S3NotFound,
+    S3Unavailable,
+)
 
 if TYPE_CHECKING:
     import logging
@@ -34,31 +49,87 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+# Timeouts within Lambda's 10 s init phase; botocore's standard retry mode retries throttling and 5xx.
+CLIENT_CONFIG = {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 3, "mode": "standard"}}
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 @functools.cache
 def client():
     import boto3
+    from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or None
+    return boto3.client("s3", endpoint_url=endpoint, config=Config(**CLIENT_CONFIG))
+
+
+def _transfer_config():
+    from boto3.s3.transfer import TransferConfig
+
+    # A stream that breaks off is tried twice, not s3transfer's 5 times: each try may wait read_timeout.
+    return TransferConfig(num_download_attempts=2)
 
 
 def fetch_model(settings: Settings, logger: logging.Logger) -> Path:
     """The model file: MODEL_PATH, or the S3 object downloaded to the cache directory (unless a warm
     /tmp already holds it with the expected checksum); verified against MODEL_SHA256 when set."""
     if settings.model_path:
-        path = settings.model_path
-    else:
-        bucket, key = settings.model_s3
-        path = settings.cache_dir / Path(key).name
-        if path.is_file() and settings.model_sha256 and sha256_file(path) == settings.model_sha256:
-            return path  # hashed once, not twice
-        settings.cache_dir.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".part")  # never a half-written model under the final name
-        client().download_file(bucket, key, str(partial))
-        partial.replace(path)
-        logger.info("model downloaded", extra={"fields": {"bucket": bucket, "key": key}})
-    if settings.model_sha256 and (actual := sha256_file(path)) != settings.model_sha256:
-        raise ConfigError(f"MODEL_SHA256 mismatch: {path} has {actual}")
+        if settings.model_sha256 and (actual := sha256_file(settings.model_path)) != settings.model_sha256:
+            raise ModelChecksumMismatch(f"MODEL_SHA256 mismatch: {settings.model_path} has {actual}")
+        return settings.model_path
+    bucket, key = settings.model_s3
+    path = settings.cache_dir / Path(key).name
+    if path.is_file() and settings.model_sha256 and sha256_file(path) == settings.model_sha256:
+        return path  # a warm /tmp: hashed once, not downloaded again
+    download_model(bucket, key, path, settings.model_sha256)
+    logger.info("model downloaded", extra={"fields": {"bucket": bucket, "key": key}})
     return path
+
+
+def download_model(bucket: str, key: str, path: Path, sha256: str | None) -> None:
+    """s3://bucket/key -> path, all or nothing: the bytes land in path.part, are checked (size against
+    S3's, then MODEL_SHA256) and only then take the final name; every failure is a ModelFetchError
+    subclass and leaves no file behind."""
+    from boto3.exceptions import RetriesExceededError
+    from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
+
+    where = f"s3://{bucket}/{key}"
+    partial = path.with_suffix(".part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        size = client().head_object(Bucket=bucket, Key=key)["ContentLength"]
+        if shutil.disk_usage(path.parent).free < size:
+            raise ModelCacheFull(f"{where} is {size} bytes; {path.parent} has less free space")
+        client().download_file(bucket, key, str(partial), Config=_transfer_config())
+        if (received := partial.stat().st_size) != size:
+            raise ModelDownloadTruncated(f"{where}: {received} of {size} bytes arrived")
+        if sha256 and (actual := sha256_file(partial)) != sha256:
+            raise ModelChecksumMismatch(f"MODEL_SHA256 mismatch: {where} has {actual}")
+        partial.replace(path)
+    except ModelFetchError:
+        raise
+    except RetriesExceededError as err:  # s3transfer retried a broken stream and gave up
+        cause = err.last_exception
+        if isinstance(cause, ReadTimeoutError):
+            raise ModelDownloadTimeout(f"{where}: S3 stopped sending ({type(cause).__name__})") from None
+        raise ModelDownloadTruncated(f"{where}: the stream broke off ({type(cause).__name__})") from None
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        if code in NOT_FOUND:
+            raise ModelNotFound(f"{where} not found") from None
+        if code in FORBIDDEN:
+            raise ModelAccessDenied(f"access denied to {where}") from None
+        raise ModelDownloadFailed(f"{where}: {code or err}") from None
+    except (ReadTimeoutError, ConnectTimeoutError) as err:
+        raise ModelDownloadTimeout(f"{where}: no answer within the timeouts ({type(err).__name__})") from None
+    except BotoCoreError as err:
+        raise ModelDownloadFailed(f"{where}: {type(err).__name__}: {err}") from None
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise ModelCacheFull(f"no room for {where} in {path.parent}: {err.strerror}") from None
+        raise
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def read_image(bucket: str, key: str, limit: int) -> bytes:

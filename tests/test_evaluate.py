@@ -59,6 +59,24 @@ def test_a_wrong_label_is_a_confusion_and_a_moved_box_a_miss_plus_a_false_alarm(
     assert matrix.sum() == 12 + 1
 
 
+def test_assess_counts_per_image_and_ranks_the_worst_images_first(sample_records):
+    """What notebook 01's error analysis draws: the per-image counts add up to the whole set's."""
+    targets = _targets(sample_records)
+    predictions = _as_predictions(targets)
+    moved = predictions[2].boxes.copy()
+    moved[:] += 1000  # every box of the third image missed, each detection a false alarm
+    predictions[2] = Detections(moved, predictions[2].scores, predictions[2].labels)
+    dropped = predictions[4]
+    predictions[4] = dropped.take(np.arange(len(dropped.labels)) > 0)  # one box of the fifth image missed
+    result = report.assess(sample_records, targets, predictions, CLASSES.names, 0.5)
+    for key in ("found", "missed", "false"):
+        assert sum(row[key] for row in result.per_image) == result.overall[key]
+    n2 = len(targets[2]["labels"])
+    assert result.per_image[2] == {**result.per_image[2], "found": 0, "missed": n2, "false": n2}
+    assert result.worst_images(5) == [2, 4] and result.map < 1.0
+    assert result.confusion[0].sum() == n2  # false detections: the background row
+
+
 def test_detections_below_the_threshold_are_not_counted(sample_records):
     targets = _targets(sample_records)
     predictions = _as_predictions(targets)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import sys
@@ -168,7 +169,7 @@ def per_class_rows(evaluation, targets, predictions, threshold: float, class_nam
     return rows
 
 
-def plot_confusion(matrix: np.ndarray, class_names, threshold: float, path: Path) -> None:
+def plot_confusion(matrix: np.ndarray, class_names, threshold: float) -> Figure:
     names = [BACKGROUND, *class_names]
     fig = Figure(figsize=(6, 5), dpi=120)
     ax = fig.subplots()
@@ -181,10 +182,10 @@ def plot_confusion(matrix: np.ndarray, class_names, threshold: float, path: Path
     ax.set_ylabel("true (background: a false detection)")
     ax.set_title(f"confusion at score >= {threshold:g}, IoU >= 0.5")
     fig.tight_layout()
-    fig.savefig(path)
+    return fig
 
 
-def plot_pr_curves(evaluation: COCOeval, class_names, path: Path) -> None:
+def plot_pr_curves(evaluation: COCOeval, class_names) -> Figure:
     recall = evaluation.params.recThrs
     fig = Figure(figsize=(6, 4.5), dpi=120)
     ax = fig.subplots()
@@ -198,39 +199,83 @@ def plot_pr_curves(evaluation: COCOeval, class_names, path: Path) -> None:
     ax.set_title("precision-recall at IoU 0.5 (pycocotools)")
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path)
+    return fig
+
+
+@dataclasses.dataclass
+class Assessment:
+    """Every figure of an evaluation at one threshold, from predictions and targets in the same pixels
+    (original, or letterboxed: IoU and AP do not change under the letterbox's scale and shift)."""
+
+    class_names: tuple[str, ...]
+    threshold: float
+    ground_truth: dict
+    results: list[dict]
+    coco: COCOeval
+    per_class: list[dict]
+    confusion: np.ndarray
+    overall: dict
+    per_image: list[dict]
+
+    @property
+    def map(self) -> float:
+        return float(self.coco.stats[0])
+
+    @property
+    def map_50(self) -> float:
+        return float(self.coco.stats[1])
+
+    def worst_images(self, n: int) -> list[int]:
+        """Indices of the n images with the most mistakes (missed + false) at the threshold, worst first."""
+        mistakes = [row["missed"] + row["false"] for row in self.per_image]
+        return sorted((i for i, m in enumerate(mistakes) if m), key=lambda i: -mistakes[i])[:n]
+
+
+def assess(records, targets, predictions: list[Detections], class_names, threshold: float) -> Assessment:
+    ground_truth, results = coco_files(records, targets, predictions, class_names)
+    coco = coco_evaluation(ground_truth, results)
+    (overall,) = threshold_sweep(predictions, targets, [threshold])
+    return Assessment(
+        tuple(class_names),
+        threshold,
+        ground_truth,
+        results,
+        coco,
+        per_class_rows(coco, targets, predictions, threshold, class_names),
+        confusion_matrix(targets, predictions, threshold, len(class_names)),
+        overall,
+        [threshold_sweep([p], [t], [threshold])[0] for p, t in zip(predictions, targets)],
+    )
 
 
 def evaluate(detector: Detector, records: list[Record], threshold: float, out: Path, described: str) -> dict:
     """Run the served pipeline over `records`, write the OUTPUTS into `out`, return the summary."""
     if not records:
         raise AnnotationError(f"{described}: no images to evaluate")
-    targets, predictions = targets_of(records, detector), predict_all(detector, records)
     names = detector.class_map.names
-    ground_truth, results = coco_files(records, targets, predictions, names)
-    evaluation = coco_evaluation(ground_truth, results)
-    rows = per_class_rows(evaluation, targets, predictions, threshold, names)
-    matrix = confusion_matrix(targets, predictions, threshold, len(names))
-    (overall,) = threshold_sweep(predictions, targets, [threshold])
+    result = assess(records, targets_of(records, detector), predict_all(detector, records), names, threshold)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ground_truth.json").write_text(json.dumps(ground_truth))
-    (out / "predictions.json").write_text(json.dumps(results))
+    (out / "ground_truth.json").write_text(json.dumps(result.ground_truth))
+    (out / "predictions.json").write_text(json.dumps(result.results))
     with open(out / "per_class.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(result.per_class[0]))
         writer.writeheader()
-        writer.writerows({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
-    plot_confusion(matrix, names, threshold, out / "confusion_matrix.png")
-    plot_pr_curves(evaluation, names, out / "pr_curves.png")
+        writer.writerows(
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in result.per_class
+        )
+    plot_confusion(result.confusion, names, threshold).savefig(out / "confusion_matrix.png")
+    plot_pr_curves(result.coco, names).savefig(out / "pr_curves.png")
+    overall = result.overall
     summary = {
         "model": shown(detector.path),
         "images": described,
         "image_count": len(records),
         "boxes": overall["found"] + overall["missed"],
         "threshold": threshold,
-        "map": float(evaluation.stats[0]),
-        "map_50": float(evaluation.stats[1]),
+        "map": result.map,
+        "map_50": result.map_50,
         **{k: overall[k] for k in ("found", "missed", "false", "recall", "precision")},
-        "confusion": {"labels": [BACKGROUND, *names], "matrix": matrix.tolist()},
+        "confusion": {"labels": [BACKGROUND, *names], "matrix": result.confusion.tolist()},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -183,3 +183,19 @@ def test_without_the_cross_compiler_the_arm64_zip_is_skipped_up_front_and_the_re
     del results["zips"]["arm64"]
     text = markdown({**results, "skipped": skipped}, "benchmarks.png")
     assert "Not measured in this run: the arm64 zip (no C compiler for arm64" in text
+
+
+def test_memory_choice_is_the_cheapest_size_within_the_latency_budget():
+    """Notebook 05's rule. With 1-thread 60 ms and 2-thread 40 ms: below one vCPU (1769 MB) latency grows
+    as memory shrinks, so 1024 MB is over a 100 ms budget (60 x 1769/1024 = 104 ms); 2048 MB costs more
+    than 1769 MB at the same latency; with no size within the budget, the fastest (smallest on a tie)."""
+    from helpers.tools.benchmark.report import choose_memory, memory_options
+
+    options = memory_options(60.0, 40.0)
+    by_size = {o["memory_mb"]: o for o in options}
+    assert by_size[1024]["latency_ms"] > 100
+    assert by_size[2048]["latency_ms"] == by_size[1769]["latency_ms"] == 60.0
+    assert by_size[2048]["usd_per_million"] > by_size[1769]["usd_per_million"]
+    assert choose_memory(options, 100.0)["memory_mb"] == 1769
+    assert choose_memory(options, 1e9) == min(options, key=lambda o: o["usd_per_million"])
+    assert choose_memory(options, 1.0)["memory_mb"] == 3538

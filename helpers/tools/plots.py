@@ -26,7 +26,9 @@ _jpeg_inline_figures()
 
 
 def draw_boxes(ax, image, boxes, labels, scores=None, title=None, linestyle="-"):
-    ax.imshow(image)
+    """Boxes with their labels (and scores) on `image`, or over what `ax` shows when image is None."""
+    if image is not None:
+        ax.imshow(image)
     for i, (box, label) in enumerate(zip(boxes, labels)):
         x1, y1, x2, y2 = box
         colour = COLOURS.get(label, "lime")

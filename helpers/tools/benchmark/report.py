@@ -43,6 +43,30 @@ def estimated_cost_per_million(
     return 1e6 * compute + LAMBDA_PRICE["per_million_requests_usd"]
 
 
+MEMORY_SIZES = (1024, 1536, 1769, 2048, 3008, 3538, 4096)  # MB
+
+
+def memory_options(latency_1thread_ms: float, latency_2threads_ms: float, sizes=MEMORY_SIZES) -> list[dict]:
+    """Estimated latency and cost per 1M requests at each memory size (the model of estimated_latency_ms)."""
+    return [
+        {
+            "memory_mb": memory,
+            "latency_ms": estimated_latency_ms(latency_1thread_ms, latency_2threads_ms, memory),
+            "usd_per_million": estimated_cost_per_million(latency_1thread_ms, latency_2threads_ms, memory),
+        }
+        for memory in sizes
+    ]
+
+
+def choose_memory(options: list[dict], latency_budget_ms: float) -> dict:
+    """The cheapest size whose estimated latency is within the budget (the smaller size on a tie);
+    the fastest size when none is."""
+    within = [o for o in options if o["latency_ms"] <= latency_budget_ms]
+    if not within:
+        return min(options, key=lambda o: (o["latency_ms"], o["memory_mb"]))
+    return min(within, key=lambda o: (o["usd_per_million"], o["memory_mb"]))
+
+
 def _table(header: str, rows: list[str]) -> str:
     return "\n".join([header, "|---" * (header.count("|") - 1) + "|", *rows])
 
@@ -180,8 +204,8 @@ def _cost(results: dict) -> str:
     one = results["inference"][f"{serving} @ 1"]["ort_fp32"]["p50_ms"] + overhead
     two = results["inference"][f"{serving} @ 2"]["ort_fp32"]["p50_ms"] + overhead
     rows = [
-        f"| {memory} | {estimated_latency_ms(one, two, memory):.0f} | {estimated_cost_per_million(one, two, memory):.2f} |"
-        for memory in (1024, 1769, 2048, 3538, 4096)
+        f"| {o['memory_mb']} | {o['latency_ms']:.0f} | {o['usd_per_million']:.2f} |"
+        for o in memory_options(one, two, (1024, 1769, 2048, 3538, 4096))
     ]
     return (
         f"## Estimated cost per 1M requests ({serving}, 0.3 MP images)\n\n"

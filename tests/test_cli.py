@@ -78,3 +78,28 @@ def test_train_refuses_bad_data_in_one_line_and_skip_bad_says_how_many_it_left_o
         f"note: {yolo}: --skip-bad skipped 1 bad image(s) or label(s)",
     ]
     assert json.loads(skipped.stdout)["images"] == 5
+
+
+def test_the_arm64_check_refuses_without_the_cross_compiler_before_building_anything(monkeypatch, tmp_path, capsys):
+    """Emulation present (stood in for here), the aarch64 compiler hidden from PATH: one line, exit 2,
+    and no zip built (it used to build the x86_64 zip first)."""
+    import shutil
+
+    from helpers.build import interpreters, package
+    from helpers.tools import arm64
+
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("gcc", "cc", "x86_64-linux-gnu-gcc"):
+        if found := shutil.which(tool):
+            (bare / tool).symlink_to(found)
+    monkeypatch.setenv("PATH", str(bare))
+    monkeypatch.setattr(interpreters, "emulated_arm64_command", lambda: (["qemu-aarch64-static"], "3.12"))
+    monkeypatch.setattr(package, "build", lambda *a, **k: pytest.fail("built a zip before the checks"))
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"checked later")
+    assert arm64.main(["--model", str(model)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: cannot emulate arm64 here: no C compiler for arm64 (tried aarch64-linux-gnu-gcc): "
+        "install Debian's gcc-aarch64-linux-gnu"
+    )

@@ -101,3 +101,15 @@ def test_a_changed_parameter_trains_and_exports_again_the_same_ones_reuse(tmp_pa
     capsys.readouterr()
     assert changed.ensure_int8() == int8_path and recorded(int8_path, "quantization") == QUANTIZATION
     assert "made by another quantization recipe" in capsys.readouterr().err
+
+
+def test_a_notebook_opened_without_the_environment_runs_quick_and_the_variable_still_decides(monkeypatch):
+    """Opened in Jupyter with no HELPERS_QUICK, the notebooks reproduce their committed (quick) outputs;
+    `make run ARGS=--full` sets HELPERS_QUICK=0; an explicit QUICK wins over both."""
+    monkeypatch.delenv("HELPERS_QUICK", raising=False)
+    assert pipeline.Series.from_parameters().quick is True
+    monkeypatch.setenv("HELPERS_QUICK", "0")
+    assert pipeline.Series.from_parameters().quick is False
+    assert pipeline.Series.from_parameters(quick=True).quick is True
+    monkeypatch.setenv("HELPERS_QUICK", "1")
+    assert pipeline.Series.from_parameters(quick=False).quick is False

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from helpers.data.dataset import Split
-from helpers.paths import RunArtifacts, quick_mode, run_artifacts, shown
+from helpers.paths import QUICK_VARIABLE, RunArtifacts, quick_mode, run_artifacts, shown
 from helpers.provenance import EXPORT_CODE, TRAINING_CODE, changed_files, code_digests
 from helpers.train.run import NOT_FINGERPRINTED, TrainConfig
 
@@ -51,10 +51,13 @@ class Series:
         cls, quick=None, model=None, dataset=None, epochs=None, lr=None, image_size=None, artifacts=None
     ) -> Series:
         """A notebook's parameters cell: None takes the environment's default (HELPERS_QUICK,
-        HELPERS_MODEL, HELPERS_ARTIFACTS), so CI and `make run` set them without editing a notebook."""
+        HELPERS_MODEL, HELPERS_ARTIFACTS), so CI and `make run` set them without editing a notebook.
+        Without HELPERS_QUICK a notebook runs quick, the mode its committed outputs come from."""
         default = cls.from_environment()
+        if quick is None:
+            quick = default.quick if QUICK_VARIABLE in os.environ else True
         return cls(
-            default.quick if quick is None else bool(quick),
+            bool(quick),
             model or default.model,
             dataset,
             epochs,

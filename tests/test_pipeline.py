@@ -113,3 +113,18 @@ def test_a_notebook_opened_without_the_environment_runs_quick_and_the_variable_s
     assert pipeline.Series.from_parameters(quick=True).quick is True
     monkeypatch.setenv("HELPERS_QUICK", "1")
     assert pipeline.Series.from_parameters(quick=False).quick is False
+
+
+def test_relative_paths_in_a_notebook_mean_the_project_root_unless_they_exist_from_the_notebook(monkeypatch, tmp_path):
+    """`make run ARGS="--set DATASET=data/x --set ARTIFACTS=artifacts/y"` names paths from the project
+    root, while the notebook's kernel runs in notebooks/ (its artefacts once landed in notebooks/artifacts)."""
+    notebooks = PROJECT_ROOT / "notebooks"
+    monkeypatch.chdir(notebooks)
+    series = pipeline.Series.from_parameters(quick=True, dataset="data/fridge-sample", artifacts="artifacts/try")
+    assert series.dataset == str(PROJECT_ROOT / "data/fridge-sample")
+    assert series.layout().root == PROJECT_ROOT / "artifacts/try"
+    assert pipeline.Series.from_parameters(quick=True, dataset="../data/fridge-sample").dataset == str(
+        (PROJECT_ROOT / "data/fridge-sample").resolve()
+    )
+    assert pipeline.Series.from_parameters(quick=True, dataset="sample").dataset == "sample"
+    assert pipeline.Series.from_parameters(quick=True, artifacts=tmp_path).layout().root == tmp_path

@@ -19,8 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from helpers.data.dataset import Split
-from helpers.paths import QUICK_VARIABLE, RunArtifacts, quick_mode, run_artifacts, shown
+from helpers.data.dataset import DATASET_CHOICES, Split
+from helpers.paths import PROJECT_ROOT, QUICK_VARIABLE, RunArtifacts, quick_mode, run_artifacts, shown
 from helpers.provenance import EXPORT_CODE, TRAINING_CODE, changed_files, code_digests
 from helpers.train.run import NOT_FINGERPRINTED, TrainConfig
 
@@ -28,6 +28,15 @@ from helpers.train.run import NOT_FINGERPRINTED, TrainConfig
 _ANNOUNCED: set[tuple[str, str]] = set()
 #: What a training run costs on 2 CPUs, said before one starts (measured: BENCHMARKS.md).
 TRAINING_TIME = {True: "about 3.5 minutes (quick mode)", False: "15 minutes or more (full mode)"}
+
+
+def _from_project_root(path: str | Path) -> str:
+    """A relative path as the user meant it: one that exists from here (a notebook's kernel runs in
+    notebooks/), else from the project root, where `make run` and the CLIs run; absolute: unchanged."""
+    path = Path(path)
+    if path.is_absolute():
+        return str(path)
+    return str(path.resolve() if path.exists() else PROJECT_ROOT / path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +68,11 @@ class Series:
         return cls(
             bool(quick),
             model or default.model,
-            dataset,
+            _from_project_root(dataset) if dataset not in (None, *DATASET_CHOICES) else dataset,
             epochs,
             lr,
             image_size,
-            artifacts,
+            _from_project_root(artifacts) if artifacts else None,
         )
 
     def layout(self) -> RunArtifacts:

@@ -19,3 +19,19 @@ def test_interleaved_times_each_contender_without_its_settling_pause():
     )
     assert calls == ["fast", "slow"] * 5  # in turn, round after round
     assert result["fast"]["p90_ms"] < 5 <= 10 <= result["slow"]["p50_ms"] < 20
+
+
+def test_op_profile_names_the_graphs_own_operators_with_their_kernel_times(tiny_model, sample_jpegs):
+    import onnx
+
+    from helpers.runtime.model import Detector
+    from helpers.runtime.preprocess import decode_image, preprocess
+    from helpers.tools.timing import op_profile
+
+    detector = Detector(tiny_model)
+    tensor = preprocess(decode_image(sample_jpegs["10.jpg"]), detector.config)[0]
+    profile = op_profile(tiny_model, {detector.input_name: tensor}, threads=1, repeats=3)
+    graph_ops = {node.op_type for node in onnx.load(str(tiny_model)).graph.node}
+    assert profile and set(profile) <= graph_ops | {"MemcpyToHost", "MemcpyFromHost"}
+    assert all(ms >= 0 for ms in profile.values()) and sum(profile.values()) > 0
+    assert list(profile.values()) == sorted(profile.values(), reverse=True)

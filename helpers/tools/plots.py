@@ -68,8 +68,8 @@ def plot_history(metrics_csv: str | Path, best_epoch: int | None = None):
     loss_ax.set_xlabel("optimizer step"), loss_ax.set_ylabel("loss (sum of the detector's losses)")
     loss_ax.set_title("training loss"), loss_ax.legend(fontsize=8)
     for key, label in (
-        ("val_real/map_50", "real valid mAP@.5"),
-        ("val_real/map", "real valid mAP"),
+        ("val_real/map_50", "unseen real mAP@.5"),
+        ("val_real/map", "unseen real mAP"),
         ("val_synthetic/map_50", "synthetic hold-out mAP@.5"),
         ("val_synthetic/map", "synthetic hold-out mAP"),
     ):

@@ -1,6 +1,7 @@
 """ONNX export: checker, metadata contract, parity with PyTorch, load-time contract errors, INT8."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -45,9 +46,13 @@ def test_exported_model_is_checked_and_self_describing(onnx_model, trained):
     assert outputs == {"boxes": "tensor(float)", "scores": "tensor(float)", "labels": "tensor(int64)"}
 
 
-#: Among all detections down to score 0, a quick-mode Faster R-CNN's near-zero ones are reshuffled by
-#: RPN top-k near-ties (see parity()); what users see, above the serving threshold, must all pair.
+#: Among all detections down to score 0, a quick-mode Faster R-CNN's near-zero ones can be reshuffled by
+#: RPN top-k near-ties (see parity()), which a blank image still shows.
 MIN_PAIRED_BARELY_TRAINED = 0.8
+#: The trained quick model on the 6 sample photos, all 600 detections down to score 0: measured 600
+#: paired, 0 ties, 0 unexplained for each of four trainings (seeds 42, 1, 2 and the committed run). At
+#: most 1% unexplained, so a regression of a few detections fails (the 0.8 bound above would pass 20%).
+MAX_UNEXPLAINED_TRAINED = 0.01
 
 
 def _assert_parity(rows, min_paired=1.0):
@@ -63,7 +68,10 @@ def _assert_parity(rows, min_paired=1.0):
 def test_parity_trained_model_on_every_sample_image(onnx_model, trained, sample_inputs):
     module = load_checkpoint(trained["checkpoint"])
     set_serving_thresholds(module.model, 0.0)  # the fixture was exported with min_score=0
-    _assert_parity(parity(module.model, onnx_model, sample_inputs, threshold=0.0), MIN_PAIRED_BARELY_TRAINED)
+    rows = parity(module.model, onnx_model, sample_inputs, threshold=0.0)
+    _assert_parity(rows, MIN_PAIRED_BARELY_TRAINED)
+    detections = sum(r["detections_torch"] for r in rows)
+    assert sum(r["unmatched"] for r in rows) <= MAX_UNEXPLAINED_TRAINED * detections, rows
     served = parity(module.model, onnx_model, sample_inputs, threshold=DEFAULT_SCORE_THRESHOLD)
     _assert_parity(served)  # every detection a user sees pairs within 1e-2 px and 1e-4 score
     assert sum(r["detections_torch"] for r in served) >= 6  # and there are real detections to compare
@@ -194,3 +202,24 @@ def test_nms_twins_count_as_ties_and_shifted_boxes_do_not_pair():
     assert (row["matched"], row["ties"], row["unmatched"], row["paired_fraction"]) == (1, 2, 0, 0.5)
     shifted = _detections([[0.02, 38.86802, 10.97842, 84.62724]] + common[0], reference.scores, [1, 2])
     assert compare_detections(reference, shifted, max_detections=100)["matched"] == 1  # the shifted box stays unpaired
+
+
+#: INT8 (the project's static recipe) against FP32, mAP@0.5 on the quick run's 28 unseen real images
+#: (30 boxes; one box is ~3 points). Measured over four trainings: -10.7, -5.2, -5.3, +0.5 points. The
+#: issue's goal (<= 1 point) is not met; this bound (worst + about 2 boxes) catches a broken quantiser.
+MAX_INT8_MAP50_LOSS_POINTS = 17.0
+
+
+def test_int8_keeps_the_unseen_accuracy_within_the_measured_spread(onnx_model, trained, tmp_path):
+    from helpers.data.dataset import Split
+    from helpers.evaluate.metrics import evaluate_detector
+    from helpers.export.quantize import calibration_inputs
+    from helpers.paths import split_file
+
+    split = Split.read(split_file(Path(trained["checkpoint"]).parent))
+    fp32 = Detector(onnx_model)
+    int8 = Detector(quantize_int8(onnx_model, tmp_path / "int8.onnx", calibration_inputs(split, fp32.config)))
+    unseen = split.evaluation()
+    fp32_map50, int8_map50 = (evaluate_detector(d, unseen)["map_50"] for d in (fp32, int8))
+    print(f"unseen mAP@0.5: FP32 {fp32_map50:.3f}, INT8 {int8_map50:.3f}")
+    assert 100 * (fp32_map50 - int8_map50) <= MAX_INT8_MAP50_LOSS_POINTS

@@ -96,13 +96,11 @@ def test_s3_server_errors_are_503_retryable(s3, tiny_model, lambda_context, monk
     assert out["statusCode"] == 503 and "retry" in out["error"]
 
 
-def test_unreachable_s3_is_503_not_404(tiny_model, lambda_context, monkeypatch):
-    """A real connection failure (nothing listens on the endpoint), not a stub: botocore raises
-    EndpointConnectionError, a BotoCoreError, which used to be answered as 404 "not found"."""
+def _unreachable_client():
+    """A client of an endpoint where nothing listens (a real connection failure, not a stub)."""
     from botocore.config import Config
 
-    h.init({"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "WARNING"})
-    client = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url="http://127.0.0.1:9",
         region_name="eu-central-1",
@@ -110,7 +108,13 @@ def test_unreachable_s3_is_503_not_404(tiny_model, lambda_context, monkeypatch):
         aws_secret_access_key="testing",
         config=Config(retries={"max_attempts": 1}, connect_timeout=2),
     )
-    monkeypatch.setattr(storage, "client", lambda: client)
+
+
+def test_unreachable_s3_is_503_not_404(tiny_model, lambda_context, monkeypatch):
+    """A real connection failure (nothing listens on the endpoint), not a stub: botocore raises
+    EndpointConnectionError, a BotoCoreError, which used to be answered as 404 "not found"."""
+    h.init({"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "WARNING"})
+    monkeypatch.setattr(storage, "client", _unreachable_client)
     out = h.handler({"s3": {"bucket": "models", "key": "images/10.jpg"}}, lambda_context)
     assert out["statusCode"] == 503 and "EndpointConnectionError" in out["error"] and "retry" in out["error"]
 
@@ -120,18 +124,8 @@ def test_unreachable_s3_is_raised_only_to_a_caller_that_asks_for_retries(tiny_mo
     names. A Function URL client cannot ask for it (the field inside a proxy body is not read): it gets 503."""
     import json
 
-    from botocore.config import Config
-
     h.init({"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "WARNING"})
-    client = boto3.client(
-        "s3",
-        endpoint_url="http://127.0.0.1:9",
-        region_name="eu-central-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
-    )
-    monkeypatch.setattr(storage, "client", lambda: client)
+    monkeypatch.setattr(storage, "client", _unreachable_client)
     ref = {"s3": {"bucket": "models", "key": "images/10.jpg"}}
     with pytest.raises(errors.S3Unavailable, match="cannot be reached"):
         h.handler({**ref, "raise_retryable": True}, lambda_context)

@@ -114,12 +114,8 @@ def download_model(bucket: str, key: str, path: Path, sha256: str | None) -> Non
             raise ModelDownloadTimeout(f"{where}: S3 stopped sending ({type(cause).__name__})") from None
         raise ModelDownloadTruncated(f"{where}: the stream broke off ({type(cause).__name__})") from None
     except ClientError as err:
-        code = err.response.get("Error", {}).get("Code", "")
-        if code in NOT_FOUND:
-            raise ModelNotFound(f"{where} not found") from None
-        if code in FORBIDDEN:
-            raise ModelAccessDenied(f"access denied to {where}") from None
-        raise ModelDownloadFailed(f"{where}: {code or err}") from None
+        named = _named(err, where, ModelNotFound, ModelAccessDenied)
+        raise named or ModelDownloadFailed(f"{where}: {_code(err) or err}") from None
     except (ReadTimeoutError, ConnectTimeoutError) as err:
         raise ModelDownloadTimeout(f"{where}: no answer within the timeouts ({type(err).__name__})") from None
     except BotoCoreError as err:
@@ -130,6 +126,19 @@ def download_model(bucket: str, key: str, path: Path, sha256: str | None) -> Non
         raise
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _code(err) -> str:
+    return err.response.get("Error", {}).get("Code", "")
+
+
+def _named(err, where: str, not_found: type[Exception], forbidden: type[Exception]) -> Exception | None:
+    """S3's "no such bucket or key" and "access denied" answers as the caller's errors; None otherwise."""
+    if _code(err) in NOT_FOUND:
+        return not_found(f"{where} not found")
+    if _code(err) in FORBIDDEN:
+        return forbidden(f"access denied to {where}")
+    return None
 
 
 def read_image(bucket: str, key: str, limit: int) -> bytes:
@@ -143,13 +152,10 @@ def read_image(bucket: str, key: str, limit: int) -> bytes:
             raise PayloadTooLarge(f"{where} is {obj['ContentLength']} bytes; limit {limit}")
         return obj["Body"].read()
     except ClientError as err:
-        code = err.response.get("Error", {}).get("Code", "")
-        if code in NOT_FOUND:
-            raise S3NotFound(f"{where} not found") from None
-        if code in FORBIDDEN:
-            raise S3Forbidden(f"access denied to {where}") from None
-        if code in UNAVAILABLE:
-            raise S3Unavailable(f"S3 is unavailable for {where} ({code}); retry") from None
+        if named := _named(err, where, S3NotFound, S3Forbidden):
+            raise named from None
+        if _code(err) in UNAVAILABLE:
+            raise S3Unavailable(f"S3 is unavailable for {where} ({_code(err)}); retry") from None
         raise
     except BotoCoreError as err:  # no answer from S3 at all: endpoint unreachable, timeouts
         raise S3Unavailable(f"S3 cannot be reached for {where} ({type(err).__name__}); retry") from None

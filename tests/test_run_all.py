@@ -70,3 +70,24 @@ def test_run_all_refuses_an_unknown_parameter(capsys):
         main(["--set", "EPOCS=3"])
     assert exit_info.value.code == 2
     assert "EPOCS: no notebook has such a parameter" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # the five notebooks on a COCO export: about 3 minutes
+def test_the_whole_series_runs_on_a_users_coco_export(tmp_path, monkeypatch, capsys):
+    """`make run ARGS="--set DATASET=... --set ARTIFACTS=..."` as a user runs it on their own export:
+    trained on it (its classes), exported, packaged, deployed on moto; one epoch to keep it short."""
+    from helpers.data.convert import convert
+    from helpers.paths import SAMPLE_DIR
+    from helpers.runtime.model import Detector
+
+    monkeypatch.setenv("HELPERS_QUICK", "1")  # main sets it for the notebooks; restored afterwards
+    export, artifacts = tmp_path / "coco-export", tmp_path / "run"
+    classes = convert(SAMPLE_DIR, "coco", export).classes
+    argv = ["--set", f"DATASET={export}", "--set", f"ARTIFACTS={artifacts}", "--set", "EPOCHS=1"]
+    assert main([*argv, "--set", "CHECK_BLOG_GRAPH=False"]) == 0, capsys.readouterr().err
+    summary = json.loads((artifacts / "train" / "summary.json").read_text())
+    assert summary["data"]["description"] == str(export) and summary["epochs"] == 1
+    assert Detector(artifacts / "model.onnx").class_map.names == tuple(classes)
+    assert (artifacts / "dist" / "lambda-x86_64.zip").is_file()
+    assert json.loads((artifacts / "deployment.json").read_text())["function"]["Runtime"] == "python3.12"
+    assert sorted(p.name for p in (artifacts / "notebooks").glob("*.ipynb")) == list(SERIES)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import queue
@@ -35,8 +36,9 @@ from typing import NamedTuple
 from helpers.build.interpreters import emulated_arm64_command, find_python, pip_install
 from helpers.paths import ARTIFACTS_ROOT
 
-#: The runtime interface client of Lambda's managed Python runtimes, and its dependencies, pinned.
-RUNTIME_CLIENT = ("awslambdaric==4.2.2", "simplejson==4.3.0", "snapshot-restore-py==1.0.0")
+#: The runtime interface client of Lambda's managed Python runtimes, and its dependencies, pinned; then
+#: boto3, which the managed runtime provides and the zip does not ship (this project's pinned version).
+RUNTIME_CLIENT = ("awslambdaric==4.2.2", "simplejson==4.3.0", "snapshot-restore-py==1.0.0", "boto3==1.44.8")
 RUNTIME_CLIENT_CACHE = ARTIFACTS_ROOT / "cache" / "runtime-client"
 API_PREFIX = "/2018-06-01/runtime"
 
@@ -53,7 +55,8 @@ main([sys.argv[0], handler])
 
 def runtime_client_dir(arch: str = "x86_64", python: str = "3.12") -> Path:
     """awslambdaric for `arch`/CPython `python`, installed once into the artefacts cache."""
-    target = RUNTIME_CLIENT_CACHE / f"{RUNTIME_CLIENT[0].replace('==', '-')}-{arch}-cp{python.replace('.', '')}"
+    pins = hashlib.sha256(" ".join(RUNTIME_CLIENT).encode()).hexdigest()[:8]
+    target = RUNTIME_CLIENT_CACHE / f"{RUNTIME_CLIENT[0].replace('==', '-')}-{pins}-{arch}-cp{python.replace('.', '')}"
     if not (target / "awslambdaric").is_dir():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as staging:  # complete or absent, never half

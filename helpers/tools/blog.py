@@ -60,15 +60,20 @@ def preprocess(img: Image.Image, image_size: int = 384):
     return convert_to_pytorch_input(normalize(arr)), resize_factor, paddings
 
 
+def geometry(height: int, width: int, paddings, image_size: int) -> Letterbox:
+    """Where resize_and_pad put the image, from its `paddings` (total vertical, total horizontal): its
+    truncated size, the odd pixel of padding after it."""
+    vertical, horizontal = paddings
+    return Letterbox(height, width, image_size - vertical, image_size - horizontal, vertical // 2, horizontal // 2)
+
+
 def detect(detector, image: np.ndarray, score_threshold: float, max_detections: int) -> Detections:
     """Our model behind the blog's preprocessing, its boxes mapped back with the correct geometry of the
     blog's resize and pad: what the preprocessing alone costs (the blog's box bug left out)."""
-    tensor, _, (vertical, horizontal) = preprocess(Image.fromarray(image), detector.config.image_size)
-    size = detector.config.image_size
-    height, width = image.shape[:2]
-    geometry = Letterbox(height, width, size - vertical, size - horizontal, vertical // 2, horizontal // 2)
+    tensor, _, paddings = preprocess(Image.fromarray(image), detector.config.image_size)
+    placed = geometry(*image.shape[:2], paddings, detector.config.image_size)
     boxes, scores, labels = detector.session.run(detector.output_names, {detector.input_name: tensor})
-    return to_detections(boxes, scores, labels, geometry, score_threshold, max_detections)
+    return to_detections(boxes, scores, labels, placed, score_threshold, max_detections)
 
 
 def resize_bboxes(resize_factor: float, paddings, bbox):

@@ -57,6 +57,7 @@ def op_profile(model_path, inputs: dict, threads: int = 2, repeats: int = 5) -> 
     times, summed over the nodes of each type), largest first. The first run (graph warm-up) is left out."""
     import json
     import tempfile
+    from pathlib import Path
 
     import onnxruntime as ort
 
@@ -69,7 +70,7 @@ def op_profile(model_path, inputs: dict, threads: int = 2, repeats: int = 5) -> 
         session.run(None, inputs)
         for _ in range(repeats):
             session.run(None, inputs)
-        events = json.loads(open(session.end_profiling()).read())
+        events = json.loads(Path(session.end_profiling()).read_text())
     runs = [e for e in events if e.get("name") == "model_run"]
     timed_from = runs[0]["ts"] + runs[0]["dur"] if runs else 0  # after the warm-up run
     per_op: dict[str, float] = {}

@@ -441,11 +441,11 @@ def train(config: TrainConfig) -> dict:
     loaders = dict(batch_size=config.batch_size, collate_fn=collate, num_workers=0)
     photos = [r for r in data.train if is_object_photo(r)]
     others = [r for r in data.train if not is_object_photo(r)]
-    jittered = train_transform(contract, min_scale=config.photo_min_scale)
+    jittered = train_transform(contract, min_scale=config.photo_min_scale, seed=config.seed + 1)
     train_loader = DataLoader(
         ConcatDataset(
             [
-                DetectionDataset(others, train_transform(contract), class_map, contract.image_size),
+                DetectionDataset(others, train_transform(contract, seed=config.seed), class_map, contract.image_size),
                 DetectionDataset(photos, jittered, class_map, contract.image_size),
             ]
         ),

@@ -42,9 +42,16 @@ def valid_transform(config: PreprocessConfig = PREPROCESS, with_normalize: bool 
 
 
 def train_transform(
-    config: PreprocessConfig = PREPROCESS, presize: int = 512, with_normalize: bool = True, min_scale: float = 1.0
+    config: PreprocessConfig = PREPROCESS,
+    presize: int = 512,
+    with_normalize: bool = True,
+    min_scale: float = 1.0,
+    seed: int | None = None,
 ) -> A.Compose:
     """IceVision `aug_tfms(size, presize)` + `Normalize()`.
+
+    seed: albumentations 2.x draws from the Compose's own generator, which global seeds (torch,
+    NumPy, Lightning's seed_everything) do not reach; unseeded, no two trainings see the same images.
 
     min_scale < 1 adds scale jitter: the letterbox branch draws its longest side from [min_scale, 1]
     x size (in 32 px steps) and pads at a random place, so that objects of the 113x150 object photos,
@@ -79,4 +86,4 @@ def train_transform(
     ]
     if with_normalize:
         steps.append(normalize(config))
-    return A.Compose(steps, bbox_params=BBOX_PARAMS)
+    return A.Compose(steps, bbox_params=BBOX_PARAMS, seed=seed)

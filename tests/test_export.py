@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from helpers.export.compare import SCORE_TOLERANCE, compare_detections, parity, tie_explained
 from helpers.export.onnx_export import export_onnx
-from helpers.export.quantize import quantize_int8
+from helpers.export.quantize import high_resolution_nodes, quantize_int8
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
 from helpers.runtime.contract import ModelContract
@@ -165,8 +165,21 @@ def test_int8_model_is_smaller_keeps_the_contract_and_runs(onnx_model, tmp_path,
     relus = [n for n in onnx.load(str(onnx_model)).graph.node if n.op_type == "Relu"]
     assert relus, "the test model has Relu activations to fold"
     assert not [n.name for n in graph.node if n.op_type == "Relu" and producers.get(n.input[0]) == "DequantizeLinear"]
+    # Lite0's stem, stages 0-1 and stage 2's first expansion (still at stride 4, before its strided
+    # depthwise conv) keep float weights; every deeper Conv reads INT8 weights.
+    at_stride_4_or_less = ("/conv_stem/", "/blocks.0/", "/blocks.1/", "/blocks.2.0/conv_pw/")
+    int8_weights = {n.name: producers.get(n.input[1]) == "DequantizeLinear" for n in graph.node if n.op_type == "Conv"}
+    float_weights = {name for name, quantized in int8_weights.items() if not quantized}
+    assert float_weights and float_weights == {n for n in int8_weights if any(p in n for p in at_stride_4_or_less)}
+    assert sum(int8_weights.values()) > len(int8_weights) / 2
     boxes, scores, labels = quantized.session.run(None, {"images": sample_inputs[0]})
     assert boxes.shape[1:] == (4,) and len(boxes) == len(scores) == len(labels)
+
+
+def test_int8_float_layers_need_a_fixed_input_side(tmp_path):
+    dynamic = onnx.load(str(_tiny_model(tmp_path / "m.onnx", [1, 3, "height", "width"])))
+    with pytest.raises(ValueError, match="no fixed side"):
+        high_resolution_nodes(dynamic)
 
 
 def _detections(boxes, scores, labels):
@@ -205,10 +218,10 @@ def test_nms_twins_count_as_ties_and_shifted_boxes_do_not_pair():
 
 
 #: INT8 (the project's static recipe) against FP32, mAP@0.5 on the quick run's 28 unseen real images
-#: (30 boxes; one box is ~3 points). Measured over eight trainings: -10.7, -5.2, -5.3, +0.5, +6.0 points
-#: (unseeded augmentations), then -9.3, +1.0, -3.2 (seeds 42, 1, 2). The issue's goal (<= 1 point) is not
-#: met; this bound (worst + about 2 boxes) catches a broken quantiser.
-MAX_INT8_MAP50_LOSS_POINTS = 17.0
+#: (30 boxes; one box is ~3 points). Measured with every training image calibrating, seeds 42, 1, 2:
+#: -3.5, +1.5, -0.7 points (before the stride-4 layers stayed float: -9.3, +1.0, -3.2). This bound
+#: (the worst + two boxes) catches a broken quantiser.
+MAX_INT8_MAP50_LOSS_POINTS = 10.0
 
 
 def test_int8_keeps_the_unseen_accuracy_within_the_measured_spread(onnx_model, trained, tmp_path):

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import resource
 import sys
 import time
 import warnings
@@ -486,7 +487,7 @@ def train(config: TrainConfig) -> dict:
         enable_model_summary=False,
         deterministic=False,
     )
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     with warnings.catch_warnings():
         # Lightning's notices that say nothing about this run: the reused output and log folders (they
         # hold the synthetic set and the previous run's log; the log warning names an absolute path),
@@ -499,7 +500,7 @@ def train(config: TrainConfig) -> dict:
         ):
             warnings.filterwarnings("ignore", message=message)
         trainer.fit(module, train_loader, valid_loaders)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
     if not trainer.is_global_zero:  # one process writes the run's files
         return {"global_rank": trainer.global_rank}
     (out_dir / "class_map.json").write_text(class_map.to_json())
@@ -530,6 +531,7 @@ def train(config: TrainConfig) -> dict:
         "optimizer_steps": trainer.global_step,
         "seconds": round(seconds, 1),
         "seconds_per_epoch": round(seconds / max(1, config.epochs), 1),
+        "cpu_seconds": round(cpu, 1),  # this process's CPU time over all its threads (the CPU-minutes budget)
         "n_train": len(data.train),
         "n_valid_real": len(data.valid_real),
         "n_valid_synthetic": len(data.valid_synthetic),
@@ -537,6 +539,12 @@ def train(config: TrainConfig) -> dict:
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far, all threads included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def epoch_history(metrics_csv: str | Path) -> dict[int, dict[str, float]]:

@@ -277,7 +277,7 @@ class TrainConfig:
     # With the sample only (offline, 6 real images): the 134 object photos join as real single-object
     # images; `photo_holdout` of each class is held out as unseen (by photo, seeded per class), the rest
     # train as photos and as objects pasted into the synthetic composites.
-    n_synthetic: int = 200
+    n_synthetic: int = 120  # full mode offline: 200 needed about 22 CPU-min, 120 19.2 (BENCHMARKS.md)
     synthetic_objects: tuple[int, int] = (1, 3)  # objects per synthetic image (min, max)
     synthetic_margin: float | None = 0.15  # object pasted with this margin; None: the whole photo
     real_repeats: int = 10  # each fridge training image this often per epoch

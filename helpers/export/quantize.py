@@ -25,32 +25,39 @@ def calibration_inputs(split, preprocessing: PreprocessConfig, limit: int | None
 
 
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Relu"]
-#: Layers whose output is at most this many times smaller than the input image stay in float (Lite0:
-#: the stem and stages 0-1). Measured on the quick models of seeds 42, 1 and 2, unseen mAP@.5: quantising
-#: them too cost -9.3 / +1.0 / -3.2 points; keeping them in float, -0.9 / +3.1 / -2.0 (BENCHMARKS.md).
+#: Convs (and the Relus after them) whose output is at most this many times smaller than the input
+#: image stay in float: Lite0's stem, stages 0-1 and stage 2's first expansion. Measured on the quick
+#: models of seeds 42, 1 and 2, unseen mAP@.5: quantising them too changed it by -9.3 / +1.0 / -3.2
+#: points; keeping them in float, by -3.5 / +1.5 / -0.7 (BENCHMARKS.md).
 FLOAT_MAX_STRIDE = 4
 #: The recipe, as a quantised model records it (metadata "quantization"): a model made by another
 #: recipe is made again rather than reused (helpers.tools.pipeline).
 QUANTIZATION = f"static QDQ int8, per-channel, {'/'.join(QUANTIZED_OPS)}, float up to stride {FLOAT_MAX_STRIDE}"
 
 
-def high_resolution_nodes(model: onnx.ModelProto, max_stride: int = FLOAT_MAX_STRIDE) -> list[str]:
-    """Names of the nodes of QUANTIZED_OPS whose output feature map is at stride <= max_stride of the
-    input image, read from the shapes ONNX shape inference recorded (quant_pre_process runs it)."""
+def high_resolution_nodes(model: onnx.ModelProto, input_name: str, max_stride: int = FLOAT_MAX_STRIDE) -> list[str]:
+    """Names of the Conv and Relu nodes whose output feature map is at stride <= max_stride of the
+    input image in both height and width, from the shapes ONNX shape inference recorded
+    (quant_pre_process runs it). A Conv without a known 4-D output shape is an error, not a guess."""
     shapes = {
         info.name: [d.dim_value for d in info.type.tensor_type.shape.dim]
-        for info in [*model.graph.value_info, *model.graph.input]
+        for info in [*model.graph.value_info, *model.graph.input, *model.graph.output]
     }
-    image_side = shapes[model.graph.input[0].name][-1]
-    if not image_side:
+    image = shapes.get(input_name, [])[-2:]
+    if len(image) != 2 or not all(image):
         raise ValueError("the model's input has no fixed side: cannot tell which layers run at high resolution")
-    return [
-        node.name
-        for node in model.graph.node
-        if node.op_type in QUANTIZED_OPS
-        and len(shape := shapes.get(node.output[0], [])) == 4
-        and shape[-1] * max_stride >= image_side
-    ]
+    selected = []
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Relu"):
+            continue
+        shape = shapes.get(node.output[0], [])
+        if len(shape) != 4 or not all(shape[-2:]):
+            if node.op_type == "Conv":
+                raise ValueError(f"no static output shape for Conv {node.name!r}: cannot tell its stride")
+            continue
+        if all(side * max_stride >= full for side, full in zip(shape[-2:], image)):
+            selected.append(node.name)
+    return selected
 
 
 def quantize_int8(model_path: str | Path, out_path: str | Path, calibration_inputs: list[np.ndarray]) -> Path:
@@ -83,7 +90,7 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, calibration_inpu
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             op_types_to_quantize=QUANTIZED_OPS,
-            nodes_to_exclude=high_resolution_nodes(onnx.load(str(prepared))),
+            nodes_to_exclude=high_resolution_nodes(onnx.load(str(prepared)), input_name),
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )

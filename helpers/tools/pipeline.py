@@ -27,7 +27,7 @@ from helpers.train.run import NOT_FINGERPRINTED, TrainConfig
 #: (artefacts folder, fingerprint) pairs whose reuse was already announced in this process.
 _ANNOUNCED: set[tuple[str, str]] = set()
 #: What a training run costs on 2 CPUs, said before one starts (measured: BENCHMARKS.md).
-TRAINING_TIME = {True: "about 3.5 minutes (quick mode)", False: "15 minutes or more (full mode)"}
+TRAINING_TIME = {True: "about 3.5 minutes (quick mode)", False: "about 11 minutes offline (full mode)"}
 
 
 def _from_project_root(path: str | Path) -> str:

@@ -263,7 +263,7 @@ NOT_FINGERPRINTED = ("out_dir", "data_cache", "threads")
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Defaults are full mode's; `quick()` is what CI and `make run` train (<= 3 min on 2 CPUs).
+    """Defaults are full mode's; `quick()` is what CI and `make run` train (about 3.5 min on 2 CPUs).
     Recipe figures (lr, warm-up, epochs, synthetic count) are measured: see BENCHMARKS.md."""
 
     model: str | None = None  # None: the blog's COCO RetinaNet if its weights download, else Lite0
@@ -277,7 +277,7 @@ class TrainConfig:
     # With the sample only (offline, 6 real images): the 134 object photos join as real single-object
     # images; `photo_holdout` of each class is held out as unseen (by photo, seeded per class), the rest
     # train as photos and as objects pasted into the synthetic composites.
-    n_synthetic: int = 120  # full mode offline: 200 needed about 22 CPU-min, 120 19.2 (BENCHMARKS.md)
+    n_synthetic: int = 120  # full mode offline: 200 needed about 22 CPU-min (est.), 120 19.2 (BENCHMARKS.md)
     synthetic_objects: tuple[int, int] = (1, 3)  # objects per synthetic image (min, max)
     synthetic_margin: float | None = 0.15  # object pasted with this margin; None: the whole photo
     real_repeats: int = 10  # each fridge training image this often per epoch
@@ -531,7 +531,7 @@ def train(config: TrainConfig) -> dict:
         "optimizer_steps": trainer.global_step,
         "seconds": round(seconds, 1),
         "seconds_per_epoch": round(seconds / max(1, config.epochs), 1),
-        "cpu_seconds": round(cpu, 1),  # this process's CPU time over all its threads (the CPU-minutes budget)
+        "cpu_seconds": round(cpu, 1),  # all threads of this process (rank 0's only in a multi-process run)
         "n_train": len(data.train),
         "n_valid_real": len(data.valid_real),
         "n_valid_synthetic": len(data.valid_synthetic),

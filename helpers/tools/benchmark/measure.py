@@ -36,6 +36,7 @@ from helpers.runtime.preprocess import decode_for_model, decode_image, kernel, p
 from helpers.tools import blog
 from helpers.tools.benchmark.goals import MIN_EVALUATION_IMAGES
 from helpers.tools.lambda_local import invoke_zip
+from helpers.tools.pipeline import SERVED_CALIBRATION_IMAGES
 from helpers.tools.timing import SETTLE_S, interleaved, measure, percentiles
 from helpers.train.models import LITE0_MODEL, MODEL_NAMES, build_detector
 from helpers.train.run import load_checkpoint
@@ -163,7 +164,7 @@ def _trained_model(checkpoint: Path, out_dir: Path) -> tuple[str, dict]:
     module = load_checkpoint(checkpoint)
     name = module.hparams.model_name
     fp32 = export_checkpoint(checkpoint, out_dir / f"{name}.onnx")
-    calibration = calibration_inputs(split, module.preprocess, limit=8)
+    calibration = calibration_inputs(split, module.preprocess, limit=SERVED_CALIBRATION_IMAGES)
     return name, {
         "module": module.model.eval(),
         "fp32": fp32,

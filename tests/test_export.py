@@ -1,5 +1,6 @@
 """ONNX export: checker, metadata contract, parity with PyTorch, load-time contract errors, INT8."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -24,9 +25,14 @@ from helpers.train.models import BLOG_MODEL, build_detector, set_serving_thresho
 from helpers.train.run import load_checkpoint
 
 
+def _inputs(records, config: PreprocessConfig = PREPROCESS) -> list[np.ndarray]:
+    return [preprocess(decode_image(r.image_path.read_bytes()), config)[0] for r in records]
+
+
 @pytest.fixture(scope="module")
-def sample_inputs(sample_records):
-    return [preprocess(decode_image(r.image_path.read_bytes()))[0] for r in sample_records]
+def sample_inputs(sample_records, trained):
+    """The sample photos as the quick model takes them (its letterbox side is the quick mode's)."""
+    return _inputs(sample_records, load_checkpoint(trained["checkpoint"]).preprocess)
 
 
 def test_exported_model_is_checked_and_self_describing(onnx_model, trained):
@@ -36,7 +42,7 @@ def test_exported_model_is_checked_and_self_describing(onnx_model, trained):
     assert [i.name for i in model.graph.input] == ["images"]
     assert [o.name for o in model.graph.output] == ["boxes", "scores", "labels"]
     detector = Detector(onnx_model)
-    assert detector.config == PREPROCESS
+    assert detector.config == dataclasses.replace(PREPROCESS, image_size=trained["config"]["image_size"])
     assert detector.class_map == ClassMap(FRIDGE_CLASSES)
     assert detector.metadata["model_name"] == trained["model"]
     assert detector.metadata["weights"] == WEIGHTS_RECORD == trained["weights_used"]
@@ -82,8 +88,9 @@ def test_blank_and_uniform_images_do_not_break_the_graph(onnx_model, trained):
     detector = Detector(onnx_model)
     module = load_checkpoint(trained["checkpoint"])
     set_serving_thresholds(module.model, 0.0)
-    inputs = [np.zeros((1, 3, 384, 384), np.float32)]
-    inputs += [preprocess(np.full((200, 300, 3), value, np.uint8))[0] for value in (0, 255)]
+    side = detector.config.image_size
+    inputs = [np.zeros((1, 3, side, side), np.float32)]
+    inputs += [preprocess(np.full((200, 300, 3), value, np.uint8), detector.config)[0] for value in (0, 255)]
     for tensor in inputs:
         boxes, scores, labels = detector.session.run(None, {"images": tensor})
         assert boxes.shape == (len(scores), 4) and labels.shape == scores.shape
@@ -92,13 +99,13 @@ def test_blank_and_uniform_images_do_not_break_the_graph(onnx_model, trained):
 
 
 @pytest.mark.slow  # builds and exports a 129 MB RetinaNet
-def test_untrained_blog_retinanet_exports_with_parity(tmp_path, sample_inputs):
+def test_untrained_blog_retinanet_exports_with_parity(tmp_path, sample_records):
     torch.manual_seed(0)
     model, _ = build_detector(BLOG_MODEL, 5, 384, weights="none")
     # Random weights score ~0.01 everywhere (RetinaNet's prior): keep everything for a real comparison.
     contract = ModelContract(ClassMap(FRIDGE_CLASSES), PREPROCESS)
     path = export_onnx(model, tmp_path / "retina.onnx", contract, BLOG_MODEL, "none", min_score=0.0)
-    rows = parity(model, path, sample_inputs[:3], threshold=0.0)
+    rows = parity(model, path, _inputs(sample_records[:3]), threshold=0.0)
     _assert_parity(rows)
 
 

@@ -30,7 +30,7 @@ _ANNOUNCED: set[tuple[str, str]] = set()
 #: unseen mAP than all of them (BENCHMARKS.md), in a fraction of the time.
 SERVED_CALIBRATION_IMAGES = 8
 #: What a training run costs on 2 CPUs, said before one starts (measured: BENCHMARKS.md).
-TRAINING_TIME = {True: "about 3 minutes (quick mode)", False: "about 11 minutes offline (full mode)"}
+TRAINING_TIME = {True: "about 3.5 minutes (quick mode)", False: "about 11 minutes offline (full mode)"}
 
 
 def _from_project_root(path: str | Path) -> str:

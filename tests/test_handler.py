@@ -119,7 +119,7 @@ def test_detections_equal_the_pytorch_model(state, trained, sample_records, lamb
         area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         eager = Detections(boxes[area], raw["scores"].numpy()[area], raw["labels"].numpy()[area])
         ours = Detections.from_json(out["detections"], state.detector.class_map)
-        # 0.005 px of rounding plus ORT-vs-torch float error scaled by 666/352 to original pixels
+        # 0.005 px of rounding plus ORT-vs-torch float error scaled by 666/side (1/0.577 at 384) to original pixels
         pairs, _, _ = match_detections(ours, eager, max_distance=0.02)
         # A quick-mode Faster R-CNN reshuffles a few percent of its boxes through RPN top-k near-ties
         # (see helpers.export.compare.parity): most, not all, must pair up.

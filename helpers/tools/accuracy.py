@@ -94,7 +94,7 @@ def measure_trained(mode: str, summary: dict, out_dir: Path) -> dict:
             "false": at["false"],
         },
         "fridge_valid_found": {name: figures["found_per_image"][name] for name in split.valid if name in SAMPLE_NAMES},
-        "holdout_map_50": summary["best_val_synthetic_map_50"],  # at the kept epoch
+        "holdout_map_50": summary["synthetic_holdout_map_50"],  # on the kept checkpoint
         "served": {name: {"map": v["map"], "map_50": v["map_50"]} for name, v in served.items()},
     }
 

@@ -70,8 +70,6 @@ def plot_history(metrics_csv: str | Path, best_epoch: int | None = None):
     for key, label in (
         ("val_real/map_50", "unseen real mAP@.5"),
         ("val_real/map", "unseen real mAP"),
-        ("val_synthetic/map_50", "synthetic hold-out mAP@.5"),
-        ("val_synthetic/map", "synthetic hold-out mAP"),
     ):
         points = [(n, e[key]) for n, e in epochs.items() if key in e]
         if points:

@@ -117,7 +117,7 @@ class DetectorModule(L.LightningModule):
         self.model, used = build_detector(model_name, self.class_map.num_classes, self.preprocess.image_size, weights)
         # A reloaded checkpoint is built with weights="none": keep the record of the original.
         self.hparams["weights_used"] = weights_used or used
-        self.metrics = torch.nn.ModuleList([new_metric(), new_metric()])
+        self.metric = new_metric()  # the unseen real images, every epoch
 
     def forward(self, images):
         return self.model(images)
@@ -130,18 +130,17 @@ class DetectorModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images), sync_dist=True)
         return loss
 
-    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+    def validation_step(self, batch, batch_idx):
         images, targets = batch
-        self.metrics[dataloader_idx].update(self.model(images), targets)
+        self.metric.update(self.model(images), targets)
 
     def on_validation_epoch_end(self):
-        for prefix, metric in zip(("val_real", "val_synthetic"), self.metrics):
-            if metric.detection_box:  # a dataloader that yielded nothing has nothing to compute
-                for key, value in summarize(metric, self.class_map.names).items():
-                    self.log(f"{prefix}/{key}", value, prog_bar=key == "map", sync_dist=True)
-                    if prefix == "val_real" and key == "map":
-                        self.log(MONITOR, value, sync_dist=True)
-            metric.reset()
+        if self.metric.detection_box:  # a dataloader that yielded nothing has nothing to compute
+            for key, value in summarize(self.metric, self.class_map.names).items():
+                self.log(f"val_real/{key}", value, prog_bar=key == "map", sync_dist=True)
+                if key == "map":
+                    self.log(MONITOR, value, sync_dist=True)
+        self.metric.reset()
 
     def configure_optimizers(self):
         """AdamW; a linear warm-up over `warmup_steps` (new heads on a pretrained backbone diverge
@@ -245,7 +244,6 @@ class EpochReport(Callback):
                 ("train/loss_epoch", "loss"),
                 ("val_real/map", "real mAP"),
                 ("val_real/map_50", "real mAP@.5"),
-                ("val_synthetic/map_50", "synthetic mAP@.5"),
             )
             if key in logged
         ]
@@ -453,10 +451,16 @@ def train(config: TrainConfig) -> dict:
         shuffle=True,
         **loaders,
     )
+    # Every epoch is validated on the unseen real images (they choose the checkpoint); the secondary
+    # synthetic hold-out is evaluated once, on the kept checkpoint, after training. The validation
+    # loader has its own generator: a DataLoader otherwise draws a seed from torch's global generator
+    # each time it is iterated, so how often a run validates would change the order it trains in.
     valid_loaders = [
-        DataLoader(DetectionDataset(records, valid_transform(contract), class_map, contract.image_size), **loaders)
-        for records in (data.valid_real, data.valid_synthetic)
-        if records
+        DataLoader(
+            DetectionDataset(data.valid_real, valid_transform(contract), class_map, contract.image_size),
+            generator=torch.Generator().manual_seed(config.seed),
+            **loaders,
+        )
     ]
     module = DetectorModule(
         model_name,
@@ -521,7 +525,11 @@ def train(config: TrainConfig) -> dict:
         "best_epoch": best_epoch,
         "best_selection_score": float(checkpoint.best_model_score or 0.0),
         "best_val_real_map": best_metrics.get("val_real/map"),
-        "best_val_synthetic_map_50": best_metrics.get("val_synthetic/map_50"),
+        "synthetic_holdout_map_50": (
+            evaluate(load_checkpoint(checkpoint.best_model_path), data.valid_synthetic)["map_50"]
+            if data.valid_synthetic
+            else None
+        ),
         "served_threshold": unseen["served_threshold"],
         "unseen": unseen,  # the unseen real images, judged first (the synthetic hold-out is secondary)
         "epochs": config.epochs,

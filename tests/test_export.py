@@ -231,6 +231,23 @@ def test_nms_twins_count_as_ties_and_shifted_boxes_do_not_pair():
 MAX_INT8_MAP50_LOSS_POINTS = 10.0
 
 
+def test_served_calibration_spans_the_fridge_photos_and_every_class(trained):
+    from helpers.data.dataset import Split
+    from helpers.export.quantize import calibration_records
+    from helpers.paths import split_file
+    from helpers.tools.pipeline import SERVED_CALIBRATION_IMAGES
+    from helpers.train.run import is_object_photo
+
+    split = Split.read(split_file(Path(trained["checkpoint"]).parent))
+    chosen = calibration_records(split, SERVED_CALIBRATION_IMAGES)
+    names = [r.image_path.name for r in chosen]
+    assert len(set(names)) == SERVED_CALIBRATION_IMAGES and set(names) <= set(split.train)
+    labels = {label for r in chosen for label in r.labels}
+    assert labels == {label for r in split.real("train") for label in r.labels}
+    assert any(not is_object_photo(r) for r in chosen)  # a fridge photo: the list starts with them
+    assert calibration_records(split) == split.real("train")
+
+
 def test_int8_keeps_the_unseen_accuracy_within_the_measured_spread(onnx_model, trained, tmp_path):
     from helpers.data.dataset import Split
     from helpers.evaluate.metrics import evaluate_detector

@@ -200,7 +200,7 @@ def markdown(rows: list[dict]) -> str:
         "threshold (the best F1 on those images, written into the model's metadata), with the boxes found and",
         "the false detections; *fridge valid*: the fridge validation boxes found there (right label, IoU >= 0.5).",
         "INT8 is the project's recipe through the Lambda's Detector, calibrated on every training image, and in",
-        f"brackets on {SERVED_CALIBRATION_IMAGES} of them (what `make run` serves). The synthetic hold-out",
+        f"brackets on {SERVED_CALIBRATION_IMAGES} of them spread over the list (what `make run` serves). The synthetic hold-out",
         "(composites of the hold-out photos) is secondary. With 30 boxes one box is 0.03 of recall and about",
         "3 points of mAP@.5.",
         "",

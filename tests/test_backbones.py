@@ -46,7 +46,8 @@ def test_detector_backbone_carries_the_wheels_weights_and_frozen_batchnorm():
     assert torch.equal(body.blocks[5][0].conv_pw.conv.weight, classifier.blocks[5][0].conv_pw.weight)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in body.modules())
     assert not any(p.requires_grad for p in body.conv_stem.parameters())
-    assert all(p.requires_grad for p in body.blocks[6].parameters())
+    assert not any(p.requires_grad for p in body.blocks[3].parameters())  # stages 0-3 frozen
+    assert all(p.requires_grad for stage in body.blocks[4:] for p in stage.parameters())
 
 
 def test_norms_folded_into_convs_compute_timms_body_forward_and_back(sample_records):

@@ -53,8 +53,9 @@ from helpers.train.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES, build_det
 from helpers.train.transforms import train_transform, valid_transform
 
 #: Checkpoint selection: COCO mAP on the unseen real images (with the sample: the hold-out object
-#: photos and the 2 fridge validation images); ties go to the later epoch (BestCheckpoint). The
-#: synthetic hold-out is logged as a secondary figure only.
+#: photos and the 2 fridge validation images), from the middle epoch on (ValidateFromMiddleEpoch);
+#: ties go to the later epoch (BestCheckpoint). The synthetic hold-out is a secondary figure,
+#: evaluated once on the kept checkpoint.
 MONITOR = "val/selection"
 
 
@@ -117,7 +118,7 @@ class DetectorModule(L.LightningModule):
         self.model, used = build_detector(model_name, self.class_map.num_classes, self.preprocess.image_size, weights)
         # A reloaded checkpoint is built with weights="none": keep the record of the original.
         self.hparams["weights_used"] = weights_used or used
-        self.metric = new_metric()  # the unseen real images, every epoch
+        self.metric = new_metric()  # the unseen real images, at each validated epoch
 
     def forward(self, images):
         return self.model(images)
@@ -272,7 +273,7 @@ NOT_FINGERPRINTED = ("out_dir", "data_cache", "threads")
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Defaults are full mode's; `quick()` is what CI and `make run` train (under 3 min on 2 CPUs).
+    """Defaults are full mode's; `quick()` is what CI and `make run` train (about 3 min on 2 CPUs).
     Recipe figures (lr, warm-up, epochs, synthetic count) are measured: see BENCHMARKS.md."""
 
     model: str | None = None  # None: the blog's COCO RetinaNet if its weights download, else Lite0
@@ -326,7 +327,7 @@ class TrainConfig:
         settings = dict(
             model=LITE0_MODEL,
             dataset="sample",
-            epochs=6,  # 6 beat 5 on every seed once the backbone got faster (BENCHMARKS.md, round 6)
+            epochs=6,  # 6 beat 5 on every seed (three frozen stages; BENCHMARKS.md, round 6)
             n_synthetic=24,
             photo_repeats=1,
             real_repeats=6,
@@ -462,17 +463,15 @@ def train(config: TrainConfig) -> dict:
         shuffle=True,
         **loaders,
     )
-    # Every epoch is validated on the unseen real images (they choose the checkpoint); the secondary
-    # synthetic hold-out is evaluated once, on the kept checkpoint, after training. The validation
-    # loader has its own generator: a DataLoader otherwise draws a seed from torch's global generator
-    # each time it is iterated, so how often a run validates would change the order it trains in.
-    valid_loaders = [
-        DataLoader(
-            DetectionDataset(data.valid_real, valid_transform(contract), class_map, contract.image_size),
-            generator=torch.Generator().manual_seed(config.seed),
-            **loaders,
-        )
-    ]
+    # The unseen real images are validated (from the middle epoch on) and choose the checkpoint; the
+    # secondary synthetic hold-out is evaluated once, on the kept checkpoint, after training. The
+    # validation loader has its own generator: a DataLoader otherwise draws a seed from torch's global
+    # generator each time it is iterated, so how often a run validates would change the order it trains in.
+    valid_loader = DataLoader(
+        DetectionDataset(data.valid_real, valid_transform(contract), class_map, contract.image_size),
+        generator=torch.Generator().manual_seed(config.seed),
+        **loaders,
+    )
     module = DetectorModule(
         model_name,
         class_map.names,
@@ -514,7 +513,7 @@ def train(config: TrainConfig) -> dict:
             "The '.*dataloader' does not have many workers",
         ):
             warnings.filterwarnings("ignore", message=message)
-        trainer.fit(module, train_loader, valid_loaders)
+        trainer.fit(module, train_loader, valid_loader)
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
     if not trainer.is_global_zero:  # one process writes the run's files
         return {"global_rank": trainer.global_rank}

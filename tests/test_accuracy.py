@@ -18,10 +18,8 @@ def test_the_row_is_the_run_and_its_served_models(row, trained):
         unseen["at_served_threshold"]["found"],
         unseen["at_served_threshold"]["false"],
     )
-    assert set(row["fridge_valid_found"]) == {
-        "11.jpg",
-        "13.jpg",
-    }  # the fixture trains seed 42: its fridge validation photos
+    # The fixture trains seed 42: its fridge validation photos.
+    assert set(row["fridge_valid_found"]) == {"11.jpg", "13.jpg"}
     # The exported model through the Lambda's Detector measures what training measured with PyTorch.
     assert row["served"]["fp32"]["map_50"] == pytest.approx(unseen["map_50"], abs=0.01)
     assert row["served"]["fp32"]["map"] == pytest.approx(unseen["map"], abs=0.01)

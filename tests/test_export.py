@@ -243,10 +243,10 @@ def test_served_calibration_spans_the_fridge_photos_and_every_class(trained):
     chosen = calibration_records(split, SERVED_CALIBRATION_IMAGES)
     names = [r.image_path.name for r in chosen]
     assert len(set(names)) == SERVED_CALIBRATION_IMAGES and set(names) <= set(split.train)
-    labels = {label for r in chosen for label in r.labels}
-    assert labels == {label for r in split.real("train") for label in r.labels}
+    training = split.real("train")
+    assert {label for r in chosen for label in r.labels} == {label for r in training for label in r.labels}
     assert any(not is_object_photo(r) for r in chosen)  # a fridge photo: the list starts with them
-    step = len(split.real("train")) / SERVED_CALIBRATION_IMAGES  # evenly spaced over the list
+    step = len(training) / SERVED_CALIBRATION_IMAGES  # evenly spaced over the list
     positions = [split.train.index(name) for name in names]
     assert all(abs(p - i * step) < 1 for i, p in enumerate(positions)), positions
 

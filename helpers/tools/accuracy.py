@@ -5,11 +5,12 @@ full mode would use), then measures on the unseen real images of its split (hold
 fridge validation images): COCO mAP / mAP@.5, recall and precision at the served threshold (the run's
 own, chosen on those images), the fridge validation boxes found there (by image); the served ONNX
 model FP32 against static INT8 through the Lambda's own Detector, calibrated on every training image
-and on the SERVED_CALIBRATION_IMAGES (16, spread over them) that `make run` uses; and, as a secondary figure, the synthetic hold-out. Each run is
-judged against the training targets (QUICK_* and FULL_* in this module), and the spread over seeds is
-given per (mode, model). Results accumulate in artifacts/accuracy/results.json (a run replaces the same
-mode, model and seed; a result of another recipe or code version is dropped, said so); the table goes
-into the "training" section of BENCHMARKS.md, whose hand-written notes lie outside it.
+and on the SERVED_CALIBRATION_IMAGES (16, spread over them) that `make run` uses; and, as a secondary
+figure, the synthetic hold-out. Each run is judged against the training targets (QUICK_* and FULL_*
+in this module), and the spread over seeds is given per (mode, model). Results accumulate in
+artifacts/accuracy/results.json (a run replaces the same mode, model and seed; a result of another
+recipe or code version is dropped, said so); the table goes into the "training" section of
+BENCHMARKS.md, whose hand-written notes lie outside it.
 """
 
 from __future__ import annotations

@@ -88,6 +88,19 @@ def test_the_kept_checkpoint_is_the_best_epoch_and_the_latest_of_ties(trained):
     assert best > 0, scores  # a model that sees: its selection score is not a 0-tie
 
 
+def test_the_pretrained_body_trains_at_lr_and_the_new_layers_at_the_head_factor(trained):
+    """The run's own optimizer state: two groups, every trainable body parameter in the first at `lr`,
+    every other trainable parameter (FPN, RPN, RoI heads) in the second at lr x head_lr_factor."""
+    config = trained["config"]
+    groups = torch.load(trained["checkpoint"], map_location="cpu", weights_only=False)["optimizer_states"][0]
+    groups = groups["param_groups"]
+    assert [g["initial_lr"] for g in groups] == pytest.approx([config["lr"], config["lr"] * config["head_lr_factor"]])
+    module = load_checkpoint(trained["checkpoint"])
+    body = sum(p.requires_grad for p in module.model.backbone.body.parameters())
+    assert body > 0 and len(groups[0]["params"]) == body
+    assert len(groups[1]["params"]) == sum(p.requires_grad for p in module.parameters()) - body
+
+
 def test_ties_go_to_the_later_epoch_and_worse_never_wins():
     callback = BestCheckpoint(monitor=MONITOR, mode="max")
     assert callback.check_monitor_top_k(None, torch.tensor(0.0))  # the first epoch is always kept

@@ -100,6 +100,7 @@ class ConvFrozenNorm(torch.nn.Module):
 
     def __init__(self, conv: torch.nn.Conv2d, norm: torch.nn.Module):
         from timm.layers import Conv2dSame, FrozenBatchNormAct2d
+        from timm.layers.conv2d_same import conv2d_same
 
         super().__init__()
         # What the fold assumes: statistics that never change, no bias of the conv's own, and a conv
@@ -111,17 +112,16 @@ class ConvFrozenNorm(torch.nn.Module):
         if type(conv) not in (torch.nn.Conv2d, Conv2dSame):
             raise TypeError(f"cannot fold a norm into a {type(conv).__name__}")
         self.conv, self.norm = conv, norm
-        self.same_padding = isinstance(conv, Conv2dSame)
+        # TF "SAME" padding depends on the input's size, so Conv2dSame pads in its functional form.
+        self.same_padding_conv = conv2d_same if isinstance(conv, Conv2dSame) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from timm.layers.conv2d_same import conv2d_same
-
         conv, norm = self.conv, self.norm
         scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
         weight = conv.weight * scale.reshape(-1, 1, 1, 1)
         bias = norm.bias - norm.running_mean * scale
-        if self.same_padding:
-            return conv2d_same(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        if self.same_padding_conv is not None:
+            return self.same_padding_conv(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         return conv._conv_forward(x, weight, bias)
 
 

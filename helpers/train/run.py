@@ -149,22 +149,28 @@ class DetectorModule(L.LightningModule):
         at full rate in the first steps), then cosine decay to 0 at the last step. The pretrained
         body trains at `lr`; the layers learnt from scratch (FPN, RPN, RoI heads) at
         `lr * head_lr_factor`."""
-        body = self.model.backbone.body
-        in_body = {id(p) for p in body.parameters()}
-        groups = [
-            [p for p in body.parameters() if p.requires_grad],
-            [p for p in self.parameters() if p.requires_grad and id(p) not in in_body],
-        ]
-        rates = (self.hparams.lr, self.hparams.lr * self.hparams.head_lr_factor)
-        optimizer = torch.optim.AdamW(
-            [{"params": params, "lr": rate} for params, rate in zip(groups, rates) if params],
-            weight_decay=self.hparams.weight_decay,
-        )
+        groups = parameter_groups(self.model, self.hparams.lr, self.hparams.head_lr_factor)
+        optimizer = torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
         total = max(1, self.trainer.estimated_stepping_batches)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, self.hparams.warmup_steps, total)
         )
         return [optimizer], [{"scheduler": schedule, "interval": "step"}]
+
+
+def parameter_groups(detector: torch.nn.Module, lr: float, head_lr_factor: float) -> list[dict]:
+    """The optimizer's parameter groups: the trained parameters of the pretrained body at `lr`, those
+    of the layers learnt from scratch (FPN, RPN, RoI heads) at `lr * head_lr_factor`."""
+    body = detector.backbone.body
+    in_body = {id(p) for p in body.parameters()}
+    groups = [
+        {"params": [p for p in body.parameters() if p.requires_grad], "lr": lr},
+        {
+            "params": [p for p in detector.parameters() if p.requires_grad and id(p) not in in_body],
+            "lr": lr * head_lr_factor,
+        },
+    ]
+    return [group for group in groups if group["params"]]
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:

@@ -54,7 +54,7 @@ def test_export_writes_the_threshold_into_the_metadata_the_runtime_reads(tmp_pat
 #: Quick mode (the `trained` fixture) on its 28 unseen real images (30 boxes) at its served threshold.
 #: Training is reproducible for a seed and thread count (seeded augmentations); measured at 2 threads
 #: over seeds 42, 1, 2: recall 0.90 / 0.87 / 0.90, precision 0.84 / 0.87 / 0.75 (all at threshold 0.55).
-#: QUICK_SAMPLE_MINIMUM sits about 3 boxes below the worst seed, so that CI (seed 42) fails on a
+#: QUICK_SAMPLE_MINIMUM sits 3 boxes below the worst seed (rounded down), so that CI (seed 42) fails on a
 #: regression, not on the spread between seeds.
 
 

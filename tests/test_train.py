@@ -11,7 +11,15 @@ from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.train.backbones import WEIGHTS_RECORD
 from helpers.train.models import LITE0_MODEL, SMALL_MODEL, build_detector
-from helpers.train.run import MONITOR, BestCheckpoint, DetectionDataset, collate, load_checkpoint
+from helpers.train.run import (
+    BODY_GROUP,
+    HEADS_GROUP,
+    MONITOR,
+    BestCheckpoint,
+    DetectionDataset,
+    collate,
+    load_checkpoint,
+)
 from helpers.train.transforms import train_transform, valid_transform
 
 
@@ -88,17 +96,26 @@ def test_the_kept_checkpoint_is_the_best_epoch_and_the_latest_of_ties(trained):
     assert best > 0, scores  # a model that sees: its selection score is not a 0-tie
 
 
-def test_the_pretrained_body_trains_at_lr_and_the_new_layers_at_the_head_factor(trained):
-    """The run's own optimizer state: two groups, every trainable body parameter in the first at `lr`,
-    every other trainable parameter (FPN, RPN, RoI heads) in the second at lr x head_lr_factor."""
-    config = trained["config"]
-    groups = torch.load(trained["checkpoint"], map_location="cpu", weights_only=False)["optimizer_states"][0]
-    groups = groups["param_groups"]
-    assert [g["initial_lr"] for g in groups] == pytest.approx([config["lr"], config["lr"] * config["head_lr_factor"]])
-    module = load_checkpoint(trained["checkpoint"])
-    body = sum(p.requires_grad for p in module.model.backbone.body.parameters())
-    assert body > 0 and len(groups[0]["params"]) == body
-    assert len(groups[1]["params"]) == sum(p.requires_grad for p in module.parameters()) - body
+def test_the_body_trains_at_lr_and_the_fpn_and_heads_at_the_head_factor(trained):
+    """The run's own saved optimizer state: the body's trainable parameters at `lr`, the FPN's, RPN's and
+    box head's at lr x head_lr_factor (0.5 for Lite0), each parameter in exactly one group."""
+    optimizer = torch.load(trained["checkpoint"], map_location="cpu", weights_only=False)["optimizer_states"][0]
+    saved = {g["name"]: g for g in optimizer["param_groups"]}
+    assert trained["head_lr_factor"] == 0.5 and list(saved) == [BODY_GROUP, HEADS_GROUP]
+    assert saved[BODY_GROUP]["initial_lr"] == pytest.approx(trained["lr"])
+    assert saved[HEADS_GROUP]["initial_lr"] == pytest.approx(trained["lr"] * 0.5)
+    detector = load_checkpoint(trained["checkpoint"]).model
+
+    def trainable(*parts):
+        return sum(p.requires_grad for part in parts for p in part.parameters())
+
+    assert len(saved[BODY_GROUP]["params"]) == trainable(detector.backbone.body) > 0
+    heads = (detector.backbone.fpn, detector.rpn, detector.roi_heads)
+    assert (
+        len(saved[HEADS_GROUP]["params"])
+        == trainable(*heads)
+        == trainable(detector) - trainable(detector.backbone.body)
+    )
 
 
 def test_ties_go_to_the_later_epoch_and_worse_never_wins():
@@ -221,3 +238,13 @@ def test_the_split_record_lists_every_unseen_real_image_and_no_training_image_sh
     assert not unseen & source_photos(synthetic_dir(tmp_path, "train"))
     assert source_photos(synthetic_dir(tmp_path, "valid")) <= unseen  # the synthetic hold-out: unseen objects only
     assert [r.image_path.name for r in split.real("train")] == list(split.train)
+
+
+def test_an_unset_head_factor_halves_lite0s_new_layers_only():
+    """Lite0's FPN and heads start from scratch (half rate, measured); the torchvision models' come
+    pretrained with their body (equal rates, as before the factor existed). A set factor is kept."""
+    from helpers.train.models import BLOG_MODEL
+    from helpers.train.run import resolve_head_lr_factor
+
+    assert [resolve_head_lr_factor(None, name) for name in (LITE0_MODEL, BLOG_MODEL, SMALL_MODEL)] == [0.5, 1.0, 1.0]
+    assert resolve_head_lr_factor(2.0, LITE0_MODEL) == 2.0

@@ -23,6 +23,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import numpy as np
@@ -103,7 +104,7 @@ class DetectorModule(L.LightningModule):
         preprocess_json: str = PREPROCESS.to_json(),
         weights: str = "auto",
         lr: float = 1e-3,
-        head_lr_factor: float = 1.0,
+        head_lr_factor: float = 1.0,  # 1.0: what checkpoints saved before the field were trained with
         weight_decay: float = 1e-4,
         max_epochs: int = 20,
         weights_used: str | None = None,
@@ -146,9 +147,8 @@ class DetectorModule(L.LightningModule):
 
     def configure_optimizers(self):
         """AdamW; a linear warm-up over `warmup_steps` (new heads on a pretrained backbone diverge
-        at full rate in the first steps), then cosine decay to 0 at the last step. The pretrained
-        body trains at `lr`; the layers learnt from scratch (FPN, RPN, RoI heads) at
-        `lr * head_lr_factor`."""
+        at full rate in the first steps), then cosine decay to 0 at the last step, on the two
+        parameter groups of `parameter_groups`."""
         groups = parameter_groups(self.model, self.hparams.lr, self.hparams.head_lr_factor)
         optimizer = torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
         total = max(1, self.trainer.estimated_stepping_batches)
@@ -158,19 +158,34 @@ class DetectorModule(L.LightningModule):
         return [optimizer], [{"scheduler": schedule, "interval": "step"}]
 
 
+#: The optimizer's two parameter groups, by name (kept in the saved optimizer state).
+BODY_GROUP, HEADS_GROUP = "backbone body", "FPN and heads"
+
+
 def parameter_groups(detector: torch.nn.Module, lr: float, head_lr_factor: float) -> list[dict]:
-    """The optimizer's parameter groups: the trained parameters of the pretrained body at `lr`, those
-    of the layers learnt from scratch (FPN, RPN, RoI heads) at `lr * head_lr_factor`."""
+    """The optimizer's parameter groups: the trained parameters of the backbone's body at `lr`,
+    everything else trained (the FPN, the RPN and the box or RetinaNet heads) at `lr * head_lr_factor`.
+    A group with nothing to train is left out."""
     body = detector.backbone.body
     in_body = {id(p) for p in body.parameters()}
     groups = [
-        {"params": [p for p in body.parameters() if p.requires_grad], "lr": lr},
+        {"name": BODY_GROUP, "params": [p for p in body.parameters() if p.requires_grad], "lr": lr},
         {
+            "name": HEADS_GROUP,
             "params": [p for p in detector.parameters() if p.requires_grad and id(p) not in in_body],
             "lr": lr * head_lr_factor,
         },
     ]
     return [group for group in groups if group["params"]]
+
+
+def resolve_head_lr_factor(config_factor: float | None, model_name: str) -> float:
+    """An unset factor: 0.5 for Lite0, whose FPN and heads start from scratch while its body is
+    ImageNet-pretrained (measured: BENCHMARKS.md, round 7); 1.0 for the torchvision models, whose FPN
+    and heads come pretrained from COCO along with the body (or, offline, nothing is pretrained)."""
+    if config_factor is not None:
+        return config_factor
+    return 0.5 if model_name == LITE0_MODEL else 1.0
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -215,17 +230,22 @@ def predict(module: DetectorModule, records, batch_size: int = 4):
     return predictions, targets
 
 
-def serve_threshold(checkpoint_path: str | Path, unseen) -> tuple[dict, DetectorModule]:
+class ServedThreshold(NamedTuple):
+    figures: dict  # on the unseen real images: mAP, the sweep, the chosen row, boxes found per image
+    module: DetectorModule  # the checkpoint's, with the chosen threshold in its hyperparameters
+    epoch: int  # the checkpoint's epoch
+
+
+def serve_threshold(checkpoint_path: str | Path, unseen) -> ServedThreshold:
     """Choose the served score threshold on the unseen real images (metrics.choose_threshold over
     THRESHOLD_GRID) and record it in the checkpoint's hyperparameters, from where export writes it
-    into the ONNX metadata ("score_threshold"). -> (the unseen figures: mAP, the sweep, the chosen row
-    and the boxes found per image at that threshold; the checkpoint's module, loaded once)."""
+    into the ONNX metadata ("score_threshold")."""
     module = load_checkpoint(checkpoint_path)
     predictions, targets = predict(module, unseen)
     sweep = threshold_sweep(predictions, targets, THRESHOLD_GRID)
     chosen = choose_threshold(sweep)
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    state["hyper_parameters"]["score_threshold"] = chosen["threshold"]
+    state["hyper_parameters"]["score_threshold"] = module.hparams["score_threshold"] = chosen["threshold"]
     torch.save(state, checkpoint_path)
     figures = {
         "images": len(unseen),
@@ -239,7 +259,7 @@ def serve_threshold(checkpoint_path: str | Path, unseen) -> tuple[dict, Detector
         },
         "threshold_sweep": sweep,
     }
-    return figures, module
+    return ServedThreshold(figures, module, state["epoch"])
 
 
 def evaluate(module: DetectorModule, records) -> dict[str, float]:
@@ -302,9 +322,9 @@ class TrainConfig:
     epochs: int = 6
     batch_size: int = 2  # measured: as fast per image as 4 on 2 CPUs, twice the updates, better mAP
     lr: float = 5e-4  # AdamW, the pretrained body; 1e-3 diverged early even with warm-up (BENCHMARKS.md)
-    # The layers learnt from scratch at half the body's rate: measured on the quick recipe, half beat
-    # equal on every seed and double collapsed (BENCHMARKS.md, round 7).
-    head_lr_factor: float = 0.5
+    # The FPN and heads' rate as a fraction of lr; None: resolve_head_lr_factor (Lite0: 0.5, which
+    # gave a higher unseen mAP@.5 than 1.0 on every quick seed, while 2.0 collapsed: BENCHMARKS.md).
+    head_lr_factor: float | None = None
     warmup_steps: int = 100
     # With the sample only (offline, 6 real images): the 134 object photos join as real single-object
     # images; `photo_holdout` of each class is held out as unseen (by photo, seeded per class), the rest
@@ -500,7 +520,7 @@ def train(config: TrainConfig) -> dict:
         contract.to_json(),
         config.weights,
         config.lr,
-        config.head_lr_factor,
+        resolve_head_lr_factor(config.head_lr_factor, model_name),
         max_epochs=config.epochs,
         data_used=data.source.describe(),
         warmup_steps=config.warmup_steps,
@@ -542,8 +562,7 @@ def train(config: TrainConfig) -> dict:
         return {"global_rank": trainer.global_rank}
     (out_dir / "class_map.json").write_text(class_map.to_json())
     data.split(out_dir).write(split_file(out_dir))
-    unseen, best_module = serve_threshold(checkpoint.best_model_path, data.valid_real)
-    best_epoch = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["epoch"]
+    unseen, best_module, best_epoch = serve_threshold(checkpoint.best_model_path, data.valid_real)
     best_metrics = epoch_history(out_dir / "logs" / "version_0" / "metrics.csv")[best_epoch]
     summary = {
         "config": config.as_record(),
@@ -565,6 +584,7 @@ def train(config: TrainConfig) -> dict:
         "unseen": unseen,  # the unseen real images, judged first (the synthetic hold-out is secondary)
         "epochs": config.epochs,
         "lr": config.lr,
+        "head_lr_factor": module.hparams.head_lr_factor,
         "batch_size": config.batch_size,
         "world_size": trainer.world_size,
         "optimizer_steps": trainer.global_step,
@@ -628,8 +648,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-bad", action="store_true", default=None, help="train without a folder's bad images")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float, help="the pretrained body's learning rate")
-    parser.add_argument("--head-lr-factor", type=float, help="new layers' rate as a fraction of --lr")
+    parser.add_argument("--lr", type=float, help="the backbone body's learning rate")
+    parser.add_argument("--head-lr-factor", type=float, help="the FPN and heads' rate as a fraction of --lr")
     parser.add_argument("--synthetic", type=int, dest="n_synthetic")
     parser.add_argument("--out", dest="out_dir")
     parser.add_argument("--accelerator", help="cpu (default), gpu, auto, ... (Lightning)")

@@ -10,7 +10,7 @@ from helpers.data import dataset as fridge_data
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.train.backbones import WEIGHTS_RECORD
-from helpers.train.models import LITE0_MODEL, SMALL_MODEL, build_detector
+from helpers.train.models import BLOG_MODEL, LITE0_MODEL, SMALL_MODEL, build_detector
 from helpers.train.run import (
     BODY_GROUP,
     HEADS_GROUP,
@@ -19,6 +19,7 @@ from helpers.train.run import (
     DetectionDataset,
     collate,
     load_checkpoint,
+    resolve_head_lr_factor,
 )
 from helpers.train.transforms import train_transform, valid_transform
 
@@ -243,8 +244,5 @@ def test_the_split_record_lists_every_unseen_real_image_and_no_training_image_sh
 def test_an_unset_head_factor_halves_lite0s_new_layers_only():
     """Lite0's FPN and heads start from scratch (half rate, measured); the torchvision models' come
     pretrained with their body (equal rates, as before the factor existed). A set factor is kept."""
-    from helpers.train.models import BLOG_MODEL
-    from helpers.train.run import resolve_head_lr_factor
-
     assert [resolve_head_lr_factor(None, name) for name in (LITE0_MODEL, BLOG_MODEL, SMALL_MODEL)] == [0.5, 1.0, 1.0]
     assert resolve_head_lr_factor(2.0, LITE0_MODEL) == 2.0

@@ -7,6 +7,7 @@ noisy host moves both sides. Nothing here is a test: it measures, and goals.py j
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import platform
@@ -39,8 +40,9 @@ from helpers.tools.lambda_local import invoke_zip
 from helpers.tools.pipeline import SERVED_CALIBRATION_IMAGES
 from helpers.tools.timing import SETTLE_S, interleaved, measure, percentiles
 from helpers.train.models import LITE0_MODEL, MODEL_NAMES, build_detector
-from helpers.train.run import load_checkpoint
-from helpers.train.transforms import valid_transform
+from helpers.train.roi_align_grad import fast_roi_align_backward
+from helpers.train.run import DetectionDataset, collate, load_checkpoint
+from helpers.train.transforms import train_transform, valid_transform
 
 #: The photo sizes of the bytes -> tensor and end-to-end tables, in megapixels.
 SIZES_MP = (0.3, 1, 4, 12)
@@ -121,6 +123,31 @@ def inference_comparison(
     }
     with torch.no_grad():
         return interleaved(runs, repeats, warmup=2)
+
+
+def training_step_comparison(records, repeats: int, threads: int = 2) -> dict[str, dict]:
+    """A training step of the Lite0 detector (forward and backward of a batch of 2 real photos through
+    the training transform) with torchvision's RoIAlign backward and with ours, in turn on each batch.
+    Both sides sample the same anchors and proposals (seeded): the same work, and the same gradients
+    (tests/test_roi_align_grad.py)."""
+    torch.set_num_threads(threads)
+    dataset = DetectionDataset(records, train_transform(PREPROCESS, seed=0), ClassMap(FRIDGE_CLASSES))
+    batches = [collate([dataset[i], dataset[i + 1]]) for i in range(0, len(dataset) - 1, 2)]
+    torch.manual_seed(0)  # the detector's new layers
+    model, _ = build_detector(LITE0_MODEL, len(FRIDGE_CLASSES) + 1, PREPROCESS.image_size)
+    model.train()
+    backwards = {"torchvision's": contextlib.nullcontext, "ours": fast_roi_align_backward}
+    samples: dict[str, list[float]] = {name: [] for name in backwards}
+    for round_index in range(repeats + 1):  # round 0 warms up
+        for name, backward in backwards.items():
+            torch.manual_seed(round_index)
+            start = time.perf_counter()
+            with backward():
+                model.zero_grad()
+                sum(model(*batches[round_index % len(batches)]).values()).backward()
+            if round_index:
+                samples[name].append((time.perf_counter() - start) * 1e3)
+    return {name: percentiles(values) for name, values in samples.items()}
 
 
 def gemm_peak_gflops(threads: int, n: int = 2048, repeats: int = 10) -> float:
@@ -325,6 +352,8 @@ def run(out_dir: Path, checkpoints: list[Path], repeats: int, skipped: dict[str,
         name: m["trained"] or "random weights: no trained checkpoint given" for name, m in models.items()
     }
     results["inference"] = _inference(models, tensor, repeats)
+    print("training step ...", flush=True)
+    results["training_step"] = training_step_comparison(records, repeats)
     results["gemm_peak_gflops_2_threads"] = gemm_peak_gflops(2)
     results["int8_accuracy"] = _int8_accuracy(models)
 

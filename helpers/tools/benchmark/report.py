@@ -128,6 +128,19 @@ def _inference(results: dict) -> str:
     )
 
 
+def _training_step(results: dict) -> str:
+    steps = results["training_step"]
+    rows = [f"| {name} | {v['p50_ms']:.0f} | {v['p90_ms']:.0f} |" for name, v in steps.items()]
+    ratio = steps["torchvision's"]["p50_ms"] / steps["ours"]["p50_ms"]
+    return (
+        "## Training step (fasterrcnn_efficientnet_lite0_fpn, forward + backward, 2 real photos, 2 threads)\n\n"
+        "RoIAlign's backward as torchvision's CPU kernel computes it, and as one sparse product "
+        "(helpers/train/roi_align_grad.py; the same gradients, bit for bit), on the same batches in turn:\n\n"
+        + _table("| RoIAlign backward | p50 ms | p90 ms |", rows)
+        + f"\n\nA step with ours takes {1 / ratio:.2f}x the time ({ratio:.2f}x as fast)."
+    )
+
+
 def _int8_accuracy(results: dict) -> str:
     rows = []
     for name, how in results["models"].items():
@@ -219,7 +232,17 @@ def _cost(results: dict) -> str:
 
 def markdown(results: dict, plot_name: str) -> str:
     """The whole benchmark section, its parts separated by blank lines, the plot last."""
-    parts = (_introduction, _goals, _bytes_to_tensor, _preprocessing, _inference, _int8_accuracy, _zip, _cold_init)
+    parts = (
+        _introduction,
+        _goals,
+        _bytes_to_tensor,
+        _preprocessing,
+        _inference,
+        _training_step,
+        _int8_accuracy,
+        _zip,
+        _cold_init,
+    )
     return "\n\n".join(
         [*(part(results) for part in parts), _by_size(results), _cost(results), f"![latency]({plot_name})"]
     )

@@ -1,0 +1,137 @@
+"""RoIAlign's input gradient on a CPU as one sparse product: torchvision's result, a quarter of its time.
+
+torchvision's CPU kernel for the backward of `roi_align` recomputes every sample's bilinear weights for
+each channel and adds them one at a time: a quarter of a quick-mode training step (BENCHMARKS.md). The
+weights depend on the box, not on the channel, so here they are computed once per box, as a sparse
+matrix from feature-map pixels to pooled bins, and the gradient is that matrix times the pooled
+gradient. Same sample positions, same weights, same order of additions per pixel: for sampling grids of
+1, 2 or 4 samples a side (the detector's is 2) the result is bit for bit torchvision's, which the tests
+check against torchvision's own kernel.
+
+`fast_roi_align_backward()` installs it, for as long as the context lasts, as the CPU kernel of
+`torchvision::_roi_align_backward`, the op that torchvision's autograd calls: the forward pass, ONNX
+export, other devices and torchvision's autograd logic are untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+
+import torch
+import torchvision  # noqa: F401  (registers the torchvision ops this module overrides a kernel of)
+
+
+def roi_align_input_grad(
+    grad: torch.Tensor,
+    rois: torch.Tensor,
+    spatial_scale: float,
+    pooled_height: int,
+    pooled_width: int,
+    batch_size: int,
+    channels: int,
+    height: int,
+    width: int,
+    sampling_ratio: int,
+    aligned: bool,
+) -> torch.Tensor:
+    """The gradient of `roi_align`'s input (batch_size, channels, height, width) given the gradient of its
+    output (rois, channels, pooled_height, pooled_width): `torchvision::_roi_align_backward`'s signature
+    and semantics (torchvision/csrc/ops/cpu/roi_align_kernel.cpp), written in tensor operations."""
+    dtype = grad.dtype
+    n_rois = rois.shape[0]
+    pixels = batch_size * height * width
+    if n_rois == 0:
+        return grad.new_zeros(batch_size, channels, height, width)
+    offset = 0.5 if aligned else 0.0
+    start_x = rois[:, 1] * spatial_scale - offset
+    start_y = rois[:, 2] * spatial_scale - offset
+    roi_width = rois[:, 3] * spatial_scale - offset - start_x
+    roi_height = rois[:, 4] * spatial_scale - offset - start_y
+    if not aligned:  # torchvision's legacy boxes are at least one pixel a side
+        roi_width, roi_height = roi_width.clamp(min=1.0), roi_height.clamp(min=1.0)
+    bin_height, bin_width = roi_height / pooled_height, roi_width / pooled_width
+    if sampling_ratio > 0:
+        grid_height = grid_width = torch.full((n_rois,), sampling_ratio, dtype=torch.long, device=grad.device)
+    else:  # adaptive: about one sample per feature-map pixel, per box
+        grid_height, grid_width = torch.ceil(bin_height).long(), torch.ceil(bin_width).long()
+    count = (grid_height * grid_width).clamp(min=1).to(dtype)
+
+    def axis(start, bin_size, grid, pooled, size):
+        """Per box, bin and sample along one axis: whether the sample counts, its two neighbouring pixel
+        rows (or columns) and their weights, as torchvision's bilinear_interpolate_gradient has them."""
+        samples = int(grid.max())
+        bins = torch.arange(pooled, dtype=dtype)[None, :, None]
+        steps = torch.arange(samples, dtype=dtype)[None, None, :]
+        position = start[:, None, None] + bins * bin_size[:, None, None]
+        position = position + (steps + 0.5) * bin_size[:, None, None] / grid[:, None, None].to(dtype)
+        inside = (position >= -1.0) & (position <= size) & (steps < grid[:, None, None])
+        position = position.clamp(min=0.0)
+        low = position.long()
+        at_edge = low >= size - 1
+        low = torch.where(at_edge, size - 1, low)
+        high = torch.where(at_edge, low, low + 1)
+        fraction = torch.where(at_edge, low.to(dtype), position) - low
+        return inside, low, high, 1 - fraction, fraction
+
+    # (box, bin, sample) per axis, broadcast to (box, bin_y, bin_x, sample_y, sample_x).
+    inside_y, y_low, y_high, weight_y_low, weight_y_high = (
+        t[:, :, None, :, None] for t in axis(start_y, bin_height, grid_height, pooled_height, height)
+    )
+    inside_x, x_low, x_high, weight_x_low, weight_x_high = (
+        t[:, None, :, None, :] for t in axis(start_x, bin_width, grid_width, pooled_width, width)
+    )
+    first_pixel = (rois[:, 0].long() * height * width)[:, None, None, None, None]
+    # The four neighbours in torchvision's order of addition.
+    pixel = torch.stack(
+        [
+            first_pixel + y_low * width + x_low,
+            first_pixel + y_low * width + x_high,
+            first_pixel + y_high * width + x_low,
+            first_pixel + y_high * width + x_high,
+        ],
+        dim=-1,
+    )
+    weight = (
+        torch.stack(
+            [
+                weight_y_low * weight_x_low,
+                weight_y_low * weight_x_high,
+                weight_y_high * weight_x_low,
+                weight_y_high * weight_x_high,
+            ],
+            dim=-1,
+        )
+        / count[:, None, None, None, None, None]
+    )
+    pooled_bin = torch.arange(n_rois * pooled_height * pooled_width).reshape(n_rois, pooled_height, pooled_width)
+    pooled_bin = pooled_bin[:, :, :, None, None, None].expand_as(pixel)
+    counted = (inside_y & inside_x)[..., None].expand_as(pixel)
+    pixel, pooled_bin, weight = pixel[counted], pooled_bin[counted], weight[counted]
+    # Rows by pixel; within a pixel, the additions keep torchvision's order (a stable sort).
+    pixel, order = torch.sort(pixel, stable=True)
+    rows = torch.searchsorted(pixel, torch.arange(pixels + 1))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        to_pixels = torch.sparse_csr_tensor(
+            rows,
+            pooled_bin[order],
+            weight[order],
+            (pixels, n_rois * pooled_height * pooled_width),
+            check_invariants=False,
+        )
+    per_bin = grad.permute(0, 2, 3, 1).reshape(n_rois * pooled_height * pooled_width, channels)
+    per_pixel = torch.sparse.mm(to_pixels, per_bin)
+    return per_pixel.reshape(batch_size, height, width, channels).permute(0, 3, 1, 2).contiguous()
+
+
+@contextlib.contextmanager
+def fast_roi_align_backward() -> Iterator[None]:
+    """Within the context, torchvision's RoIAlign backward on a CPU runs `roi_align_input_grad`."""
+    library = torch.library.Library("torchvision", "IMPL")
+    library.impl("_roi_align_backward", roi_align_input_grad, "CPU")
+    try:
+        yield
+    finally:
+        library._destroy()  # restores torchvision's kernel (what torch.library._scoped_library does)

@@ -144,7 +144,7 @@ def sample_jpegs(sample_records):
 
 @pytest.fixture(scope="session")
 def trained():
-    """The real quick-mode training run (Lite0 on the sample + synthetic set, about 3 min): its
+    """The real quick-mode training run (Lite0 on the sample + synthetic set, about 2½ min): its
     summary dict. It is the run `make run` and the notebooks use (artifacts/quick/train), so the
     test session trains once and the notebooks under nbval reuse it."""
     from helpers.tools import pipeline

@@ -31,7 +31,7 @@ _ANNOUNCED: set[tuple[str, str]] = set()
 #: time all of them take.
 SERVED_CALIBRATION_IMAGES = 16
 #: What a training run costs on 2 CPUs, said before one starts (measured: BENCHMARKS.md).
-TRAINING_TIME = {True: "about 3 minutes (quick mode)", False: "about 8 minutes offline (full mode)"}
+TRAINING_TIME = {True: "about 2½ minutes (quick mode)", False: "about 6½ minutes offline (full mode)"}
 
 
 def _from_project_root(path: str | Path) -> str:

@@ -6,7 +6,9 @@ weights depend on the box, not on the channel, so here they are computed once pe
 matrix from feature-map pixels to pooled bins, and the gradient is that matrix times the pooled
 gradient. Same sample positions, same weights, same order of additions per pixel: for sampling grids of
 1, 2 or 4 samples a side (the detector's is 2) the result is bit for bit torchvision's, which the tests
-check against torchvision's own kernel.
+check against torchvision's own kernel. That rests on the sparse product adding each pixel's terms in
+order, from zero, without fused multiply-adds, as PyTorch's MKL-backed CPU product does here (checked
+with 1 and 2 threads); another build that did not would still agree to rounding.
 
 `fast_roi_align_backward()` installs it, for as long as the context lasts, as the CPU kernel of
 `torchvision::_roi_align_backward`, the op that torchvision's autograd calls: the forward pass, ONNX
@@ -21,6 +23,10 @@ from collections.abc import Iterator
 
 import torch
 import torchvision  # noqa: F401  (registers the torchvision ops this module overrides a kernel of)
+
+#: Adaptive sampling grids (sampling_ratio <= 0) pad each box to the largest grid among a call's boxes;
+#: above this many padded samples a call is split (each sample holds 4 pixels, their weights and bins).
+ADAPTIVE_SAMPLES_PER_CALL = 1 << 20  # about 160 MB of index and weight tensors
 
 
 def roi_align_input_grad(
@@ -39,6 +45,9 @@ def roi_align_input_grad(
     """The gradient of `roi_align`'s input (batch_size, channels, height, width) given the gradient of its
     output (rois, channels, pooled_height, pooled_width): `torchvision::_roi_align_backward`'s signature
     and semantics (torchvision/csrc/ops/cpu/roi_align_kernel.cpp), written in tensor operations."""
+    args = (spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio, aligned)
+    if grad.dtype not in (torch.float32, torch.float64):  # PyTorch's sparse CPU product has no half precision
+        return roi_align_input_grad(grad.float(), rois.float(), *args).to(grad.dtype)
     dtype = grad.dtype
     n_rois = rois.shape[0]
     pixels = batch_size * height * width
@@ -53,15 +62,22 @@ def roi_align_input_grad(
         roi_width, roi_height = roi_width.clamp(min=1.0), roi_height.clamp(min=1.0)
     bin_height, bin_width = roi_height / pooled_height, roi_width / pooled_width
     if sampling_ratio > 0:
-        grid_height = grid_width = torch.full((n_rois,), sampling_ratio, dtype=torch.long, device=grad.device)
+        grid_height = grid_width = torch.full((n_rois,), sampling_ratio, dtype=torch.long)
     else:  # adaptive: about one sample per feature-map pixel, per box
         grid_height, grid_width = torch.ceil(bin_height).long(), torch.ceil(bin_width).long()
+        # Every box is padded to the call's largest grid: past ADAPTIVE_SAMPLES_PER_CALL the boxes go in two
+        # calls, the smaller grids together (the sum then rounds differently, as adaptive grids may anyway).
+        padded = n_rois * pooled_height * pooled_width * max(int(grid_height.max()), 0) * max(int(grid_width.max()), 0)
+        if n_rois > 1 and padded > ADAPTIVE_SAMPLES_PER_CALL:
+            by_grid = torch.argsort(grid_height.clamp(min=0) * grid_width.clamp(min=0))
+            halves = (by_grid[: n_rois // 2], by_grid[n_rois // 2 :])
+            return sum(roi_align_input_grad(grad[half], rois[half], *args) for half in halves)
     count = (grid_height * grid_width).clamp(min=1).to(dtype)
 
     def axis(start, bin_size, grid, pooled, size):
         """Per box, bin and sample along one axis: whether the sample counts, its two neighbouring pixel
         rows (or columns) and their weights, as torchvision's bilinear_interpolate_gradient has them."""
-        samples = int(grid.max())
+        samples = max(int(grid.max()), 0)  # a grid is negative for an inverted aligned box: no samples
         bins = torch.arange(pooled, dtype=dtype)[None, :, None]
         steps = torch.arange(samples, dtype=dtype)[None, None, :]
         position = start[:, None, None] + bins * bin_size[:, None, None]
@@ -93,6 +109,8 @@ def roi_align_input_grad(
         ],
         dim=-1,
     )
+    # torchvision adds (gradient x weight) / count; here weight / count multiplies the gradient in the
+    # product. Dividing by a power of two (grids of 1, 2 or 4 a side) is exact, so the two round alike.
     weight = (
         torch.stack(
             [
@@ -134,4 +152,5 @@ def fast_roi_align_backward() -> Iterator[None]:
     try:
         yield
     finally:
-        library._destroy()  # restores torchvision's kernel (what torch.library._scoped_library does)
+        # Restores torchvision's kernel: what torch.library._scoped_library does (private; torch 2.14.1).
+        library._destroy()

@@ -24,13 +24,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from torchvision.ops import box_iou
 
 from helpers.data.dataset import AnnotationError, Record, Split, resolve_dataset
+from helpers.evaluate.matching import match_boxes
 from helpers.evaluate.metrics import threshold_sweep
 from helpers.paths import run_artifacts, shown
 from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD
@@ -127,27 +126,20 @@ def per_class_ap(evaluation: COCOeval, class_id: int) -> tuple[float, float]:
 
 
 def confusion_matrix(targets, predictions, threshold: float, num_classes: int, min_iou: float = 0.5) -> np.ndarray:
-    """[true, predicted] counts over classes 1..C and background (index 0). Each box is matched with
-    at most one detection at or above `threshold`, greedily by score, at IoU >= min_iou whatever
-    the labels (so a box found with the wrong label shows as a confusion, not a miss plus a false
-    alarm); unmatched boxes count as (class, background), unmatched detections as (background, class)."""
+    """[true, predicted] counts over classes 1..C and background (index 0). Boxes and detections at or
+    above `threshold` are matched as COCO matches at IoU >= min_iou whatever the labels (so a box found
+    with the wrong label shows as a confusion, not a miss plus a false alarm); unmatched boxes count as
+    (class, background), unmatched detections as (background, class)."""
     matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     for target, prediction in zip(targets, predictions):
         kept = prediction.above(threshold)
-        kept = kept.take(np.argsort(-kept.scores, kind="stable"))
-        boxes, labels = kept.boxes, kept.labels
-        truth, truth_labels = target["boxes"], target["labels"]
-        iou = box_iou(torch.as_tensor(boxes).reshape(-1, 4), torch.as_tensor(truth).reshape(-1, 4)).numpy()
-        unclaimed = np.ones(len(truth), dtype=bool)
-        for i, label in enumerate(labels):
-            candidates = np.where((iou[i] >= min_iou) & unclaimed, iou[i], -1.0) if len(truth) else np.array([])
-            if candidates.size and candidates.max() >= 0:
-                j = int(candidates.argmax())
-                unclaimed[j] = False
-                matrix[truth_labels[j], label] += 1
-            else:
-                matrix[0, label] += 1
-        for j in np.flatnonzero(unclaimed):
+        truth_labels = np.asarray(target["labels"]).reshape(-1)
+        pairs, false, missed = match_boxes(kept, target["boxes"], truth_labels, min_iou, same_label=False)
+        for i, j in pairs:
+            matrix[truth_labels[j], kept.labels[i]] += 1
+        for i in false:
+            matrix[0, kept.labels[i]] += 1
+        for j in missed:
             matrix[truth_labels[j], 0] += 1
     return matrix
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
 
+from helpers.evaluate.matching import Matching, greedy_pairs, iou_matrix
 from helpers.runtime.detections import Detections
 from helpers.runtime.model import Detector
 
@@ -22,32 +22,12 @@ TIE_SCORE = 1e-4  # scores closer than this may legitimately rank or suppress di
 TAIL = 0.01  # relative score band above the weakest kept detection of a full (capped) output
 
 
-def greedy_pairs(cost: np.ndarray, limit: float):
-    """One-to-one pairs (i, j) with cost[i, j] <= limit, cheapest first. Returns (pairs, unmatched rows,
-    unmatched columns)."""
-    pairs, used_rows, used_cols = [], set(), set()
-    for flat in np.argsort(cost, axis=None, kind="stable"):
-        i, j = (int(v) for v in np.unravel_index(flat, cost.shape))
-        if cost[i, j] > limit:
-            break
-        if i not in used_rows and j not in used_cols:
-            pairs.append((i, j))
-            used_rows.add(i)
-            used_cols.add(j)
-    return (
-        pairs,
-        [i for i in range(cost.shape[0]) if i not in used_rows],
-        [j for j in range(cost.shape[1]) if j not in used_cols],
-    )
-
-
-def match_detections(a: Detections, b: Detections, max_distance: float):
-    """One-to-one pairs of same-label detections whose boxes agree within `max_distance` px (L-inf),
-    closest first. Returns (pairs [(i, j)], unmatched indices in a, unmatched indices in b)."""
-    if len(a.boxes) == 0 or len(b.boxes) == 0:
-        return [], list(range(len(a.boxes))), list(range(len(b.boxes)))
-    distance = np.abs(np.asarray(a.boxes)[:, None, :] - np.asarray(b.boxes)[None, :, :]).max(axis=2)
-    distance[np.asarray(a.labels)[:, None] != np.asarray(b.labels)[None, :]] = np.inf
+def match_detections(a: Detections, b: Detections, max_distance: float) -> Matching:
+    """One-to-one pairs (i in a, j in b) of same-label detections whose boxes agree within
+    `max_distance` px (L-inf), closest pair first: the shared greedy core with a distance criterion,
+    not COCO's score order (two models' outputs have no ground truth to rank against)."""
+    distance = np.abs(a.boxes[:, None, :] - b.boxes[None, :, :]).max(axis=2)
+    distance[a.labels[:, None] != b.labels[None, :]] = np.inf
     return greedy_pairs(distance, max_distance)
 
 
@@ -62,7 +42,7 @@ def tie_explained(index: int, side: Detections, other: Detections, at_cap: bool)
         return True
     if len(other.boxes) == 0:
         return False
-    iou = box_iou(torch.as_tensor(side.boxes[index : index + 1]), torch.as_tensor(other.boxes)).numpy()[0]
+    iou = iou_matrix(side.boxes[index : index + 1], other.boxes)[0]
     near_equal = np.abs(other.scores - score) <= max(TIE_SCORE, TAIL * score)
     twins = (iou > 0.5) & near_equal & (other.labels == side.labels[index])
     return bool(twins.any())

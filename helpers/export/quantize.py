@@ -10,7 +10,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from helpers.export.onnx_export import read_contract, read_metadata, write_metadata
+from helpers.export.onnx_export import read_contract, read_metadata, save_validated, write_metadata
 from helpers.runtime.config import PreprocessConfig
 from helpers.runtime.preprocess import decode_for_model, preprocess
 
@@ -107,5 +107,5 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, calibration_inpu
     # Carry the contract over: the quantised graph serves the same inputs and outputs.
     model = onnx.load(str(out_path))
     write_metadata(model, read_metadata(model_path) | {"quantization": QUANTIZATION})
-    onnx.save(model, str(out_path))
+    save_validated(model, out_path, read_contract(model_path))
     return out_path

@@ -1,9 +1,9 @@
 """Evaluation a user can act on: the served pipeline over a labelled set, written as five files.
 
-    python -m helpers evaluate [--model MODEL.onnx] [--dataset sample|fridge|DIR] [--threshold T] [--out DIR]
+    python -m helpers evaluate [--model MODEL.onnx] [--dataset sample|fridge|DIR] [--threshold T] [--out DIR] [--full]
 
-Default: this mode's model.onnx on the run's unseen real images (split.json), at the model's served
-threshold. Writes to OUT (default artifacts/<mode>/evaluation/):
+Default: quick mode's model.onnx (full mode's with --full) on the run's unseen real images
+(split.json), at the model's served threshold. Writes to OUT (default artifacts/<mode>/evaluation/):
   predictions.json      COCO results (image_id, category_id, bbox [x, y, w, h], score), every score
   ground_truth.json     the same images and boxes as a COCO dataset (pycocotools loads both)
   per_class.csv         AP, AP@0.5 (pycocotools) and, at the threshold, found / missed / false, recall, precision
@@ -279,12 +279,16 @@ def evaluate(detector: Detector, records: list[Record], threshold: float, out: P
     return summary
 
 
-def records_to_evaluate(dataset: str | None) -> tuple[list[Record], str]:
-    """The run's unseen real images (split.json) by default, else every image of `dataset`."""
+def records_to_evaluate(dataset: str | None, full: bool = False) -> tuple[list[Record], str]:
+    """The run's unseen real images (split.json; full mode's with `full`) by default, else every image
+    of `dataset`."""
     if dataset is None:
-        split_path = run_artifacts().split
+        split_path = run_artifacts(quick=False if full else None).split
         if not split_path.is_file():
-            raise FileNotFoundError(f"no split record at {shown(split_path)}: train first, or pass --dataset")
+            raise FileNotFoundError(
+                f"no split record at {shown(split_path)} (`python -m helpers train{' --full' if full else ''}` "
+                "writes it), or pass --dataset"
+            )
         records = Split.read(split_path).real("valid")
         return records, f"{len(records)} unseen real images of the run ({shown(split_path)})"
     source = resolve_dataset(dataset)
@@ -300,18 +304,24 @@ def format_summary(summary: dict) -> str:
 
 
 def main(argv=None) -> int:
-    layout = run_artifacts()
+    argv = sys.argv[1:] if argv is None else argv
+    layout = run_artifacts(quick=False if "--full" in argv else None)
     parser = argparse.ArgumentParser(prog="python -m helpers evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=layout.onnx)
     parser.add_argument("--dataset", help="sample, fridge or a dataset folder (default: the run's unseen images)")
     parser.add_argument("--threshold", type=float, help="default: the model's served threshold")
     parser.add_argument("--out", type=Path, default=layout.root / "evaluation")
+    parser.add_argument("--full", action="store_true", help="full mode's artefacts (default: quick, as `make run`)")
     args = parser.parse_args(argv)
+    if not args.model.is_file() and args.model == layout.onnx:
+        builder = f"`python -m helpers export{' --full' if args.full else ''}` writes it"
+        print(f"error: model not found: {shown(args.model)} ({builder})", file=sys.stderr)
+        return 2
     try:
         detector = Detector(args.model)
         threshold = args.threshold if args.threshold is not None else detector.contract.score_threshold
         threshold = DEFAULT_SCORE_THRESHOLD if threshold is None else threshold
-        records, described = records_to_evaluate(args.dataset)
+        records, described = records_to_evaluate(args.dataset, args.full)
         summary = evaluate(detector, records, threshold, args.out, described)
     except (ModelError, AnnotationError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -3,7 +3,7 @@
 Every exported model carries its contract (helpers.runtime.contract.ModelContract: input name and
 shape, output names, preprocessing, classes, served threshold) in its metadata, with its provenance.
 
-CLI: python -m helpers export [CHECKPOINT] [--out MODEL.onnx]   (defaults: this mode's artefacts,
+CLI: python -m helpers export [CHECKPOINT] [--out MODEL.onnx] [--full]   (defaults: this mode's artefacts,
 helpers.paths: artifacts/<mode>/train/best.ckpt -> artifacts/<mode>/model.onnx, where helpers.aws.deploy looks)
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import torch
 
-from helpers.paths import run_artifacts
+from helpers.paths import run_artifacts, shown
 from helpers.provenance import EXPORT_CODE, code_digests
 from helpers.runtime.contract import META_PREFIX, ModelContract
 from helpers.runtime.model import Detector, ModelError
@@ -166,18 +166,22 @@ def training_run_of(model_path: str | Path) -> str | None:
     return recorded(model_path, "training_run")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    layout = run_artifacts()
+def build_parser(full: bool = False) -> argparse.ArgumentParser:
+    """Defaults from this mode's artefacts (helpers.paths): quick, or full with --full."""
+    layout = run_artifacts(quick=False if full else None)
     parser = argparse.ArgumentParser(description="Export a training checkpoint to ONNX.")
     parser.add_argument("checkpoint", nargs="?", type=Path, default=layout.checkpoint)
     parser.add_argument("--out", type=Path, default=layout.onnx)
+    parser.add_argument("--full", action="store_true", help="full mode's artefacts (default: quick, as `make run`)")
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(full="--full" in argv).parse_args(argv)
     if not Path(args.checkpoint).is_file():
-        print(f"error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
+        builder = f" (`python -m helpers train{' --full' if args.full else ''}` writes it)"
+        print(f"error: checkpoint not found: {shown(args.checkpoint)}{builder}", file=sys.stderr)
         return 2
     path = export_checkpoint(args.checkpoint, args.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -78,8 +78,8 @@ def parity(detector: torch.nn.Module, model_path: str | Path, inputs: list[np.nd
     target), ties (unmatched only because near-equal scores ranked or suppressed differently),
     unexplained unmatched detections, the paired fraction and max abs box/score differences. Pairing
     at the target, not looser, matters: a barely trained Faster R-CNN emits NMS twins (two proposals
-    decoding to boxes 0.03 px apart, scores equal to 1e-9) and float noise decides which one survives;
-    a looser pairing would take the two for one detection that moved.
+    decoding to boxes a few hundredths of a pixel apart, with equal scores) and float noise decides
+    which one survives; a looser pairing would take the two for one detection that moved.
 
     Such a model also scores its anchors almost alike, so float-level differences change which
     proposals pass the RPN top-k; a few percent of its final boxes then differ wholesale (not a tie

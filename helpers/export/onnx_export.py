@@ -1,7 +1,8 @@
 """Checkpoint -> self-describing ONNX model (parity: helpers.export.compare; INT8: helpers.export.quantize).
 
 Every exported model carries its contract (helpers.runtime.contract.ModelContract: input name and
-shape, output names, preprocessing, classes, served threshold) in its metadata, with its provenance.
+shape, output names, preprocessing, classes, served threshold) in its metadata, with its provenance,
+and is saved only once validated against it (save_validated; quantize uses it too).
 
 CLI: python -m helpers export [CHECKPOINT] [--out MODEL.onnx] [--full]   (defaults: this mode's artefacts,
 helpers.paths: artifacts/<mode>/train/best.ckpt -> artifacts/<mode>/model.onnx, where helpers.aws.deploy looks)

@@ -13,7 +13,8 @@ from pathlib import Path
 from helpers.build.arch import ARCHITECTURES
 from helpers.paths import ARTIFACTS_ROOT
 
-#: pip does not expand older manylinux tags from one --platform: every accepted tag is passed.
+#: Up to Amazon Linux 2023's glibc 2.34 (the python3.12/3.13 runtimes). pip does not expand older
+#: manylinux tags from one --platform: every accepted tag is passed.
 MANYLINUX_TAGS = ("manylinux2014", "manylinux_2_17", "manylinux_2_27", "manylinux_2_28", "manylinux_2_34")
 
 

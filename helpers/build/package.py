@@ -1,6 +1,6 @@
 """Build the Lambda deployment .zip: runtime half of helpers + onnxruntime + numpy + Pillow, trimmed.
 
-    python -m helpers package --arch x86_64 --python 3.12 [--model MODEL.onnx] [--out-dir DIR]
+    python -m helpers package --arch x86_64 --python 3.12 [--model MODEL.onnx] [--out-dir DIR] [--full]
 
 Writes artifacts/<mode>/dist/lambda-<arch>.zip by default (helpers.paths), where helpers.aws.deploy looks.
 
@@ -41,7 +41,6 @@ def lambda_requirements() -> tuple[str, ...]:
 
 
 LAMBDA_REQUIREMENTS = lambda_requirements()
-#: Amazon Linux 2023 (python3.12/3.13 runtimes) has glibc 2.34; pip needs every tag listed.
 ZIP_LIMIT = 50 * 1000 * 1000  # direct upload quota (AWS counts 50 MB as 50,000,000 bytes here)
 UNZIPPED_LIMIT = 250 * 1000 * 1000
 #: The whole Lambda boundary: the runtime folder and the (import-free) package marker above it.
@@ -273,12 +272,14 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(full: bool = False) -> argparse.ArgumentParser:
+    """Defaults from this mode's artefacts (helpers.paths): quick, or full with --full."""
     parser = argparse.ArgumentParser(description="Build the Lambda deployment zip.")
     parser.add_argument("--arch", default="x86_64", choices=sorted(ARCHITECTURES))
     parser.add_argument("--python", default="3.12", choices=("3.12", "3.13"))
     parser.add_argument("--model", type=Path, help="bundle this ONNX model as model/model.onnx")
-    parser.add_argument("--out-dir", type=Path, default=run_artifacts().dist_dir)
+    parser.add_argument("--out-dir", type=Path, default=run_artifacts(quick=False if full else None).dist_dir)
+    parser.add_argument("--full", action="store_true", help="full mode's dist folder (default: quick, as `make run`)")
     parser.add_argument(
         "--without-kernel", action="store_true", help="leave out the C letterbox kernel (NumPy preprocessing)"
     )
@@ -286,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(full="--full" in argv).parse_args(argv)
     try:
         report = build(args.arch, args.python, args.model, args.out_dir, kernel=not args.without_kernel)
     except (ValueError, RuntimeError, subprocess.CalledProcessError) as err:

@@ -3,11 +3,10 @@ per-class AP — of PyTorch predictions or of an ONNX detector end to end, and b
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torchmetrics.detection import MeanAveragePrecision
-from torchvision.ops import box_iou
 
+from helpers.evaluate.matching import match_boxes
 from helpers.runtime.detections import Detections
 
 
@@ -46,22 +45,10 @@ def as_detections(prediction: Detections | dict) -> Detections:
 
 def found_boxes(prediction: Detections | dict, target: dict, min_score: float, min_iou: float = 0.5) -> int:
     """How many ground-truth boxes of one image a prediction finds: a detection with the same label,
-    IoU >= min_iou and score >= min_score. Each detection finds at most one box (greedy by score,
-    as COCO matching does), so one big box cannot count for several objects."""
-    found = as_detections(prediction).above(min_score)
-    found = found.take(np.argsort(-found.scores, kind="stable"))
-    boxes, labels = torch.as_tensor(found.boxes, dtype=torch.float32), torch.as_tensor(found.labels)
-    truth = torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4)
-    truth_labels = torch.as_tensor(target["labels"])
-    if len(boxes) == 0 or len(truth) == 0:
-        return 0
-    iou = box_iou(boxes, truth)
-    unclaimed = torch.ones(len(truth), dtype=torch.bool)
-    for i in range(len(boxes)):
-        candidates = (iou[i] >= min_iou) & (truth_labels == labels[i]) & unclaimed
-        if candidates.any():
-            unclaimed[torch.argmax(torch.where(candidates, iou[i], -1.0))] = False
-    return int((~unclaimed).sum())
+    IoU >= min_iou and score >= min_score, each detection finding at most one box (matched as COCO
+    matches, helpers.evaluate.matching)."""
+    kept = as_detections(prediction).above(min_score)
+    return len(match_boxes(kept, target["boxes"], target["labels"], min_iou).pairs)
 
 
 def evaluate_detector(detector, records) -> dict[str, float]:

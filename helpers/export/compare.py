@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
 
+from helpers.evaluate.matching import Matching, greedy_pairs, iou_matrix
 from helpers.runtime.detections import Detections
 from helpers.runtime.model import Detector
 
@@ -22,32 +22,12 @@ TIE_SCORE = 1e-4  # scores closer than this may legitimately rank or suppress di
 TAIL = 0.01  # relative score band above the weakest kept detection of a full (capped) output
 
 
-def greedy_pairs(cost: np.ndarray, limit: float):
-    """One-to-one pairs (i, j) with cost[i, j] <= limit, cheapest first. Returns (pairs, unmatched rows,
-    unmatched columns)."""
-    pairs, used_rows, used_cols = [], set(), set()
-    for flat in np.argsort(cost, axis=None, kind="stable"):
-        i, j = (int(v) for v in np.unravel_index(flat, cost.shape))
-        if cost[i, j] > limit:
-            break
-        if i not in used_rows and j not in used_cols:
-            pairs.append((i, j))
-            used_rows.add(i)
-            used_cols.add(j)
-    return (
-        pairs,
-        [i for i in range(cost.shape[0]) if i not in used_rows],
-        [j for j in range(cost.shape[1]) if j not in used_cols],
-    )
-
-
-def match_detections(a: Detections, b: Detections, max_distance: float):
-    """One-to-one pairs of same-label detections whose boxes agree within `max_distance` px (L-inf),
-    closest first. Returns (pairs [(i, j)], unmatched indices in a, unmatched indices in b)."""
-    if len(a.boxes) == 0 or len(b.boxes) == 0:
-        return [], list(range(len(a.boxes))), list(range(len(b.boxes)))
-    distance = np.abs(np.asarray(a.boxes)[:, None, :] - np.asarray(b.boxes)[None, :, :]).max(axis=2)
-    distance[np.asarray(a.labels)[:, None] != np.asarray(b.labels)[None, :]] = np.inf
+def match_detections(a: Detections, b: Detections, max_distance: float) -> Matching:
+    """One-to-one pairs (i in a, j in b) of same-label detections whose boxes agree within
+    `max_distance` px (L-inf), closest pair first: the shared greedy core with a distance criterion,
+    not COCO's score order (two models' outputs have no ground truth to rank against)."""
+    distance = np.abs(a.boxes[:, None, :] - b.boxes[None, :, :]).max(axis=2)
+    distance[a.labels[:, None] != b.labels[None, :]] = np.inf
     return greedy_pairs(distance, max_distance)
 
 
@@ -62,7 +42,7 @@ def tie_explained(index: int, side: Detections, other: Detections, at_cap: bool)
         return True
     if len(other.boxes) == 0:
         return False
-    iou = box_iou(torch.as_tensor(side.boxes[index : index + 1]), torch.as_tensor(other.boxes)).numpy()[0]
+    iou = iou_matrix(side.boxes[index : index + 1], other.boxes)[0]
     near_equal = np.abs(other.scores - score) <= max(TIE_SCORE, TAIL * score)
     twins = (iou > 0.5) & near_equal & (other.labels == side.labels[index])
     return bool(twins.any())
@@ -98,8 +78,8 @@ def parity(detector: torch.nn.Module, model_path: str | Path, inputs: list[np.nd
     target), ties (unmatched only because near-equal scores ranked or suppressed differently),
     unexplained unmatched detections, the paired fraction and max abs box/score differences. Pairing
     at the target, not looser, matters: a barely trained Faster R-CNN emits NMS twins (two proposals
-    decoding to boxes 0.03 px apart, scores equal to 1e-9) and float noise decides which one survives;
-    a looser pairing would take the two for one detection that moved.
+    decoding to boxes a few hundredths of a pixel apart, with equal scores) and float noise decides
+    which one survives; a looser pairing would take the two for one detection that moved.
 
     Such a model also scores its anchors almost alike, so float-level differences change which
     proposals pass the RPN top-k; a few percent of its final boxes then differ wholesale (not a tie

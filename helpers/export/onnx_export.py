@@ -1,9 +1,10 @@
 """Checkpoint -> self-describing ONNX model (parity: helpers.export.compare; INT8: helpers.export.quantize).
 
 Every exported model carries its contract (helpers.runtime.contract.ModelContract: input name and
-shape, output names, preprocessing, classes, served threshold) in its metadata, with its provenance.
+shape, output names, preprocessing, classes, served threshold) in its metadata, with its provenance,
+and is saved only once validated against it (save_validated; quantize uses it too).
 
-CLI: python -m helpers export [CHECKPOINT] [--out MODEL.onnx]   (defaults: this mode's artefacts,
+CLI: python -m helpers export [CHECKPOINT] [--out MODEL.onnx] [--full]   (defaults: this mode's artefacts,
 helpers.paths: artifacts/<mode>/train/best.ckpt -> artifacts/<mode>/model.onnx, where helpers.aws.deploy looks)
 """
 
@@ -16,12 +17,14 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
-from helpers.paths import run_artifacts
+from helpers.paths import run_artifacts, shown
 from helpers.provenance import EXPORT_CODE, code_digests
 from helpers.runtime.contract import META_PREFIX, ModelContract
+from helpers.runtime.model import Detector, ModelError
 from helpers.train.models import set_serving_thresholds
 
 OPSET = 17
@@ -52,7 +55,8 @@ def export_onnx(
     training_run: str = "unknown",
 ) -> Path:
     """Export with opset 17 through the TorchScript exporter (dynamo=False: the dynamo exporter
-    fails on torchvision's batched NMS), check it, and write the metadata the runtime reads.
+    fails on torchvision's batched NMS), write the metadata the runtime reads, and validate it
+    (save_validated).
 
     The graph keeps detections down to `min_score` (the detector is changed in place) so that the
     serving threshold, not a value frozen at export, decides what users see; the contract's
@@ -64,7 +68,7 @@ def export_onnx(
     example = torch.zeros(*contract.input_shape)
     wrapper = _ExportWrapper(detector).eval()  # the exporter restores the wrapper's mode afterwards
     # torchvision detectors trigger dozens of TracerWarnings that are expected for a fixed input
-    # size; the parity check below is what proves the trace right.
+    # size; parity with PyTorch (helpers.export.compare.parity) is what proves the trace right.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -89,9 +93,34 @@ def export_onnx(
         "code": json.dumps(code_digests(EXPORT_CODE), sort_keys=True),  # the export code it was made by
     }
     write_metadata(model, metadata)
+    save_validated(model, path, contract)
+    return path
+
+
+def save_validated(model: onnx.ModelProto, path: Path, contract: ModelContract) -> None:
+    """Save an exported (or quantised) model only as a valid one, as optimum's exporters follow every
+    export with its validation: the ONNX checker before saving; then the contract read back from the
+    file, the graph's input and outputs (checked by the runtime's Detector at load) and one ONNX Runtime
+    run on a blank input, whose outputs must have the contract's shapes and types. A model that fails
+    is removed. Numerical parity with PyTorch is helpers.export.compare.parity (the tests run it)."""
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
-    return path
+    try:
+        if read_contract(path) != contract:
+            raise ValueError(f"{path}: the metadata does not read back as the contract it was written from")
+        detector = Detector(path, threads=1)
+        blank = np.zeros(contract.input_shape, dtype=np.float32)
+        boxes, scores, labels = detector.session.run(detector.output_names, {detector.input_name: blank})
+        n = len(scores)
+        typed = (boxes.dtype, scores.dtype, labels.dtype) == (np.float32, np.float32, np.int64)
+        if not (typed and boxes.shape == (n, 4) and scores.shape == labels.shape == (n,)):
+            raise ValueError(
+                f"{path}: outputs {boxes.dtype}{list(boxes.shape)}, {scores.dtype}{list(scores.shape)}, "
+                f"{labels.dtype}{list(labels.shape)}; the contract is {contract.describe()}"
+            )
+    except (ValueError, ModelError):
+        path.unlink(missing_ok=True)
+        raise
 
 
 def write_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
@@ -138,18 +167,22 @@ def training_run_of(model_path: str | Path) -> str | None:
     return recorded(model_path, "training_run")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    layout = run_artifacts()
+def build_parser(full: bool = False) -> argparse.ArgumentParser:
+    """Defaults from this mode's artefacts (helpers.paths): quick, or full with --full."""
+    layout = run_artifacts(quick=False if full else None)
     parser = argparse.ArgumentParser(description="Export a training checkpoint to ONNX.")
     parser.add_argument("checkpoint", nargs="?", type=Path, default=layout.checkpoint)
     parser.add_argument("--out", type=Path, default=layout.onnx)
+    parser.add_argument("--full", action="store_true", help="full mode's artefacts (default: quick, as `make run`)")
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(full="--full" in argv).parse_args(argv)
     if not Path(args.checkpoint).is_file():
-        print(f"error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
+        builder = f" (`python -m helpers train{' --full' if args.full else ''}` writes it)"
+        print(f"error: checkpoint not found: {shown(args.checkpoint)}{builder}", file=sys.stderr)
         return 2
     path = export_checkpoint(args.checkpoint, args.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

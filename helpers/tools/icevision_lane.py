@@ -27,7 +27,8 @@ import torch
 from torchvision.ops import box_iou
 
 from helpers.build.interpreters import find_python
-from helpers.export.compare import greedy_pairs, tie_explained
+from helpers.evaluate.matching import greedy_pairs
+from helpers.export.compare import tie_explained
 from helpers.paths import ICEVISION_DIR, PROJECT_ROOT, shown
 from helpers.runtime.config import PREPROCESS, PreprocessConfig
 from helpers.runtime.detections import Detections

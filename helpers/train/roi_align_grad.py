@@ -1,10 +1,9 @@
 """RoIAlign's input gradient on a CPU as one sparse product: torchvision's result, a quarter of its time.
 
 torchvision's CPU kernel for the backward of `roi_align` recomputes every sample's bilinear weights for
-each channel and adds them one at a time: a quarter of a quick-mode training step (BENCHMARKS.md). The
-weights depend on the box, not on the channel, so here they are computed once per box, as a sparse
-matrix from feature-map pixels to pooled bins, and the gradient is that matrix times the pooled
-gradient. Same sample positions, same weights, same order of additions per pixel: for sampling grids of
+each channel and adds them one at a time: a quarter of a quick-mode training step. The weights depend
+on the box, not on the channel, so here they are computed once per box, as a sparse matrix from
+feature-map pixels to pooled bins, and the gradient is that matrix times the pooled gradient. Same sample positions, same weights, same order of additions per pixel: for sampling grids of
 1, 2 or 4 samples a side (the detector's is 2) the result is bit for bit torchvision's, which the tests
 check against torchvision's own kernel. That rests on the sparse product adding each pixel's terms in
 order, from zero, without fused multiply-adds, as PyTorch's MKL-backed CPU product does here (checked

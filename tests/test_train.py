@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -242,3 +243,13 @@ def test_an_unset_head_factor_halves_lite0s_new_layers_only():
     pretrained with their body (equal rates, as before the factor existed). A set factor is kept."""
     assert [resolve_head_lr_factor(None, name) for name in (LITE0_MODEL, BLOG_MODEL, SMALL_MODEL)] == [0.5, 1.0, 1.0]
     assert resolve_head_lr_factor(2.0, LITE0_MODEL) == 2.0
+
+
+def test_a_run_summary_saves_and_loads_as_summary_json_with_its_field_names(tmp_path):
+    """summary.json keeps the keys (and order) the dict had; RunSummary.load reads it back equal."""
+    names = [field.name for field in dataclasses.fields(RunSummary)]
+    assert names[:4] == ["config", "config_hash", "code", "finished"] and names[-1] == "metrics_csv"
+    summary = RunSummary(**{name: i for i, name in enumerate(names)})
+    summary.save(tmp_path / "summary.json")
+    assert list(json.loads((tmp_path / "summary.json").read_text())) == names
+    assert RunSummary.load(tmp_path / "summary.json") == summary

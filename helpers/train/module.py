@@ -50,7 +50,6 @@ class DetectorModule(L.LightningModule):
         lr: float = 1e-3,
         head_lr_factor: float = 1.0,
         weight_decay: float = 1e-4,
-        max_epochs: int = 20,
         warmup_steps: int = 0,
     ):
         super().__init__()

@@ -103,7 +103,6 @@ def new_module(config: TrainConfig, model_name: str, class_map: ClassMap, data: 
         config.weights,
         config.lr,
         resolve_head_lr_factor(config.head_lr_factor, model_name),
-        max_epochs=config.epochs,
         warmup_steps=config.warmup_steps,
     )
     module.run = dataclasses.replace(module.run, data_used=data.source.describe(), training_run=config.fingerprint())

@@ -145,7 +145,7 @@ def sample_jpegs(sample_records):
 @pytest.fixture(scope="session")
 def trained():
     """The real quick-mode training run (Lite0 on the sample + synthetic set, about 2½ min): its
-    summary dict. It is the run `make run` and the notebooks use (artifacts/quick/train), so the
+    RunSummary. It is the run `make run` and the notebooks use (artifacts/quick/train), so the
     test session trains once and the notebooks under nbval reuse it."""
     from helpers.tools import pipeline
 
@@ -159,7 +159,7 @@ def onnx_model(trained, tmp_path_factory):
     detection the graph can emit, so a barely trained model still gives boxes to compare."""
     from helpers.export.onnx_export import export_checkpoint
 
-    return export_checkpoint(trained["checkpoint"], tmp_path_factory.mktemp("onnx") / "model.onnx", min_score=0.0)
+    return export_checkpoint(trained.checkpoint, tmp_path_factory.mktemp("onnx") / "model.onnx", min_score=0.0)
 
 
 @pytest.fixture(scope="session")

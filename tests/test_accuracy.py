@@ -12,8 +12,8 @@ def row(trained, tmp_path_factory):
 
 
 def test_the_row_is_the_run_and_its_served_models(row, trained):
-    unseen = trained["unseen"]
-    assert row["seed"] == trained["config"]["seed"] and row["train_seconds"] == trained["seconds"]
+    unseen = trained.unseen
+    assert row["seed"] == trained.config["seed"] and row["train_seconds"] == trained.seconds
     assert (row["unseen"]["found"], row["unseen"]["false"]) == (
         unseen["at_served_threshold"]["found"],
         unseen["at_served_threshold"]["false"],

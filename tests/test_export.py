@@ -22,7 +22,7 @@ from helpers.runtime.model import Detector, ModelError
 from helpers.runtime.preprocess import decode_image, preprocess
 from helpers.train.backbones import WEIGHTS_RECORD
 from helpers.train.models import BLOG_MODEL, build_detector, set_serving_thresholds
-from helpers.train.run import load_checkpoint
+from helpers.train.module import load_checkpoint
 
 
 def _inputs(records, config: PreprocessConfig = PREPROCESS) -> list[np.ndarray]:
@@ -32,7 +32,7 @@ def _inputs(records, config: PreprocessConfig = PREPROCESS) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def sample_inputs(sample_records, trained):
     """The sample photos as the quick model takes them (its letterbox side is the quick mode's)."""
-    return _inputs(sample_records, load_checkpoint(trained["checkpoint"]).preprocess)
+    return _inputs(sample_records, load_checkpoint(trained.checkpoint).preprocess)
 
 
 def test_exported_model_is_checked_and_self_describing(onnx_model, trained):
@@ -42,11 +42,11 @@ def test_exported_model_is_checked_and_self_describing(onnx_model, trained):
     assert [i.name for i in model.graph.input] == ["images"]
     assert [o.name for o in model.graph.output] == ["boxes", "scores", "labels"]
     detector = Detector(onnx_model)
-    assert detector.config == dataclasses.replace(PREPROCESS, image_size=trained["config"]["image_size"])
+    assert detector.config == dataclasses.replace(PREPROCESS, image_size=trained.config["image_size"])
     assert detector.class_map == ClassMap(FRIDGE_CLASSES)
-    assert detector.metadata["model_name"] == trained["model"]
-    assert detector.metadata["weights"] == WEIGHTS_RECORD == trained["weights_used"]
-    assert detector.metadata["data"] == trained["data"]["description"] == "sample"
+    assert detector.metadata["model_name"] == trained.model
+    assert detector.metadata["weights"] == WEIGHTS_RECORD == trained.weights_used
+    assert detector.metadata["data"] == trained.data["description"] == "sample"
     assert detector.metadata["created"].startswith("20")
     outputs = {o.name: o.type for o in detector.session.get_outputs()}
     assert outputs == {"boxes": "tensor(float)", "scores": "tensor(float)", "labels": "tensor(int64)"}
@@ -72,7 +72,7 @@ def _assert_parity(rows, min_paired=1.0):
 
 
 def test_parity_trained_model_on_every_sample_image(onnx_model, trained, sample_inputs):
-    module = load_checkpoint(trained["checkpoint"])
+    module = load_checkpoint(trained.checkpoint)
     set_serving_thresholds(module.model, 0.0)  # the fixture was exported with min_score=0
     rows = parity(module.model, onnx_model, sample_inputs, threshold=0.0)
     _assert_parity(rows, MIN_PAIRED_BARELY_TRAINED)
@@ -86,7 +86,7 @@ def test_parity_trained_model_on_every_sample_image(onnx_model, trained, sample_
 def test_blank_and_uniform_images_do_not_break_the_graph(onnx_model, trained):
     """Tracing bakes shapes in: an image without proposals once hit Reshape(0, -1) in ONNX Runtime."""
     detector = Detector(onnx_model)
-    module = load_checkpoint(trained["checkpoint"])
+    module = load_checkpoint(trained.checkpoint)
     set_serving_thresholds(module.model, 0.0)
     side = detector.config.image_size
     inputs = [np.zeros((1, 3, side, side), np.float32)]
@@ -252,9 +252,9 @@ def test_served_calibration_spans_the_fridge_photos_and_every_class(trained):
     from helpers.export.quantize import calibration_records
     from helpers.paths import split_file
     from helpers.tools.pipeline import SERVED_CALIBRATION_IMAGES
-    from helpers.train.run import is_object_photo
+    from helpers.train.data import is_object_photo
 
-    split = Split.read(split_file(Path(trained["checkpoint"]).parent))
+    split = Split.read(split_file(Path(trained.checkpoint).parent))
     chosen = calibration_records(split, SERVED_CALIBRATION_IMAGES)
     names = [r.image_path.name for r in chosen]
     assert len(set(names)) == SERVED_CALIBRATION_IMAGES and set(names) <= set(split.train)
@@ -272,7 +272,7 @@ def test_int8_keeps_the_unseen_accuracy_within_the_measured_spread(onnx_model, t
     from helpers.export.quantize import calibration_inputs
     from helpers.paths import split_file
 
-    split = Split.read(split_file(Path(trained["checkpoint"]).parent))
+    split = Split.read(split_file(Path(trained.checkpoint).parent))
     fp32 = Detector(onnx_model)
     int8 = Detector(quantize_int8(onnx_model, tmp_path / "int8.onnx", calibration_inputs(split, fp32.config)))
     unseen = split.evaluation()

@@ -19,6 +19,7 @@ from helpers.data.formats import load
 from helpers.data.formats.common import relative_image
 from helpers.runtime.config import FRIDGE_CLASSES
 from helpers.runtime.model import Detector
+from helpers.train.summary import RunSummary
 
 SAMPLE = fridge_data.SAMPLE_DIR
 
@@ -248,13 +249,13 @@ def test_a_coco_and_a_yolo_export_each_train_one_quick_epoch_with_the_datas_clas
     (yolo / "data.yaml").write_text(yaml.safe_dump({"names": list(renamed)}))
     for root, classes in ((coco, ("can", "water_bottle", "milk_bottle", "carton")), (yolo, renamed)):
         out = tmp_path / f"run-{root.name}"
-        command = ["-m", "helpers", "train", "--dataset", str(root), "--epochs", "1", "--quick", "--out", str(out)]
+        command = ["-m", "helpers", "train", "--dataset", str(root), "--epochs", "1", "--out", str(out)]
         result = subprocess.run(
             [sys.executable, *command], capture_output=True, text=True, env={**os.environ, "HELPERS_QUICK": "1"}
         )
         assert result.returncode == 0, result.stderr[-2000:]
-        summary = json.loads((out / "summary.json").read_text())
-        assert (summary["data"]["format"], summary["data"]["classes"]) == (root.name, list(classes))
+        summary = RunSummary.load(out / "summary.json")
+        assert (summary.data["format"], summary.data["classes"]) == (root.name, list(classes))
         checkpoint = torch.load(out / "best.ckpt", map_location="cpu", weights_only=False)
         assert tuple(checkpoint["hyper_parameters"]["class_names"]) == classes
     model = tmp_path / "model.onnx"

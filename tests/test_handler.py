@@ -24,7 +24,7 @@ from helpers.runtime.detections import Detections
 from helpers.runtime.postprocess import restore_boxes
 from helpers.runtime.preprocess import decode_image, preprocess
 from helpers.train.models import set_serving_thresholds
-from helpers.train.run import load_checkpoint
+from helpers.train.module import load_checkpoint
 
 THRESHOLD = 0.0  # the real fixture model keeps every detection (min_score=0)
 
@@ -105,7 +105,7 @@ def rest_v1(body, is_base64=False, content_type="application/json"):
 
 
 def test_detections_equal_the_pytorch_model(state, trained, sample_records, lambda_context):
-    module = load_checkpoint(trained["checkpoint"])
+    module = load_checkpoint(trained.checkpoint)
     set_serving_thresholds(module.model, THRESHOLD)  # as the fixture's export did
     compared = 0
     for record in sample_records:

@@ -84,7 +84,7 @@ def test_the_zip_serving_the_quick_model_finds_the_real_boxes(built, trained, sa
 
     events = [{"image": base64.b64encode(r.image_path.read_bytes()).decode()} for r in sample_records]
     report = invoke_zip(built["zip"], events, {"MODEL_PATH": str(pipeline.ensure_onnx()), "LOG_LEVEL": "WARNING"})
-    served = trained["served_threshold"]
+    served = trained.served_threshold
     assert all(d["score"] >= served for r in report["responses"] for d in r["detections"])  # the served default
     class_map = ClassMap(FRIDGE_CLASSES)
     found = {
@@ -95,7 +95,7 @@ def test_the_zip_serving_the_quick_model_finds_the_real_boxes(built, trained, sa
         )
         for record, response in zip(sample_records, report["responses"])
     }
-    valid = set(trained["data"]["valid_real_images"])
+    valid = set(trained.data["valid_real_images"])
     print({name: f"{n}/2 ({'valid' if name in valid else 'train'})" for name, n in found.items()})
     assert sum(found.values()) >= MIN_FOUND_QUICK, found
 

@@ -47,16 +47,16 @@ def test_shown_paths_carry_no_checkout_location():
 
 def test_training_leaves_its_split_next_to_the_checkpoint(trained):
     layout = pipeline.artifacts()
-    assert Path(trained["checkpoint"]) == layout.checkpoint.resolve()
+    assert Path(trained.checkpoint) == layout.checkpoint.resolve()
     record = json.loads(layout.split.read_text())
     assert record["root"] == "data/fridge-sample"  # no machine path in the record
     split = Split.read(layout.split)
-    assert list(split.train) == trained["data"]["train_real_images"]
-    assert list(split.valid) == trained["data"]["valid_real_images"]
+    assert list(split.train) == trained.data["train_real_images"]
+    assert list(split.valid) == trained.data["valid_real_images"]
     assert not set(split.train) & set(split.valid)
     assert [r.image_path.name for r in split.real()] == list(split.train + split.valid)
     holdout = split.holdout()
-    assert len(holdout) == trained["n_valid_synthetic"] >= 20
+    assert len(holdout) == trained.n_valid_synthetic >= 20
     assert split.evaluation() == split.real("valid")  # the unseen real images; the synthetic hold-out is secondary
 
 

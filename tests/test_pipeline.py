@@ -13,8 +13,9 @@ from helpers.export.onnx_export import recorded, training_run_of, write_metadata
 from helpers.export.quantize import QUANTIZATION
 from helpers.paths import PROJECT_ROOT
 from helpers.tools import pipeline
+from helpers.train.config import TrainConfig
 from helpers.train.models import LITE0_MODEL, SMALL_MODEL
-from helpers.train.run import TrainConfig
+from helpers.train.summary import RunSummary
 
 
 def test_parameters_left_at_none_take_the_environment_and_mode_defaults(monkeypatch, tmp_path):
@@ -71,23 +72,23 @@ def test_a_changed_parameter_trains_and_exports_again_the_same_ones_reuse(tmp_pa
     summary = first.ensure_trained()
     assert "training" in capsys.readouterr().err  # said before it started
     onnx_path = first.ensure_onnx()
-    assert training_run_of(onnx_path) == summary["config_hash"]
+    assert training_run_of(onnx_path) == summary.config_hash
 
     assert pipeline.Series(quick=True, epochs=1, artifacts=tmp_path).ensure_trained() == summary
-    assert f"config hash {summary['config_hash']}" in capsys.readouterr().out  # "reusing ... config hash"
+    assert f"config hash {summary.config_hash}" in capsys.readouterr().out  # "reusing ... config hash"
 
     # As if the first run had been made by an older training script, too: both reasons are named.
     summary_path = tmp_path / "train" / "summary.json"
-    stale = json.loads(summary_path.read_text())
-    stale["code"]["helpers/train/run.py"] = "0" * 12
-    summary_path.write_text(json.dumps(stale))
+    stale = RunSummary.load(summary_path)
+    stale.code["helpers/train/run.py"] = "0" * 12
+    stale.save(summary_path)
     changed = pipeline.Series(quick=True, epochs=1, lr=1e-4, artifacts=tmp_path)
     retrained = changed.ensure_trained()
-    assert retrained["config_hash"] != summary["config_hash"]
+    assert retrained.config_hash != summary.config_hash
     err = capsys.readouterr().err
-    assert f"holds config hash {summary['config_hash']}" in err
+    assert f"holds config hash {summary.config_hash}" in err
     assert "parameters changed: lr;" in err and "training code changed: helpers/train/run.py" in err
-    assert changed.ensure_onnx() == onnx_path and training_run_of(onnx_path) == retrained["config_hash"]
+    assert changed.ensure_onnx() == onnx_path and training_run_of(onnx_path) == retrained.config_hash
     assert "made from another training run" in capsys.readouterr().err
 
     # An export made by other export code is made again, and the note names the file.

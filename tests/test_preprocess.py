@@ -277,7 +277,7 @@ def test_a_12_mp_photo_gives_training_and_serving_the_same_tensor_and_boxes(tmp_
     tensors, and a box lands in the same place; restore_boxes brings it back to the original frame."""
     from helpers.runtime.classmap import ClassMap
     from helpers.runtime.config import FRIDGE_CLASSES
-    from helpers.train.run import DetectionDataset
+    from helpers.train.data import DetectionDataset
 
     data = _big_photo(4000, 3000, orientation=6)  # stored landscape, displayed portrait 3000x4000
     box = [600.0, 1000.0, 2400.0, 3600.0]  # in the displayed frame

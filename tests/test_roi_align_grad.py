@@ -7,8 +7,8 @@ from torchvision.ops import roi_align
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.train import roi_align_grad
+from helpers.train.data import DetectionDataset, collate
 from helpers.train.models import LITE0_MODEL, build_detector
-from helpers.train.run import DetectionDataset, collate
 from helpers.train.transforms import train_transform
 
 

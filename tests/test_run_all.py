@@ -8,6 +8,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from helpers.tools.run_all import NOTEBOOKS_DIR, SERIES, NotebookFailed, main, parameter_names, run_notebook
+from helpers.train.summary import RunSummary
 
 
 def test_series_lists_the_notebooks_in_order():
@@ -85,8 +86,8 @@ def test_the_whole_series_runs_on_a_users_coco_export(tmp_path, monkeypatch, cap
     classes = convert(SAMPLE_DIR, "coco", export).classes
     argv = ["--set", f"DATASET={export}", "--set", f"ARTIFACTS={artifacts}", "--set", "EPOCHS=1"]
     assert main([*argv, "--set", "CHECK_BLOG_GRAPH=False"]) == 0, capsys.readouterr().err
-    summary = json.loads((artifacts / "train" / "summary.json").read_text())
-    assert summary["data"]["description"] == str(export) and summary["epochs"] == 1
+    summary = RunSummary.load(artifacts / "train" / "summary.json")
+    assert summary.data["description"] == str(export) and summary.epochs == 1
     assert Detector(artifacts / "model.onnx").class_map.names == tuple(classes)
     assert (artifacts / "dist" / "lambda-x86_64.zip").is_file()
     assert json.loads((artifacts / "deployment.json").read_text())["function"]["Runtime"] == "python3.12"

@@ -60,12 +60,12 @@ def test_export_writes_the_threshold_into_the_metadata_the_runtime_reads(tmp_pat
 
 def test_quick_model_at_its_served_threshold_finds_the_unseen_real_objects(trained, onnx_model):
     from helpers.export.onnx_export import recorded
-    from helpers.train.run import load_checkpoint
+    from helpers.train.module import load_checkpoint
 
-    unseen = trained["unseen"]
+    unseen = trained.unseen
     assert unseen["images"] >= 20 and unseen["boxes"] >= 30
-    served = trained["served_threshold"]
-    assert load_checkpoint(trained["checkpoint"]).hparams.score_threshold == served
+    served = trained.served_threshold
+    assert load_checkpoint(trained.checkpoint).run.score_threshold == served
     assert float(recorded(onnx_model, "score_threshold")) == served
     row = unseen["at_served_threshold"]
     print({k: row[k] for k in ("threshold", "recall", "precision", "found", "false")}, unseen["found_per_image"])

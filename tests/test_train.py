@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -10,17 +11,11 @@ from helpers.data import dataset as fridge_data
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.train.backbones import WEIGHTS_RECORD
+from helpers.train.callbacks import BestCheckpoint
+from helpers.train.data import DetectionDataset, collate
 from helpers.train.models import BLOG_MODEL, LITE0_MODEL, SMALL_MODEL, build_detector
-from helpers.train.run import (
-    BODY_GROUP,
-    HEADS_GROUP,
-    MONITOR,
-    BestCheckpoint,
-    DetectionDataset,
-    collate,
-    load_checkpoint,
-    resolve_head_lr_factor,
-)
+from helpers.train.module import BODY_GROUP, HEADS_GROUP, MONITOR, load_checkpoint, resolve_head_lr_factor
+from helpers.train.summary import RunSummary
 from helpers.train.transforms import train_transform, valid_transform
 
 
@@ -67,45 +62,45 @@ def test_training_steps_lower_the_loss_on_real_images(sample_records):
 
 
 def test_quick_training_writes_a_checkpoint_that_reloads_to_identical_outputs(trained, sample_records):
-    checkpoint = trained["checkpoint"]
-    assert trained["model"] == LITE0_MODEL and trained["weights_used"] == WEIGHTS_RECORD
-    assert trained["data"]["dataset"] == "sample"
+    checkpoint = trained.checkpoint
+    assert trained.model == LITE0_MODEL and trained.weights_used == WEIGHTS_RECORD
+    assert trained.data["dataset"] == "sample"
     images, _ = _fixed_batch(sample_records[4:])
     first = load_checkpoint(checkpoint)
     second = load_checkpoint(checkpoint)
-    assert first.hparams.weights_used == WEIGHTS_RECORD and first.hparams.data_used == "sample"
+    assert first.run.weights_used == WEIGHTS_RECORD and first.run.data_used == "sample"
     with torch.no_grad():
         out1, out2 = first(images), second(images)
     for a, b in zip(out1, out2):
         for key in ("boxes", "scores", "labels"):
             assert torch.equal(a[key], b[key])
     assert ClassMap.load(fridge_data.Path(checkpoint).parent / "class_map.json").names == FRIDGE_CLASSES
-    metrics_csv = fridge_data.Path(trained["metrics_csv"]).read_text()
+    metrics_csv = fridge_data.Path(trained.metrics_csv).read_text()
     assert "val_real/map" in metrics_csv and "train/loss_epoch" in metrics_csv
 
 
 def test_the_kept_checkpoint_is_the_best_epoch_and_the_latest_of_ties(trained):
     scores = {}
-    with open(trained["metrics_csv"]) as f:
+    with open(trained.metrics_csv) as f:
         for row in csv.DictReader(f):
             if row.get(MONITOR):
                 scores[int(row["epoch"])] = float(row[MONITOR])
     # Validated (ValidateFromMiddleEpoch): the second half of the epochs, each once.
-    assert sorted(scores) == list(range(trained["epochs"] // 2, trained["epochs"]))
+    assert sorted(scores) == list(range(trained.epochs // 2, trained.epochs))
     best = max(scores.values())
-    assert trained["best_epoch"] == max(e for e, v in scores.items() if v == best)
+    assert trained.best_epoch == max(e for e, v in scores.items() if v == best)
     assert best > 0, scores  # a model that sees: its selection score is not a 0-tie
 
 
 def test_the_body_trains_at_lr_and_the_fpn_and_heads_at_the_head_factor(trained):
     """The run's own saved optimizer state: the body's trainable parameters at `lr`, the FPN's, RPN's and
     box head's at lr x head_lr_factor (0.5 for Lite0), each parameter in exactly one group."""
-    optimizer = torch.load(trained["checkpoint"], map_location="cpu", weights_only=False)["optimizer_states"][0]
+    optimizer = torch.load(trained.checkpoint, map_location="cpu", weights_only=False)["optimizer_states"][0]
     saved = {g["name"]: g for g in optimizer["param_groups"]}
-    assert trained["head_lr_factor"] == 0.5 and list(saved) == [BODY_GROUP, HEADS_GROUP]
-    assert saved[BODY_GROUP]["initial_lr"] == pytest.approx(trained["lr"])
-    assert saved[HEADS_GROUP]["initial_lr"] == pytest.approx(trained["lr"] * 0.5)
-    detector = load_checkpoint(trained["checkpoint"]).model
+    assert trained.head_lr_factor == 0.5 and list(saved) == [BODY_GROUP, HEADS_GROUP]
+    assert saved[BODY_GROUP]["initial_lr"] == pytest.approx(trained.lr)
+    assert saved[HEADS_GROUP]["initial_lr"] == pytest.approx(trained.lr * 0.5)
+    detector = load_checkpoint(trained.checkpoint).model
 
     def trainable(*parts):
         return sum(p.requires_grad for part in parts for p in part.parameters())
@@ -135,7 +130,7 @@ def test_ties_go_to_the_later_epoch_and_worse_never_wins():
 def test_dry_run_resolves_the_data_without_training(tmp_path, capsys):
     from helpers.train.run import main
 
-    assert main(["--quick", "--dry-run", "--out", str(tmp_path)]) == 0
+    assert main(["--dry-run", "--out", str(tmp_path)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["dataset"], report["images"], report["boxes"]) == ("sample", 6, 12)
     # Unseen: 26 hold-out object photos (20% per class) + 2 of the 6 fridge images; the other 4 fridge
@@ -150,12 +145,12 @@ def test_pipeline_reuses_a_run_only_when_its_configuration_matches(trained):
     from helpers.tools import pipeline
 
     config = pipeline.train_config().as_record()
-    assert trained["config"] == config  # what summary.json records is what the pipeline would train
+    assert trained.config == config  # what summary.json records is what the pipeline would train
     assert pipeline.ensure_trained() == trained  # same configuration: reused, not retrained
     assert (config["model"], config["dataset"], config["batch_size"]) == (LITE0_MODEL, "sample", 2)
     # CPU-bound: its CPU time (every thread of the process) is most of the wall time or more (a host shared
     # with other work takes some), and at most wall x CPUs.
-    assert 0.5 * trained["seconds"] <= trained["cpu_seconds"] <= trained["seconds"] * os.cpu_count()
+    assert 0.5 * trained.seconds <= trained.cpu_seconds <= trained.seconds * os.cpu_count()
 
 
 @pytest.mark.slow
@@ -164,7 +159,8 @@ def test_training_on_a_downloaded_fridge_zip_uses_and_records_it(tmp_path, monke
     trains on its 80/20 split and says so in summary.json, the checkpoint and the ONNX metadata."""
     from helpers.export.onnx_export import export_checkpoint
     from helpers.runtime.model import Detector
-    from helpers.train.run import TrainConfig, train
+    from helpers.train.config import TrainConfig
+    from helpers.train.run import train
 
     archive = fridge_zip()
     monkeypatch.setenv(fridge_data.URL_VARIABLE, archive.as_uri())
@@ -172,18 +168,18 @@ def test_training_on_a_downloaded_fridge_zip_uses_and_records_it(tmp_path, monke
         dataset="fridge", epochs=1, out_dir=str(tmp_path / "run"), data_cache=str(tmp_path / "cache")
     )
     summary = train(config)
-    data = summary["data"]
+    data = summary.data
     assert (data["dataset"], data["url"], data["images"], data["boxes"]) == ("fridge", archive.as_uri(), 128, 256)
-    assert (summary["n_train"], summary["n_valid_real"], summary["n_valid_synthetic"]) == (102, 26, 0)
+    assert (summary.n_train, summary.n_valid_real, summary.n_valid_synthetic) == (102, 26, 0)
     assert data["train_synthetic_images"] == 0 and not (tmp_path / "run" / "synthetic").exists()
     split = fridge_data.Split.read(tmp_path / "run" / "split.json")  # what export, INT8 and the notebooks read
     assert (len(split.train), len(split.valid), split.synthetic_holdout) == (102, 26, None)
     assert split.root.is_relative_to(tmp_path / "cache") and len(split.evaluation()) == 26
-    model = export_checkpoint(summary["checkpoint"], tmp_path / "model.onnx")
+    model = export_checkpoint(summary.checkpoint, tmp_path / "model.onnx")
     assert (
         Detector(model).metadata["data"]
         == f"fridge ({archive.as_uri()})"
-        == load_checkpoint(summary["checkpoint"]).hparams.data_used
+        == load_checkpoint(summary.checkpoint).run.data_used
     )
 
 
@@ -191,7 +187,7 @@ def test_an_unreachable_fridge_dataset_is_recorded_as_the_sample_fallback(tmp_pa
     from helpers.train.run import main
 
     monkeypatch.setenv(fridge_data.URL_VARIABLE, (tmp_path / "absent.zip").as_uri())
-    assert main(["--quick", "--dataset", "fridge", "--dry-run", "--out", str(tmp_path / "run")]) == 0
+    assert main(["--dataset", "fridge", "--dry-run", "--out", str(tmp_path / "run")]) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert (report["requested"], report["dataset"], report["images"]) == ("fridge", "sample", 6)
@@ -207,17 +203,17 @@ def test_cpu_ddp_with_two_processes_trains_one_epoch_and_reports_once(tmp_path):
     import sys
 
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "helpers", "train", "--quick", "--epochs", "1", "--synthetic", "8"]
+    command = [sys.executable, "-m", "helpers", "train", "--epochs", "1", "--synthetic", "8"]
     command += ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in done.stdout + done.stderr
     assert done.stdout.count("epoch 1/1:") == 1  # only rank 0 reports
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["config"]["devices"] == 2
-    assert summary["optimizer_steps"] == math.ceil(summary["n_train"] / (2 * summary["batch_size"]))
+    summary = RunSummary.load(out / "summary.json")
+    assert summary.world_size == 2 and summary.config["devices"] == 2
+    assert summary.optimizer_steps == math.ceil(summary.n_train / (2 * summary.batch_size))
     state = torch.load(out / "best.ckpt", map_location="cpu", weights_only=False)
-    assert state["epoch"] == 0 and state["global_step"] == summary["optimizer_steps"]
+    assert state["epoch"] == 0 and state["global_step"] == summary.optimizer_steps
 
 
 def test_the_split_record_lists_every_unseen_real_image_and_no_training_image_shows_one(tmp_path):
@@ -225,7 +221,8 @@ def test_the_split_record_lists_every_unseen_real_image_and_no_training_image_sh
     split.json names each of them (what INT8, the benchmark and the notebooks judge on)."""
     from helpers.data.synthetic import source_photos
     from helpers.paths import split_file
-    from helpers.train.run import TrainConfig, prepare_data, synthetic_dir
+    from helpers.train.config import TrainConfig
+    from helpers.train.data import prepare_data, synthetic_dir
 
     config = TrainConfig.quick(out_dir=str(tmp_path))
     data = prepare_data(config)
@@ -246,3 +243,13 @@ def test_an_unset_head_factor_halves_lite0s_new_layers_only():
     pretrained with their body (equal rates, as before the factor existed). A set factor is kept."""
     assert [resolve_head_lr_factor(None, name) for name in (LITE0_MODEL, BLOG_MODEL, SMALL_MODEL)] == [0.5, 1.0, 1.0]
     assert resolve_head_lr_factor(2.0, LITE0_MODEL) == 2.0
+
+
+def test_a_run_summary_saves_and_loads_as_summary_json_with_its_field_names(tmp_path):
+    """summary.json keeps the keys (and order) the dict had; RunSummary.load reads it back equal."""
+    names = [field.name for field in dataclasses.fields(RunSummary)]
+    assert names[:4] == ["config", "config_hash", "code", "finished"] and names[-1] == "metrics_csv"
+    summary = RunSummary(**{name: i for i, name in enumerate(names)})
+    summary.save(tmp_path / "summary.json")
+    assert list(json.loads((tmp_path / "summary.json").read_text())) == names
+    assert RunSummary.load(tmp_path / "summary.json") == summary

@@ -132,18 +132,19 @@ def write_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, min_score: float = MIN_SCORE) -> Path:
-    from helpers.train.run import load_checkpoint
+    from helpers.train.module import load_checkpoint
 
     module = load_checkpoint(checkpoint)
+    run = module.run  # the checkpoint's RunRecord
     return export_onnx(
         module.model,
         out,
-        ModelContract(module.class_map, module.preprocess, score_threshold=module.hparams.get("score_threshold")),
+        ModelContract(module.class_map, module.preprocess, score_threshold=run.score_threshold),
         module.hparams.model_name,
-        module.hparams.weights_used,
+        run.weights_used,
         min_score,
-        module.hparams.get("data_used", "unknown"),
-        module.hparams.get("training_run", "unknown"),
+        run.data_used,
+        run.training_run,
     )
 
 

@@ -27,8 +27,10 @@ from helpers.paths import ACCURACY_DIR, PROJECT_ROOT, split_file
 from helpers.tools.benchmark.goals import MET, NOT_MET, Goal, int8_accuracy_goal
 from helpers.tools.markdown import replace_section
 from helpers.tools.pipeline import SERVED_CALIBRATION_IMAGES
+from helpers.train.config import TrainConfig
 from helpers.train.models import LITE0_MODEL, SMALL_MODEL
-from helpers.train.run import TrainConfig, train
+from helpers.train.run import train
+from helpers.train.summary import RunSummary
 
 SHORT_NAMES = {"lite0": LITE0_MODEL, "small": SMALL_MODEL}
 SAMPLE_NAMES = {f"{n}.jpg" for n in range(10, 16)}
@@ -53,7 +55,7 @@ def measure_run(mode: str, model: str, seed: int, work: Path) -> dict:
     return measure_trained(mode, train(train_config(mode, model, seed, out_dir)), out_dir)
 
 
-def measure_trained(mode: str, summary: dict, out_dir: Path) -> dict:
+def measure_trained(mode: str, summary: RunSummary, out_dir: Path) -> dict:
     """The figures of one finished training run (its summary.json; the split is read beside its
     checkpoint). out_dir receives the exported FP32 and INT8 models."""
     from helpers.evaluate.metrics import evaluate_detector
@@ -61,28 +63,28 @@ def measure_trained(mode: str, summary: dict, out_dir: Path) -> dict:
     from helpers.export.quantize import calibration_inputs, quantize_int8
     from helpers.runtime.model import Detector
 
-    split = fridge_data.Split.read(split_file(Path(summary["checkpoint"]).parent))
+    split = fridge_data.Split.read(split_file(Path(summary.checkpoint).parent))
     unseen = split.evaluation()
-    fp32 = Detector(export_checkpoint(summary["checkpoint"], out_dir / "model.onnx"), threads=2)
+    fp32 = Detector(export_checkpoint(summary.checkpoint, out_dir / "model.onnx"), threads=2)
     served = {"fp32": evaluate_detector(fp32, unseen)}
     for name, limit in (("int8_all", None), ("int8_served", SERVED_CALIBRATION_IMAGES)):
         calibration = calibration_inputs(split, fp32.config, limit)  # the exported model's own contract
         path = quantize_int8(fp32.path, out_dir / f"model_{name}.onnx", calibration)
         served[name] = evaluate_detector(Detector(path, threads=2), unseen)
-    figures = summary["unseen"]
+    figures = summary.unseen
     at = figures["at_served_threshold"]
     return {
         "mode": mode,
-        "model": summary["model"],
-        "seed": summary["config"]["seed"],
-        "config_hash": summary["config_hash"],
-        "weights": summary["weights_used"],
-        "dataset": summary["data"]["dataset"] + (" (fridge unreachable)" if summary["data"]["fallback_reason"] else ""),
-        "train_seconds": summary["seconds"],
-        "cpu_seconds": summary["cpu_seconds"],
-        "epochs": summary["epochs"],
-        "best_epoch": summary["best_epoch"],
-        "n_train": summary["n_train"],
+        "model": summary.model,
+        "seed": summary.config["seed"],
+        "config_hash": summary.config_hash,
+        "weights": summary.weights_used,
+        "dataset": summary.data["dataset"] + (" (fridge unreachable)" if summary.data["fallback_reason"] else ""),
+        "train_seconds": summary.seconds,
+        "cpu_seconds": summary.cpu_seconds,
+        "epochs": summary.epochs,
+        "best_epoch": summary.best_epoch,
+        "n_train": summary.n_train,
         "unseen": {
             "images": figures["images"],
             "boxes": figures["boxes"],
@@ -95,7 +97,7 @@ def measure_trained(mode: str, summary: dict, out_dir: Path) -> dict:
             "false": at["false"],
         },
         "fridge_valid_found": {name: figures["found_per_image"][name] for name in split.valid if name in SAMPLE_NAMES},
-        "holdout_map_50": summary["synthetic_holdout_map_50"],  # on the kept checkpoint
+        "holdout_map_50": summary.synthetic_holdout_map_50,  # on the kept checkpoint
         "served": {name: {"map": v["map"], "map_50": v["map_50"]} for name, v in served.items()},
     }
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from helpers.data.dataset import DATASET_CHOICES, Split
 from helpers.paths import PROJECT_ROOT, QUICK_VARIABLE, RunArtifacts, quick_mode, run_artifacts, shown
 from helpers.provenance import EXPORT_CODE, TRAINING_CODE, changed_files, code_digests
-from helpers.train.run import NOT_FINGERPRINTED, TrainConfig
+from helpers.train.config import NOT_FINGERPRINTED, TrainConfig
+from helpers.train.summary import RunSummary
 
 #: (artefacts folder, fingerprint) pairs whose reuse was already announced in this process.
 _ANNOUNCED: set[tuple[str, str]] = set()
@@ -99,7 +100,7 @@ class Series:
         overrides["out_dir"] = str(self.layout().train_dir)
         return TrainConfig.quick(**overrides) if self.quick else TrainConfig(**overrides)
 
-    def ensure_trained(self) -> dict:
+    def ensure_trained(self) -> RunSummary:
         """The training summary (see helpers.train.run.train): the run in the artefacts folder if its
         fingerprint matches this configuration (and its checkpoint and split are there), else a new
         run, announced with its expected duration before it starts."""
@@ -107,16 +108,11 @@ class Series:
 
         config, layout = self.train_config(), self.layout()
         fingerprint = config.fingerprint()
-        previous = json.loads(layout.summary.read_text()) if layout.summary.is_file() else None
-        if (
-            previous
-            and previous.get("config_hash") == fingerprint
-            and layout.checkpoint.is_file()
-            and layout.split.is_file()
-        ):
+        previous = RunSummary.load(layout.summary) if layout.summary.is_file() else None
+        if previous and previous.config_hash == fingerprint and layout.checkpoint.is_file() and layout.split.is_file():
             if (str(layout.root), fingerprint) not in _ANNOUNCED:  # once per process, not at every later step
                 _ANNOUNCED.add((str(layout.root), fingerprint))
-                print(f"reusing {shown(layout.checkpoint)} trained {previous['finished']}, config hash {fingerprint}")
+                print(f"reusing {shown(layout.checkpoint)} trained {previous.finished}, config hash {fingerprint}")
             return previous
         why = self._why_retrain(previous, config) if previous else f"no run in {shown(layout.train_dir)}"
         print(
@@ -127,15 +123,15 @@ class Series:
         )
         return train(config)
 
-    def _why_retrain(self, previous: dict, config: TrainConfig) -> str:
+    def _why_retrain(self, previous: RunSummary, config: TrainConfig) -> str:
         """Which parameters or training source files differ from the run in the artefacts folder."""
-        before, now = previous.get("config", {}), config.as_record()
+        before, now = previous.config, config.as_record()
         changed = (k for k in now.keys() | before.keys() if before.get(k) != now.get(k))
         parameters = sorted(k for k in changed if k not in NOT_FINGERPRINTED)
-        code = changed_files(previous.get("code"), code_digests(TRAINING_CODE))
+        code = changed_files(previous.code, code_digests(TRAINING_CODE))
         reasons = [f"parameters changed: {', '.join(parameters)}"] if parameters else []
         reasons += [f"training code changed: {', '.join(code)}"] if code else []
-        held = f"{shown(self.layout().train_dir)} holds config hash {previous.get('config_hash', 'none')}"
+        held = f"{shown(self.layout().train_dir)} holds config hash {previous.config_hash}"
         return "; ".join([held, *reasons])
 
     def split(self) -> Split:
@@ -148,7 +144,7 @@ class Series:
         (key, value), when given), else made again by make(path)."""
         from helpers.export.onnx_export import recorded, training_run_of
 
-        fingerprint = self.ensure_trained()["config_hash"]
+        fingerprint = self.ensure_trained().config_hash
         if not path.is_file():
             return make(path)
         if training_run_of(path) != fingerprint:
@@ -169,9 +165,7 @@ class Series:
     def ensure_onnx(self) -> Path:
         from helpers.export.onnx_export import export_checkpoint
 
-        return self._current(
-            self.layout().onnx, lambda path: export_checkpoint(self.ensure_trained()["checkpoint"], path)
-        )
+        return self._current(self.layout().onnx, lambda path: export_checkpoint(self.ensure_trained().checkpoint, path))
 
     def calibration_inputs(self, limit: int = SERVED_CALIBRATION_IMAGES):
         """INT8 calibration tensors from the run's real training images, with the exported model's contract."""
@@ -214,7 +208,7 @@ def train_config() -> TrainConfig:
     return _environment().train_config()
 
 
-def ensure_trained() -> dict:
+def ensure_trained() -> RunSummary:
     return _environment().ensure_trained()
 
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from helpers.paths import NOTEBOOKS_DIR, RunArtifacts, shown
+from helpers.train.summary import RunSummary
 
 SERIES = (
     "01_train.ipynb",
@@ -121,12 +122,12 @@ def run_notebook(source: Path, destination: Path, timeout: int = 7200, parameter
 def summary(layout: RunArtifacts) -> list[str]:
     lines = [f"artefacts: {shown(layout.root)}"]
     if layout.summary.is_file():
-        s = json.loads(layout.summary.read_text())
+        s = RunSummary.load(layout.summary)
         lines.append(
-            f"  trained {s['model']} ({s['weights_used']}), {s['epochs']} epochs, "
-            f"{s['seconds_per_epoch']} s/epoch, best real-valid mAP {s['best_val_real_map']:.3f}"
+            f"  trained {s.model} ({s.weights_used}), {s.epochs} epochs, "
+            f"{s.seconds_per_epoch} s/epoch, best real-valid mAP {s.best_val_real_map:.3f}"
         )
-        lines.append(f"  checkpoint {shown(s['checkpoint'])}")
+        lines.append(f"  checkpoint {shown(s.checkpoint)}")
     for path in (layout.onnx, layout.int8):
         if path.is_file():
             lines.append(f"  {path.name:16} {path.stat().st_size / 1e6:6.1f} MB")

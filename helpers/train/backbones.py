@@ -95,8 +95,8 @@ class ConvFrozenNorm(torch.nn.Module):
     """A conv and the frozen BatchNorm after it, run as one conv: the norm's per-channel scale
     multiplies the conv's weights (which still train, through that product) and its shift becomes the
     conv's bias. The same function, without the norm's two elementwise passes over every activation
-    map, forward and back: the largest share of a training step that is not a convolution (measured
-    in BENCHMARKS.md). The norm's activation stays in the block, where the norm was."""
+    map, forward and back (the largest share of a training step that is not a convolution). The norm's
+    activation stays in the block, where the norm was."""
 
     def __init__(self, conv: torch.nn.Conv2d, norm: torch.nn.Module):
         from timm.layers import Conv2dSame, FrozenBatchNormAct2d
@@ -143,9 +143,8 @@ class Lite0FPN(torch.nn.Module):
     pretrained backbone: batches of 2 are too small to re-estimate ImageNet statistics; being frozen,
     each norm runs inside its conv (ConvFrozenNorm). The stem and the first `frozen_stages` stages
     (four: stages 0-3, through the first stride-16 stage) are not trained, as torchvision leaves a
-    ResNet's stem and first stage: generic features, and backward time saved (four rather than three:
-    within noise over three seeds, COCO mAP as good and mAP@.5 3 points lower on average, for 4% less
-    CPU; BENCHMARKS.md). The body runs channels-last (NHWC), the layout in which oneDNN's
+    ResNet's stem and first stage: generic features, and backward time saved. The body runs
+    channels-last (NHWC), the layout in which oneDNN's
     depthwise convs are fastest on a CPU; its taps return to NCHW for the FPN.
     """
 

@@ -50,9 +50,8 @@ def build_lite0_detector(num_classes: int, pretrained: bool = True) -> FasterRCN
     Fridge objects fill 15-70% of a 384 px letterbox. Proposal counts are a quarter of torchvision's
     (2000/1000 train) and the RoI head samples 128 proposals per image, not 512, half of them
     positive where there are enough: a handful of objects per image, and the RoI head dominated CPU
-    time (measured: 2.3 -> 1.35 s per batch of 4, with the first three backbone stages frozen). The
-    box head is 256 wide, not 1024: 1.6 M instead of 6.4 M parameters learned from scratch and a
-    ~20 MB instead of ~45 MB model (the recipe probes are in BENCHMARKS.md)."""
+    time. The box head is 256 wide, not 1024: 1.6 M instead of 6.4 M parameters learned from scratch
+    and a ~20 MB instead of ~45 MB model."""
     backbone = Lite0FPN(pretrained=pretrained)
     return FasterRCNN(
         backbone,

@@ -1,10 +1,9 @@
 """RoIAlign's input gradient on a CPU as one sparse product: torchvision's result, a quarter of its time.
 
 torchvision's CPU kernel for the backward of `roi_align` recomputes every sample's bilinear weights for
-each channel and adds them one at a time: a quarter of a quick-mode training step (BENCHMARKS.md). The
-weights depend on the box, not on the channel, so here they are computed once per box, as a sparse
-matrix from feature-map pixels to pooled bins, and the gradient is that matrix times the pooled
-gradient. Same sample positions, same weights, same order of additions per pixel: for sampling grids of
+each channel and adds them one at a time: a quarter of a quick-mode training step. The weights depend
+on the box, not on the channel, so here they are computed once per box, as a sparse matrix from
+feature-map pixels to pooled bins, and the gradient is that matrix times the pooled gradient. Same sample positions, same weights, same order of additions per pixel: for sampling grids of
 1, 2 or 4 samples a side (the detector's is 2) the result is bit for bit torchvision's, which the tests
 check against torchvision's own kernel. That rests on the sparse product adding each pixel's terms in
 order, from zero, without fused multiply-adds, as PyTorch's MKL-backed CPU product does here (checked
@@ -48,11 +47,28 @@ def roi_align_input_grad(
     args = (spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio, aligned)
     if grad.dtype not in (torch.float32, torch.float64):  # PyTorch's sparse CPU product has no half precision
         return roi_align_input_grad(grad.float(), rois.float(), *args).to(grad.dtype)
-    dtype = grad.dtype
     n_rois = rois.shape[0]
-    pixels = batch_size * height * width
     if n_rois == 0:
         return grad.new_zeros(batch_size, channels, height, width)
+    start_x, start_y, bin_height, bin_width = _bins(rois, spatial_scale, pooled_height, pooled_width, aligned)
+    grid_height, grid_width = _grids(bin_height, bin_width, sampling_ratio)
+    halves = _adaptive_halves(grid_height, grid_width, pooled_height * pooled_width) if sampling_ratio <= 0 else None
+    if halves is not None:
+        return sum(roi_align_input_grad(grad[half], rois[half], *args) for half in halves)
+    # (box, bin, sample) per axis, broadcast to (box, bin_y, bin_x, sample_y, sample_x).
+    dtype, bins = grad.dtype, n_rois * pooled_height * pooled_width
+    along_y = [t[:, :, None, :, None] for t in _axis(start_y, bin_height, grid_height, pooled_height, height, dtype)]
+    along_x = [t[:, None, :, None, :] for t in _axis(start_x, bin_width, grid_width, pooled_width, width, dtype)]
+    count = (grid_height * grid_width).clamp(min=1).to(dtype)
+    pixel, pooled_bin, weight = _samples(rois, along_y, along_x, count, height, width)
+    to_pixels = _pixels_from_bins(pixel, pooled_bin, weight, batch_size * height * width, bins)
+    per_bin = grad.permute(0, 2, 3, 1).reshape(bins, channels)
+    per_pixel = torch.sparse.mm(to_pixels, per_bin)
+    return per_pixel.reshape(batch_size, height, width, channels).permute(0, 3, 1, 2).contiguous()
+
+
+def _bins(rois: torch.Tensor, spatial_scale: float, pooled_height: int, pooled_width: int, aligned: bool):
+    """Per box: its start on the feature map (x, y) and its bins' height and width, as torchvision has them."""
     offset = 0.5 if aligned else 0.0
     start_x = rois[:, 1] * spatial_scale - offset
     start_y = rois[:, 2] * spatial_scale - offset
@@ -60,46 +76,54 @@ def roi_align_input_grad(
     roi_height = rois[:, 4] * spatial_scale - offset - start_y
     if not aligned:  # torchvision's legacy boxes are at least one pixel a side
         roi_width, roi_height = roi_width.clamp(min=1.0), roi_height.clamp(min=1.0)
-    bin_height, bin_width = roi_height / pooled_height, roi_width / pooled_width
+    return start_x, start_y, roi_height / pooled_height, roi_width / pooled_width
+
+
+def _grids(bin_height: torch.Tensor, bin_width: torch.Tensor, sampling_ratio: int):
+    """Per box: the sampling grid's samples a side (height, width)."""
     if sampling_ratio > 0:
-        grid_height = grid_width = torch.full((n_rois,), sampling_ratio, dtype=torch.long)
-    else:  # adaptive: about one sample per feature-map pixel, per box
-        grid_height, grid_width = torch.ceil(bin_height).long(), torch.ceil(bin_width).long()
-        # Every box is padded to the call's largest grid: past ADAPTIVE_SAMPLES_PER_CALL the boxes go in two
-        # calls, the smaller grids together (the sum then rounds differently, as adaptive grids may anyway).
-        padded = n_rois * pooled_height * pooled_width * max(int(grid_height.max()), 0) * max(int(grid_width.max()), 0)
-        if n_rois > 1 and padded > ADAPTIVE_SAMPLES_PER_CALL:
-            by_grid = torch.argsort(grid_height.clamp(min=0) * grid_width.clamp(min=0))
-            halves = (by_grid[: n_rois // 2], by_grid[n_rois // 2 :])
-            return sum(roi_align_input_grad(grad[half], rois[half], *args) for half in halves)
-    count = (grid_height * grid_width).clamp(min=1).to(dtype)
+        grid = torch.full(bin_height.shape, sampling_ratio, dtype=torch.long)
+        return grid, grid
+    return torch.ceil(bin_height).long(), torch.ceil(bin_width).long()  # adaptive: about one per pixel
 
-    def axis(start, bin_size, grid, pooled, size):
-        """Per box, bin and sample along one axis: whether the sample counts, its two neighbouring pixel
-        rows (or columns) and their weights, as torchvision's bilinear_interpolate_gradient has them."""
-        samples = max(int(grid.max()), 0)  # a grid is negative for an inverted aligned box: no samples
-        bins = torch.arange(pooled, dtype=dtype)[None, :, None]
-        steps = torch.arange(samples, dtype=dtype)[None, None, :]
-        position = start[:, None, None] + bins * bin_size[:, None, None]
-        position = position + (steps + 0.5) * bin_size[:, None, None] / grid[:, None, None].to(dtype)
-        inside = (position >= -1.0) & (position <= size) & (steps < grid[:, None, None])
-        position = position.clamp(min=0.0)
-        low = position.long()
-        at_edge = low >= size - 1
-        low = torch.where(at_edge, size - 1, low)
-        high = torch.where(at_edge, low, low + 1)
-        fraction = torch.where(at_edge, low.to(dtype), position) - low
-        return inside, low, high, 1 - fraction, fraction
 
-    # (box, bin, sample) per axis, broadcast to (box, bin_y, bin_x, sample_y, sample_x).
-    inside_y, y_low, y_high, weight_y_low, weight_y_high = (
-        t[:, :, None, :, None] for t in axis(start_y, bin_height, grid_height, pooled_height, height)
-    )
-    inside_x, x_low, x_high, weight_x_low, weight_x_high = (
-        t[:, None, :, None, :] for t in axis(start_x, bin_width, grid_width, pooled_width, width)
-    )
+def _adaptive_halves(grid_height: torch.Tensor, grid_width: torch.Tensor, bins_per_box: int):
+    """Every box is padded to the call's largest grid: past ADAPTIVE_SAMPLES_PER_CALL, the boxes' indices
+    in two halves, the smaller grids together (the sum then rounds differently, as adaptive grids may
+    anyway); None when one call holds them all."""
+    n_rois = grid_height.shape[0]
+    padded = n_rois * bins_per_box * max(int(grid_height.max()), 0) * max(int(grid_width.max()), 0)
+    if n_rois <= 1 or padded <= ADAPTIVE_SAMPLES_PER_CALL:
+        return None
+    by_grid = torch.argsort(grid_height.clamp(min=0) * grid_width.clamp(min=0))
+    return by_grid[: n_rois // 2], by_grid[n_rois // 2 :]
+
+
+def _axis(start, bin_size, grid, pooled: int, size: int, dtype: torch.dtype):
+    """Per box, bin and sample along one axis: whether the sample counts, its two neighbouring pixel
+    rows (or columns) and their weights, as torchvision's bilinear_interpolate_gradient has them."""
+    samples = max(int(grid.max()), 0)  # a grid is negative for an inverted aligned box: no samples
+    bins = torch.arange(pooled, dtype=dtype)[None, :, None]
+    steps = torch.arange(samples, dtype=dtype)[None, None, :]
+    position = start[:, None, None] + bins * bin_size[:, None, None]
+    position = position + (steps + 0.5) * bin_size[:, None, None] / grid[:, None, None].to(dtype)
+    inside = (position >= -1.0) & (position <= size) & (steps < grid[:, None, None])
+    position = position.clamp(min=0.0)
+    low = position.long()
+    at_edge = low >= size - 1
+    low = torch.where(at_edge, size - 1, low)
+    high = torch.where(at_edge, low, low + 1)
+    fraction = torch.where(at_edge, low.to(dtype), position) - low
+    return inside, low, high, 1 - fraction, fraction
+
+
+def _samples(rois, along_y, along_x, count, height, width):
+    """The counted samples' four neighbours, flat: (input pixel, pooled bin, weight / count), in
+    torchvision's order of addition."""
+    inside_y, y_low, y_high, weight_y_low, weight_y_high = along_y
+    inside_x, x_low, x_high, weight_x_low, weight_x_high = along_x
+    n_rois, pooled_height, pooled_width = rois.shape[0], y_low.shape[1], x_low.shape[2]
     first_pixel = (rois[:, 0].long() * height * width)[:, None, None, None, None]
-    # The four neighbours in torchvision's order of addition.
     pixel = torch.stack(
         [
             first_pixel + y_low * width + x_low,
@@ -126,22 +150,17 @@ def roi_align_input_grad(
     pooled_bin = torch.arange(n_rois * pooled_height * pooled_width).reshape(n_rois, pooled_height, pooled_width)
     pooled_bin = pooled_bin[:, :, :, None, None, None].expand_as(pixel)
     counted = (inside_y & inside_x)[..., None].expand_as(pixel)
-    pixel, pooled_bin, weight = pixel[counted], pooled_bin[counted], weight[counted]
-    # Rows by pixel; within a pixel, the additions keep torchvision's order (a stable sort).
+    return pixel[counted], pooled_bin[counted], weight[counted]
+
+
+def _pixels_from_bins(pixel, pooled_bin, weight, pixels: int, bins: int) -> torch.Tensor:
+    """The sparse (pixels, bins) matrix of the weights: rows by pixel; within a pixel, the additions
+    keep torchvision's order (a stable sort)."""
     pixel, order = torch.sort(pixel, stable=True)
     rows = torch.searchsorted(pixel, torch.arange(pixels + 1))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        to_pixels = torch.sparse_csr_tensor(
-            rows,
-            pooled_bin[order],
-            weight[order],
-            (pixels, n_rois * pooled_height * pooled_width),
-            check_invariants=False,
-        )
-    per_bin = grad.permute(0, 2, 3, 1).reshape(n_rois * pooled_height * pooled_width, channels)
-    per_pixel = torch.sparse.mm(to_pixels, per_bin)
-    return per_pixel.reshape(batch_size, height, width, channels).permute(0, 3, 1, 2).contiguous()
+        return torch.sparse_csr_tensor(rows, pooled_bin[order], weight[order], (pixels, bins), check_invariants=False)
 
 
 @contextlib.contextmanager

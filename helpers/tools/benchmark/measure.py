@@ -39,9 +39,10 @@ from helpers.tools.benchmark.goals import MIN_EVALUATION_IMAGES
 from helpers.tools.lambda_local import invoke_zip
 from helpers.tools.pipeline import SERVED_CALIBRATION_IMAGES
 from helpers.tools.timing import SETTLE_S, interleaved, measure, percentiles
+from helpers.train.data import DetectionDataset, collate
 from helpers.train.models import LITE0_MODEL, MODEL_NAMES, build_detector
+from helpers.train.module import load_checkpoint
 from helpers.train.roi_align_grad import fast_roi_align_backward
-from helpers.train.run import DetectionDataset, collate, load_checkpoint
 from helpers.train.transforms import train_transform, valid_transform
 
 #: The photo sizes of the bytes -> tensor and end-to-end tables, in megapixels.

@@ -59,7 +59,9 @@ def test_written_records_have_no_boxes_and_the_photos_pixels(crops, tmp_path):
     for record, crop in zip(records, crops):
         assert record.boxes == [] and record.labels == []
         with Image.open(record.image_path) as written, Image.open(crop.source.image_path) as source:
-            assert (record.width, record.height) == written.size == (crop.box[2] - crop.box[0], crop.box[3] - crop.box[1])
+            assert (
+                (record.width, record.height) == written.size == (crop.box[2] - crop.box[0], crop.box[3] - crop.box[1])
+            )
             assert np.array_equal(np.asarray(written.convert("RGB")), np.asarray(source.convert("RGB").crop(crop.box)))
     again = empty.empty_records(tmp_path / "again")
     assert [r.image_path.read_bytes() for r in again] == [r.image_path.read_bytes() for r in records]

@@ -61,7 +61,9 @@ def as_torch(predictions, targets):
         }
         for p in predictions
     ]
-    truth = [{"boxes": torch.tensor(t["boxes"], dtype=torch.float32), "labels": torch.tensor(t["labels"])} for t in targets]
+    truth = [
+        {"boxes": torch.tensor(t["boxes"], dtype=torch.float32), "labels": torch.tensor(t["labels"])} for t in targets
+    ]
     return preds, truth
 
 

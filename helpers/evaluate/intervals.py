@@ -144,7 +144,9 @@ def image_statistics(predictions, targets, class_names: tuple[str, ...], thresho
         images.append(np.concatenate(image_ids)[order])
         scores.append(score[order])
         matched.append(np.concatenate(image_matched, axis=1)[:, order])
-    return ImageStatistics(tuple(class_names), threshold, truth, kept, found, tuple(images), tuple(scores), tuple(matched))
+    return ImageStatistics(
+        tuple(class_names), threshold, truth, kept, found, tuple(images), tuple(scores), tuple(matched)
+    )
 
 
 def average_precision(matched: np.ndarray, weights: np.ndarray, positives: np.ndarray) -> np.ndarray:

@@ -1,6 +1,9 @@
 """Bootstrap intervals on the bundled real boxes (the 134 object photos and the 6 fridge photos), with
 made-up predictions near those boxes: no model, no training."""
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -101,6 +104,8 @@ def test_intervals_contain_the_estimate(records):
         assert interval.low <= interval.estimate <= interval.high, name
         assert interval.low < interval.high, name
     assert (result.images, result.resamples, result.seed, result.confidence) == (len(records), 300, 1, 0.95)
+    as_json = json.loads(json.dumps(result.to_json()))
+    assert as_json["figures"]["map"] == dataclasses.asdict(result["map"]) and as_json["resamples"] == 300
 
 
 def test_a_perfect_prediction_gives_one_to_one(records):

@@ -56,6 +56,17 @@ class Intervals:
     def __getitem__(self, name: str) -> Interval:
         return self.figures[name]
 
+    def to_json(self) -> dict:
+        """For summary files: {"figures": {name: {"estimate", "low", "high"}}, "images", ...}."""
+        figures = {name: dataclasses.asdict(interval) for name, interval in self.figures.items()}
+        return {
+            "figures": figures,
+            "images": self.images,
+            "resamples": self.resamples,
+            "seed": self.seed,
+            "confidence": self.confidence,
+        }
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ImageStatistics:

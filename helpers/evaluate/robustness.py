@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
@@ -215,7 +215,7 @@ def robustness(
     records: list[Record],
     class_map: ClassMap,
     threshold: float,
-    empty: list[Record] = (),
+    empty: Sequence[Record] = (),
     perturbations: dict[str, Perturbation] = PERTURBATIONS,
 ) -> RobustnessTable:
     """The robustness table: a row per perturbation of `records` (the test images), and the false

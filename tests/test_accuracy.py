@@ -2,8 +2,8 @@
 
 import pytest
 
-from helpers.tools import accuracy
-from helpers.tools.benchmark.goals import MET, NOT_MET
+from helpers.measure import accuracy
+from helpers.measure.targets import MET, NOT_MET
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import shutil
 import pytest
 
 from helpers.data.dataset import Split
+from helpers.measure import targets as benchmark
+from helpers.measure.benchmark.measure import BenchmarkRefused, _models, preflight
+from helpers.measure.benchmark.report import markdown, plot, write_markdown
+from helpers.measure.markdown import replace_section
 from helpers.paths import SAMPLE_DIR, split_file
-from helpers.tools.benchmark import goals as benchmark
-from helpers.tools.benchmark.measure import BenchmarkRefused, _models, preflight
-from helpers.tools.benchmark.report import markdown, plot, write_markdown
-from helpers.tools.markdown import replace_section
 from helpers.train.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES
 
 
@@ -191,7 +191,7 @@ def test_memory_choice_is_the_cheapest_size_within_the_latency_budget():
     """Notebook 05's rule. With 1-thread 60 ms and 2-thread 40 ms: below one vCPU (1769 MB) latency grows
     as memory shrinks, so 1024 MB is over a 100 ms budget (60 x 1769/1024 = 104 ms); 2048 MB costs more
     than 1769 MB at the same latency; with no size within the budget, the fastest (smallest on a tie)."""
-    from helpers.tools.benchmark.report import choose_memory, memory_options
+    from helpers.measure.benchmark.report import choose_memory, memory_options
 
     options = memory_options(60.0, 40.0)
     by_size = {o["memory_mb"]: o for o in options}

@@ -10,7 +10,7 @@ from helpers.aws import deploy
 from helpers.build import package
 from helpers.data.dataset import Split
 from helpers.export import onnx_export as export
-from helpers.tools import pipeline
+from helpers.pipeline import steps
 
 
 def _defaults():
@@ -28,7 +28,7 @@ def test_export_package_and_deploy_defaults_point_at_the_same_files(override, tm
     exported, built, deployed = _defaults()
     assert exported.out == deployed.model == layout.onnx  # export writes what deploy uploads
     assert built.out_dir / f"lambda-{built.arch}.zip" == deployed.zip == layout.zip("x86_64")
-    assert exported.checkpoint == layout.checkpoint == Path(pipeline.train_config().out_dir) / "best.ckpt"
+    assert exported.checkpoint == layout.checkpoint == Path(steps.train_config().out_dir) / "best.ckpt"
     assert (layout.root == tmp_path / "elsewhere") if override else (layout.root.name == "quick")
 
 
@@ -46,7 +46,7 @@ def test_shown_paths_carry_no_checkout_location():
 
 
 def test_training_leaves_its_split_next_to_the_checkpoint(trained):
-    layout = pipeline.artifacts()
+    layout = steps.artifacts()
     assert Path(trained["checkpoint"]) == layout.checkpoint.resolve()
     record = json.loads(layout.split.read_text())
     assert record["root"] == "data/fridge-sample"  # no machine path in the record

@@ -3,7 +3,7 @@
     python -m helpers deploy up --bucket my-bucket [--zip ZIP] [--model MODEL.onnx]
     python -m helpers deploy down --bucket my-bucket
     (add --endpoint-url http://127.0.0.1:5000 to talk to a moto server instead of AWS; for moto's
-quirks use helpers.tools.local_aws.MotoDeployer, as the tests and notebook 05 do)
+quirks use helpers.local.moto_aws.MotoDeployer, as the tests and notebook 05 do)
 
 --zip and --model default to this mode's artefacts (helpers.paths), where helpers.build.package and
 helpers.export.onnx_export write them.

@@ -41,7 +41,7 @@ QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Relu"]
 #: points; keeping them in float, by -3.5 / +1.5 / -0.7 (BENCHMARKS.md).
 FLOAT_MAX_STRIDE = 4
 #: The recipe, as a quantised model records it (metadata "quantization"): a model made by another
-#: recipe is made again rather than reused (helpers.tools.pipeline).
+#: recipe is made again rather than reused (helpers.pipeline.steps).
 QUANTIZATION = f"static QDQ int8, per-channel, {'/'.join(QUANTIZED_OPS)}, float up to stride {FLOAT_MAX_STRIDE}"
 
 

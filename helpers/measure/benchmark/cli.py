@@ -11,9 +11,9 @@ import json
 import sys
 from pathlib import Path
 
+from helpers.measure.benchmark.measure import BenchmarkRefused, preflight, run
+from helpers.measure.benchmark.report import plot, write_markdown
 from helpers.paths import BENCHMARK_DIR, PROJECT_ROOT, run_artifacts
-from helpers.tools.benchmark.measure import BenchmarkRefused, preflight, run
-from helpers.tools.benchmark.report import plot, write_markdown
 
 
 def default_checkpoints() -> list[Path]:

@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--invocations", type=int, default=1000)
     args = parser.parse_args(argv)
     if args.model is None:  # only then pay for the dev side (torch) in this process
-        from helpers.tools.pipeline import ensure_onnx
+        from helpers.pipeline.steps import ensure_onnx
 
         args.model = ensure_onnx()
     model = args.model

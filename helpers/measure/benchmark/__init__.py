@@ -5,6 +5,6 @@ results dict, goals.py judges it against today's targets, report.py renders it i
 Notebook 03 and tests/test_handler.py take their comparisons and synthetic photos from here.
 """
 
-from helpers.tools.benchmark.measure import bytes_to_tensor_comparison, preprocessing_comparison, synthetic_photo
+from helpers.measure.benchmark.measure import bytes_to_tensor_comparison, preprocessing_comparison, synthetic_photo
 
 __all__ = ["bytes_to_tensor_comparison", "preprocessing_comparison", "synthetic_photo"]

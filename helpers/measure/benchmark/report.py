@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from helpers.tools.benchmark.goals import FP32_MAP50_FLOOR, MIN_EVALUATION_IMAGES, goals
-from helpers.tools.markdown import replace_section
+from helpers.measure.markdown import replace_section
+from helpers.measure.targets import FP32_MAP50_FLOOR, MIN_EVALUATION_IMAGES, goals
 
 LAMBDA_PRICE = {  # AWS list prices, us-east-1 on-demand, unchanged since Dec 2020 as far as we know;
     # this machine is offline and cannot re-check them: verify on aws.amazon.com/lambda/pricing

@@ -10,7 +10,7 @@ and a missing or over-trimmed file fails here as it would in AWS.
 
     python -m helpers invoke dist/lambda-x86_64.zip data/fridge-sample/images/10.jpg
 
-With arch="arm64" the interpreter is Debian's aarch64 CPython under qemu-user (helpers.tools.arm64).
+With arch="arm64" the interpreter is Debian's aarch64 CPython under qemu-user (helpers.local.arm64).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import NamedTuple
 
-from helpers.build.interpreters import emulated_arm64_command, find_python, pip_install
+from helpers.build.interpreters import find_python, pip_install
+from helpers.local.emulation import emulated_arm64_command
 from helpers.paths import ARTIFACTS_ROOT
 
 #: The runtime interface client of Lambda's managed Python runtimes, and its dependencies, pinned; then

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from helpers.data import dataset as fridge_data
+from helpers.measure.markdown import replace_section
+from helpers.measure.targets import MET, NOT_MET, Goal, int8_accuracy_goal
 from helpers.paths import ACCURACY_DIR, PROJECT_ROOT, split_file
-from helpers.tools.benchmark.goals import MET, NOT_MET, Goal, int8_accuracy_goal
-from helpers.tools.markdown import replace_section
-from helpers.tools.pipeline import SERVED_CALIBRATION_IMAGES
+from helpers.pipeline.steps import SERVED_CALIBRATION_IMAGES
 from helpers.train.models import LITE0_MODEL, SMALL_MODEL
 from helpers.train.run import TrainConfig, train
 

@@ -28,9 +28,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from helpers.export.onnx_export import read_contract
-from helpers.paths import run_artifacts, shown
-from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, MAX_IMAGE_BYTES
-from helpers.tools.lambda_local import (
+from helpers.local.invoke import (
     BOOTSTRAP,
     RuntimeApi,
     interpreter_command,
@@ -38,6 +36,8 @@ from helpers.tools.lambda_local import (
     runtime_client_dir,
     unpack,
 )
+from helpers.paths import run_artifacts, shown
+from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, MAX_IMAGE_BYTES
 
 PAGE = Path(__file__).with_name("serve_page.html")
 HANDLER = "helpers.runtime.handler.handler"

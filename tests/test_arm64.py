@@ -6,8 +6,7 @@ import copy
 
 import pytest
 
-from helpers.local import emulation
-from helpers.local import arm64
+from helpers.local import arm64, emulation
 from helpers.runtime import handler as h
 
 
@@ -34,9 +33,7 @@ def test_cli_says_in_one_line_why_it_cannot_run(capsys, monkeypatch, onnx_model)
         "error: cannot emulate arm64 here: qemu-nowhere-static not found: install Debian's qemu-user-static"
     )
     assert arm64.main(["--model", "/nonexistent.onnx"]) == 2
-    assert (
-        capsys.readouterr().err.strip() == "error: file not found: /nonexistent.onnx (run `make run` or pass --model)"
-    )
+    assert capsys.readouterr().err.strip() == "error: model not found: /nonexistent.onnx"
 
 
 @pytest.mark.slow

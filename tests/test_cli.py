@@ -86,8 +86,7 @@ def test_the_arm64_check_refuses_without_the_cross_compiler_before_building_anyt
     import shutil
 
     from helpers.build import package
-    from helpers.local import emulation
-    from helpers.local import arm64
+    from helpers.local import arm64, emulation
 
     bare = tmp_path / "bin"
     bare.mkdir()

@@ -32,7 +32,7 @@ from torchvision.ops import box_iou
 
 from helpers.data.dataset import AnnotationError, Record, Split, resolve_dataset
 from helpers.evaluate.metrics import threshold_sweep
-from helpers.paths import run_artifacts, shown
+from helpers.paths import not_found, run_artifacts, shown
 from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD
 from helpers.runtime.detections import Detections
 from helpers.runtime.model import Detector, ModelError
@@ -292,7 +292,7 @@ def records_to_evaluate(dataset: str | None) -> tuple[list[Record], str]:
     if dataset is None:
         split_path = run_artifacts().split
         if not split_path.is_file():
-            raise FileNotFoundError(f"no split record at {shown(split_path)}: train first, or pass --dataset")
+            raise FileNotFoundError(f"{not_found('split record', split_path)}; or pass --dataset")
         records = Split.read(split_path).real("valid")
         return records, f"{len(records)} unseen real images of the run ({shown(split_path)})"
     source = resolve_dataset(dataset)
@@ -315,6 +315,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threshold", type=float, help="default: the model's served threshold")
     parser.add_argument("--out", type=Path, default=layout.root / "evaluation")
     args = parser.parse_args(argv)
+    if not args.model.is_file():
+        print(f"error: {not_found('model', args.model)}", file=sys.stderr)
+        return 2
     try:
         detector = Detector(args.model)
         threshold = args.threshold if args.threshold is not None else detector.contract.score_threshold

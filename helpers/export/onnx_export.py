@@ -19,7 +19,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from helpers.paths import run_artifacts
+from helpers.paths import not_found, run_artifacts
 from helpers.provenance import EXPORT_CODE, code_digests
 from helpers.runtime.contract import META_PREFIX, ModelContract
 from helpers.train.models import set_serving_thresholds
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if not Path(args.checkpoint).is_file():
-        print(f"error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
+        print(f"error: {not_found('checkpoint', args.checkpoint)}", file=sys.stderr)
         return 2
     path = export_checkpoint(args.checkpoint, args.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -30,7 +30,7 @@ from pathlib import Path
 from helpers.build import interpreters, native, package
 from helpers.local import emulation
 from helpers.local.invoke import invoke_zip
-from helpers.paths import SAMPLE_DIR, run_artifacts, shown
+from helpers.paths import SAMPLE_DIR, not_found, quick_unless, run_artifacts, shown
 
 #: Emulated and native float kernels sum in different orders; the response rounds boxes to 0.01 px.
 BOX_TOLERANCE_PX = 0.5
@@ -121,14 +121,17 @@ def check(images: list[Path], model: Path, threshold: float = 0.3) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Run the arm64 zip under emulation and compare it with x86_64.")
     parser.add_argument("images", nargs="*", help="default: two of the bundled sample photos")
-    parser.add_argument("--model", help="ONNX model (default: this mode's exported model)")
+    parser.add_argument("--model", help="ONNX model (default: the mode's model.onnx)")
+    parser.add_argument(
+        "--full", action="store_true", help="full mode's model (default: quick, what `make run` builds)"
+    )
     args = parser.parse_args(argv)
     images = [Path(p) for p in args.images] or sorted((SAMPLE_DIR / "images").glob("*.jpg"))[:2]
-    model = Path(args.model) if args.model else run_artifacts().onnx
+    model = Path(args.model) if args.model else run_artifacts(quick=quick_unless(args.full)).onnx
     missing = [p for p in [model, *images] if not p.is_file()]
     if missing:
-        hint = " (run `make run` or pass --model)" if missing[0] == model else ""
-        print(f"error: file not found: {shown(missing[0])}{hint}", file=sys.stderr)
+        what = "model" if missing[0] == model else "file"
+        print(f"error: {not_found(what, missing[0], quick_unless(args.full))}", file=sys.stderr)
         return 2
     try:
         result = check(images, model)

@@ -8,9 +8,9 @@ folders only), and `RuntimeApi` serves the invocation side of the Runtime API on
 resolution, event and response (de)serialisation, init errors and error shapes are the runtime's own,
 and a missing or over-trimmed file fails here as it would in AWS.
 
-    python -m helpers invoke dist/lambda-x86_64.zip data/fridge-sample/images/10.jpg
+    python -m helpers invoke [ZIP] data/fridge-sample/images/10.jpg   (ZIP: the mode's x86_64 zip; --full)
 
-With arch="arm64" the interpreter is Debian's aarch64 CPython under qemu-user (helpers.local.arm64).
+With arch="arm64" the interpreter is Debian's aarch64 CPython under qemu-user (helpers.local.arm64, helpers.local.emulation).
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ import uuid
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from helpers.build.interpreters import find_python, pip_install
 from helpers.local.emulation import emulated_arm64_command
-from helpers.paths import ARTIFACTS_ROOT
+from helpers.paths import ARTIFACTS_ROOT, not_found, quick_unless, run_artifacts
 
 #: The runtime interface client of Lambda's managed Python runtimes, and its dependencies, pinned; then
 #: boto3, which the managed runtime provides and the zip does not ship (this project's pinned version).
@@ -211,10 +211,35 @@ def unpack(zip_path: str | Path, tmp: Path) -> Path:
     return task
 
 
-def _start_runtime_api(events: list) -> RuntimeApi:
-    api = RuntimeApi(events)
+def start_runtime_api(api: RuntimeApi) -> RuntimeApi:
+    """`api` serving on its own thread until api.shutdown()."""
     threading.Thread(target=api.serve_forever, daemon=True).start()
     return api
+
+
+def client_command(tmp: Path, handler: str, arch: str = "x86_64", python: str = "3.12") -> tuple[list[str], str]:
+    """The command that starts the runtime client on the package unpacked into tmp/task (see unpack),
+    and the CPython version it runs: the interpreter for `arch` in isolated mode, the client's cache."""
+    command, python = interpreter_command(arch, python)
+    runtime = runtime_client_dir(arch, python)
+    return [*command, "-I", "-S", "-c", BOOTSTRAP, str(tmp / "task"), str(runtime), handler], python
+
+
+def start_clients(command: list[str], env: dict[str, str], task: Path, logs: list[BinaryIO]) -> list[subprocess.Popen]:
+    """One runtime client per log file, each in its own process group (stop_clients ends the group), as
+    concurrent execution environments of one function."""
+    return [
+        subprocess.Popen(command, env=env, cwd=task, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        for log in logs
+    ]
+
+
+def stop_clients(processes: list[subprocess.Popen]) -> None:
+    """Kill each client's process group, as Lambda ends an environment, and reap it."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def lambda_environment(
@@ -243,9 +268,7 @@ def _run_client(command: list[str], env: dict[str, str], task: Path, api: Runtim
     log_path = task.parent / "log.txt"
     with open(log_path, "wb") as log:
         started = time.perf_counter()
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=task, start_new_session=True
-        )
+        (process,) = start_clients(command, env, task, [log])
         try:
             deadline = time.monotonic() + timeout
             while not api.done.wait(0.05) and process.poll() is None:
@@ -254,9 +277,7 @@ def _run_client(command: list[str], env: dict[str, str], task: Path, api: Runtim
             api.done.wait(1)  # an init error is posted just before the client exits
             peak_rss_mb, libraries = _process_memory(process.pid)
         finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            stop_clients([process])
     return _ClientRun(started, process.returncode, peak_rss_mb, libraries, log_path.read_text(errors="replace"))
 
 
@@ -305,14 +326,13 @@ def invoke_zip(
     own init (its InitMs metric), peak RSS, the shared objects it mapped (those from the package and
     any from this development environment, which must be none), the log output, and any init error.
     `snapstart` runs the init as SnapStart does: hooks before the snapshot, a restore, hooks after it."""
-    command, python = interpreter_command(arch, python)
-    runtime = runtime_client_dir(arch, python)
     with tempfile.TemporaryDirectory() as tmp:
+        command, python = client_command(Path(tmp), handler, arch, python)
         task = unpack(zip_path, Path(tmp))
-        api = _start_runtime_api(events)
+        api = start_runtime_api(RuntimeApi(events))
         try:
             run = _run_client(
-                [*command, "-I", "-S", "-c", BOOTSTRAP, str(task), str(runtime), handler],
+                command,
                 lambda_environment(api, python, handler, Path(tmp), snapstart, env),
                 task,
                 api,
@@ -325,9 +345,11 @@ def invoke_zip(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Invoke a built Lambda zip locally on images, under awslambdaric.")
-    parser.add_argument("zip")
-    parser.add_argument("images", nargs="+")
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers invoke", description="Invoke a built Lambda zip locally on images, under awslambdaric."
+    )
+    parser.add_argument("files", nargs="+", metavar="[ZIP] IMAGE", help="ZIP (a .zip) default: the mode's x86_64 zip")
+    parser.add_argument("--full", action="store_true", help="full mode's zip (default: quick, what `make run` builds)")
     parser.add_argument("--model-path", default="model/model.onnx", help="MODEL_PATH inside the zip")
     parser.add_argument("--repeat", type=int, default=1, help="send each image this many times")
     parser.add_argument("--arch", choices=("x86_64", "arm64"), default="x86_64", help="arm64 runs under qemu-user")
@@ -335,14 +357,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    missing = [p for p in [args.zip, *args.images] if not Path(p).is_file()]
-    if missing:
-        print(f"error: file not found: {missing[0]}", file=sys.stderr)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    given_zip = args.files[0].endswith(".zip")
+    zip_path = Path(args.files[0]) if given_zip else run_artifacts(quick=quick_unless(args.full)).zip(args.arch)
+    images = args.files[1:] if given_zip else args.files
+    if not images:
+        parser.error("no IMAGE given")
+    if missing := [p for p in [zip_path, *images] if not Path(p).is_file()]:
+        print(f"error: {not_found('file', missing[0], quick_unless(args.full))}", file=sys.stderr)
         return 2
-    events = [{"image": base64.b64encode(Path(p).read_bytes()).decode()} for p in args.images] * args.repeat
+    events = [{"image": base64.b64encode(Path(p).read_bytes()).decode()} for p in images] * args.repeat
     try:
-        report = invoke_zip(args.zip, events, {"MODEL_PATH": args.model_path}, arch=args.arch)
+        report = invoke_zip(zip_path, events, {"MODEL_PATH": args.model_path}, arch=args.arch)
     except (FileNotFoundError, RuntimeError, ValueError, zipfile.BadZipFile) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2

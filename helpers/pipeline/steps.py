@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from helpers.data.dataset import DATASET_CHOICES, Split
-from helpers.paths import PROJECT_ROOT, QUICK_VARIABLE, RunArtifacts, quick_mode, run_artifacts, shown
+from helpers.paths import PROJECT_ROOT, RunArtifacts, quick_mode, run_artifacts, shown
 from helpers.provenance import EXPORT_CODE, TRAINING_CODE, changed_files, code_digests
 from helpers.train.run import NOT_FINGERPRINTED, TrainConfig
 
@@ -67,10 +67,8 @@ class Series:
         HELPERS_MODEL, HELPERS_ARTIFACTS), so CI and `make run` set them without editing a notebook.
         Without HELPERS_QUICK a notebook runs quick, the mode its committed outputs come from."""
         default = cls.from_environment()
-        if quick is None:
-            quick = default.quick if QUICK_VARIABLE in os.environ else True
         return cls(
-            bool(quick),
+            default.quick if quick is None else bool(quick),
             model or default.model,
             _from_project_root(dataset) if dataset not in (None, *DATASET_CHOICES) else dataset,
             epochs,

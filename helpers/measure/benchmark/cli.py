@@ -13,14 +13,13 @@ from pathlib import Path
 
 from helpers.measure.benchmark.measure import BenchmarkRefused, preflight, run
 from helpers.measure.benchmark.report import plot, write_markdown
-from helpers.paths import BENCHMARK_DIR, PROJECT_ROOT, run_artifacts
+from helpers.paths import BENCHMARK_DIR, PROJECT_ROOT, not_found, quick_unless, run_artifacts
 
 
-def default_checkpoints() -> list[Path]:
-    """The full run's checkpoint if there is one, else the quick run's (what `make run` trained)."""
-    return next(
-        ([c] for c in (run_artifacts(quick=False).checkpoint, run_artifacts(quick=True).checkpoint) if c.is_file()), []
-    )
+def default_checkpoints(quick: bool) -> list[Path]:
+    """The mode's checkpoint when there is one (quick: what `make run` trained), else none."""
+    checkpoint = run_artifacts(quick).checkpoint
+    return [checkpoint] if checkpoint.is_file() else []
 
 
 def main(argv=None) -> int:
@@ -30,15 +29,18 @@ def main(argv=None) -> int:
         type=Path,
         nargs="*",
         default=None,
-        help="trained checkpoints (one per model) for INT8 accuracy and serving figures; default: "
-        "artifacts/full's, else artifacts/quick's; models without one run with random weights",
+        help="trained checkpoints (one per model) for INT8 accuracy and serving figures; default: the "
+        "mode's (quick, or --full); models without one run with random weights",
+    )
+    parser.add_argument(
+        "--full", action="store_true", help="full mode's checkpoint (default: quick, what `make run` trains)"
     )
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "BENCHMARKS.md")
     args = parser.parse_args(argv)
-    checkpoints = default_checkpoints() if args.checkpoints is None else args.checkpoints
+    checkpoints = default_checkpoints(quick=quick_unless(args.full)) if args.checkpoints is None else args.checkpoints
     if missing := [c for c in checkpoints if not c.is_file()]:
-        print(f"error: checkpoint not found: {missing[0]}", file=sys.stderr)
+        print(f"error: {not_found('checkpoint', missing[0])}", file=sys.stderr)
         return 2
     skipped = preflight()
     for what, why in skipped.items():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from helpers.measure import accuracy
+from helpers.measure import accuracy, targets
 from helpers.measure.targets import MET, NOT_MET
 
 
@@ -32,8 +32,8 @@ def test_each_quick_target_is_judged_from_its_figure(row):
     def status(changed_row, goal_prefix):
         return next(s for goal, _, s in accuracy.run_goals(changed_row) if goal.startswith(goal_prefix))
 
-    slow = dict(row, train_seconds=accuracy.QUICK_MAX_SECONDS + 1)
-    fast = dict(row, train_seconds=accuracy.QUICK_MAX_SECONDS)
+    slow = dict(row, train_seconds=targets.QUICK_MAX_SECONDS + 1)
+    fast = dict(row, train_seconds=targets.QUICK_MAX_SECONDS)
     assert (status(slow, "training"), status(fast, "training")) == (NOT_MET, MET)
     unseen = row["unseen"]
     weak = dict(row, unseen=dict(unseen, map_50=0.69))
@@ -53,9 +53,9 @@ def test_each_quick_target_is_judged_from_its_figure(row):
 
 
 def test_full_mode_is_judged_on_cpu_minutes_and_both_maps(row):
-    full = dict(row, mode="full", cpu_seconds=accuracy.FULL_MAX_CPU_MINUTES * 60)
+    full = dict(row, mode="full", cpu_seconds=targets.FULL_MAX_CPU_MINUTES * 60)
     goals = {goal: s for goal, _, s in accuracy.run_goals(full)}
-    assert goals[f"training <= {accuracy.FULL_MAX_CPU_MINUTES} CPU-min"] == MET
+    assert goals[f"training <= {targets.FULL_MAX_CPU_MINUTES} CPU-min"] == MET
     over = dict(full, cpu_seconds=full["cpu_seconds"] + 60)
     assert accuracy.run_goals(over)[0][2] == NOT_MET
 

@@ -48,12 +48,6 @@ OUTPUTS = (
     "summary.json",
 )
 
-#: What the bundled data's quick recipe must reach on its unseen real images at the served threshold,
-#: set 3 boxes under the worst of three seeds (3 fewer found; 3 more false), rounded down to a multiple
-#: of 0.05 (measured in BENCHMARKS.md). The tests and the notebooks judge by it; a user's own data is
-#: reported, not judged.
-QUICK_SAMPLE_MINIMUM = {"recall": 0.75, "precision": 0.65}
-
 
 def predict_all(detector: Detector, records: list[Record]) -> list[Detections]:
     """Every detection the served pipeline returns (threshold 0), boxes in original pixels."""

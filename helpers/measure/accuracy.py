@@ -7,7 +7,7 @@ own, chosen on those images), the fridge validation boxes found there (by image)
 model FP32 against static INT8 through the Lambda's own Detector, calibrated on every training image
 and on the SERVED_CALIBRATION_IMAGES (16, spread over them) that `make run` uses; and, as a secondary
 figure, the synthetic hold-out. Each run is judged against the training targets (QUICK_* and FULL_*
-in this module), and the spread over seeds is given per (mode, model). Results accumulate in
+in helpers.measure.targets), and the spread over seeds is given per (mode, model). Results accumulate in
 artifacts/accuracy/results.json (a run replaces the same mode, model and seed; a result of another
 recipe or code version is dropped, said so); the table goes into the "training" section of
 BENCHMARKS.md, whose hand-written notes lie outside it.
@@ -24,7 +24,19 @@ import torch
 
 from helpers.data import dataset as fridge_data
 from helpers.measure.markdown import replace_section
-from helpers.measure.targets import MET, NOT_MET, Goal, int8_accuracy_goal
+from helpers.measure.targets import (
+    FULL_MAX_CPU_MINUTES,
+    FULL_MIN_MAP,
+    FULL_MIN_MAP_50,
+    MET,
+    NOT_MET,
+    QUICK_MAX_SECONDS,
+    QUICK_MIN_MAP_50,
+    QUICK_MIN_PRECISION,
+    QUICK_MIN_RECALL,
+    Goal,
+    int8_accuracy_goal,
+)
 from helpers.paths import ACCURACY_DIR, PROJECT_ROOT, split_file
 from helpers.pipeline.steps import SERVED_CALIBRATION_IMAGES
 from helpers.train.models import LITE0_MODEL, SMALL_MODEL
@@ -32,13 +44,6 @@ from helpers.train.run import TrainConfig, train
 
 SHORT_NAMES = {"lite0": LITE0_MODEL, "small": SMALL_MODEL}
 SAMPLE_NAMES = {f"{n}.jpg" for n in range(10, 16)}
-
-#: The training targets on 2 CPUs, judged per run on its unseen real images at its served threshold.
-QUICK_MAX_SECONDS = 180
-QUICK_MIN_MAP_50 = 0.7
-QUICK_MIN_RECALL, QUICK_MIN_PRECISION = 0.75, 0.7
-FULL_MAX_CPU_MINUTES = 20
-FULL_MIN_MAP_50, FULL_MIN_MAP = 0.85, 0.55
 
 
 def train_config(mode: str, model: str, seed: int, out_dir: Path) -> TrainConfig:

@@ -201,3 +201,26 @@ def test_memory_choice_is_the_cheapest_size_within_the_latency_budget():
     assert choose_memory(options, 100.0)["memory_mb"] == 1769
     assert choose_memory(options, 1e9) == min(options, key=lambda o: o["usd_per_million"])
     assert choose_memory(options, 1.0)["memory_mb"] == 3538
+
+
+def test_the_readme_serving_table_is_written_between_its_markers_only(tmp_path):
+    """The benchmark writes README's serving figures (not copied by hand); without the markers the
+    README is left as it is."""
+    from helpers.measure.benchmark.report import serving_table, write_readme
+
+    results = _results()
+    readme = tmp_path / "README.md"
+    before, after = "# Title\n\nintro\n\n", "\n\n## Next\n\ntext\n"
+    readme.write_text(before + "<!-- benchmark:serving:start -->\nold table\n<!-- benchmark:serving:end -->" + after)
+    assert write_readme(results, readme)
+    text = readme.read_text()
+    assert text.startswith(before) and text.endswith(after) and "old table" not in text
+    table = text.split("<!-- benchmark:serving:start -->\n")[1].split("<!-- benchmark:serving:end -->")[0]
+    assert table.strip() == serving_table(results).strip()
+    assert [f"| {goal} | {value} | {met} |" for goal, value, met in benchmark.goals(results)] == [
+        line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| goal ")
+    ]
+    assert "x86_64, 2 CPUs" in table
+    unmarked = tmp_path / "other.md"
+    unmarked.write_text(before)
+    assert not write_readme(results, unmarked) and unmarked.read_text() == before

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from helpers.measure.benchmark.measure import BenchmarkRefused, preflight, run
-from helpers.measure.benchmark.report import plot, write_markdown
+from helpers.measure.benchmark.report import README_SECTION, plot, write_markdown, write_readme
 from helpers.paths import BENCHMARK_DIR, PROJECT_ROOT, not_found, quick_unless, run_artifacts
 
 
@@ -37,6 +37,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "BENCHMARKS.md")
+    parser.add_argument(
+        "--readme", type=Path, default=PROJECT_ROOT / "README.md", help="its serving table is rewritten"
+    )
     args = parser.parse_args(argv)
     checkpoints = default_checkpoints(quick=quick_unless(args.full)) if args.checkpoints is None else args.checkpoints
     if missing := [c for c in checkpoints if not c.is_file()]:
@@ -55,6 +58,10 @@ def main(argv=None) -> int:
     plot(results, plot_path)
     write_markdown(results, args.out, plot_path)
     print(args.out.read_text())
+    if write_readme(results, args.readme):
+        print(f"wrote the serving table into {args.readme.name}")
+    else:
+        print(f"{args.readme.name} has no <!-- {README_SECTION}:start/end --> markers: left as it is")
     return 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from helpers.measure.markdown import replace_section
+from helpers.measure.markdown import has_section, replace_section
 from helpers.measure.targets import FP32_MAP50_FLOOR, MIN_EVALUATION_IMAGES, goals
 
 LAMBDA_PRICE = {  # AWS list prices, us-east-1 on-demand, unchanged since Dec 2020 as far as we know;
@@ -251,6 +251,29 @@ def markdown(results: dict, plot_name: str) -> str:
 def write_markdown(results: dict, path: Path, plot_path: Path) -> None:
     """The benchmark's section of `path` (first in a new file); the rest of the file is left as it is."""
     replace_section(path, "benchmark", markdown(results, plot_path.name), at_start=True)
+
+
+#: README.md's serving table, written by the benchmark between this section's markers.
+README_SECTION = "benchmark:serving"
+
+
+def serving_table(results: dict) -> str:
+    """README's serving figures: where they were measured, then the goal table (goal, figure, met)."""
+    models = "; ".join(f"`{name}` {how}" for name, how in results["models"].items())
+    return (
+        f"Measured by `python -m helpers benchmark` on {results['environment']} (models: {models}); "
+        "every figure and more in BENCHMARKS.md.\n\n"
+        + _table("| goal | measured | met |", [f"| {goal} | {value} | {met} |" for goal, value, met in goals(results)])
+    )
+
+
+def write_readme(results: dict, readme: Path) -> bool:
+    """Replace README's serving table (between `<!-- benchmark:serving:start -->` and `:end -->`);
+    False, the file untouched, when it has no such markers."""
+    if not has_section(readme, README_SECTION):
+        return False
+    replace_section(readme, README_SECTION, serving_table(results))
+    return True
 
 
 def plot(results: dict, path: Path) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from helpers.data import dataset as fridge_data
+from helpers.measure.benchmark.results import Int8Accuracy
 from helpers.measure.markdown import replace_section
 from helpers.measure.targets import (
     FULL_MAX_CPU_MINUTES,
@@ -145,7 +146,7 @@ def run_goals(row: dict) -> list[Goal]:
         ]
     goals.append(("every fridge validation box found", ", ".join(fridge.values()), MET if every_box else NOT_MET))
     served = row["served"]
-    int8 = {"images": {"unseen": u["images"]}, "fp32": served["fp32"], "int8": served["int8_served"]}
+    int8 = Int8Accuracy({"unseen": u["images"]}, served["fp32"], served["int8_served"])
     goals.append(int8_accuracy_goal(row["model"], int8))
     return goals
 

@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     except BenchmarkRefused as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    (BENCHMARK_DIR / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    (BENCHMARK_DIR / "results.json").write_text(json.dumps(results.to_json(), indent=2, default=float))
     plot_path = args.out.parent / "benchmarks.png"
     plot(results, plot_path)
     write_markdown(results, args.out, plot_path)

@@ -29,6 +29,7 @@ from helpers.evaluate.metrics import evaluate_detector
 from helpers.export.onnx_export import export_checkpoint, export_onnx
 from helpers.export.quantize import calibration_inputs, quantize_int8
 from helpers.local.invoke import invoke_zip
+from helpers.measure.benchmark.results import Results
 from helpers.measure.targets import MIN_EVALUATION_IMAGES
 from helpers.measure.timing import SETTLE_S, interleaved, measure, percentiles
 from helpers.paths import SAMPLE_DIR, shown, split_file
@@ -329,8 +330,8 @@ def _by_size(model_path: Path, photos: dict[float, bytes], repeats: int) -> dict
     return figures
 
 
-def run(out_dir: Path, checkpoints: list[Path], repeats: int, skipped: dict[str, str] | None = None) -> dict:
-    """Every section, in this order, into the results dict that report.py renders and results.json keeps;
+def run(out_dir: Path, checkpoints: list[Path], repeats: int, skipped: dict[str, str] | None = None) -> Results:
+    """Every section, in this order, into the Results that report.py renders and results.json keeps;
     the parts named in `skipped` (see preflight) are left out and the report says why."""
     skipped = preflight() if skipped is None else skipped
     native.build_in_place()  # "ours" is what the zip runs: the C letterbox
@@ -366,4 +367,4 @@ def run(out_dir: Path, checkpoints: list[Path], repeats: int, skipped: dict[str,
     print(f"latency by image size ({serving}) ...", flush=True)
     results["serving_model"] = serving
     results["by_size"] = _by_size(models[serving]["fp32"], photos, repeats)
-    return results
+    return Results.from_json(results)

@@ -18,7 +18,10 @@ COMMANDS = {
     "batch": ("helpers.aws.batch", "batch inference: local, or a Step Functions stack"),
     "evaluate": ("helpers.evaluate.report", "the served model over a labelled set: COCO JSON, per-class CSV, plots"),
     "accuracy": ("helpers.measure.accuracy", "what each model learns, over seeds"),
-    "benchmark": ("helpers.measure.benchmark.cli", "speed and size, side by side; writes BENCHMARKS.md"),
+    "benchmark": (
+        "helpers.measure.benchmark.cli",
+        "speed and size, side by side; writes BENCHMARKS.md and README's serving table",
+    ),
     "soak": ("helpers.measure.soak", "many warm invocations: memory and latency drift"),
     "icevision": ("helpers.baselines.icevision_lane", "the blog's own IceVision recipe on Python 3.8"),
 }

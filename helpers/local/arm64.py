@@ -14,7 +14,7 @@ that the two zips' letterbox kernels give bit-identical model inputs (the x86_64
 albumentations by tests/test_preprocess.py). The arm64 zip's kernel needs Debian's
 gcc-aarch64-linux-gnu.
 
-    python -m helpers arm64 [IMAGE ...]    # exit 0: equal; 1: not equal; 2: cannot run here
+    python -m helpers arm64 [--full] [IMAGE ...]    # exit 0: equal; 1: not equal; 2: cannot run here
 """
 
 from __future__ import annotations

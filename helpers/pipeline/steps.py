@@ -26,11 +26,10 @@ from helpers.train.run import NOT_FINGERPRINTED, TrainConfig
 
 #: (artefacts folder, fingerprint) pairs whose reuse was already announced in this process.
 _ANNOUNCED: set[tuple[str, str]] = set()
-#: The training images the served INT8 model is calibrated on, spread over all of them: on the quick
-#: models of seeds 42, 1, 2, 16 lost no unseen mAP on average (BENCHMARKS.md), in a fraction of the
-#: time all of them take.
+#: The training images the served INT8 model is calibrated on, spread over all of them: as accurate as
+#: all of them, in a fraction of the time (docs/decisions.md).
 SERVED_CALIBRATION_IMAGES = 16
-#: What a training run costs on 2 CPUs, said before one starts (measured: BENCHMARKS.md).
+#: What a training run costs on 2 CPUs, said before one starts.
 TRAINING_TIME = {True: "about 2½ minutes (quick mode)", False: "about 6½ minutes offline (full mode)"}
 
 

@@ -26,15 +26,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from helpers.export.onnx_export import read_contract
-from helpers.local.invoke import (
-    RuntimeApi,
-    client_command,
-    lambda_environment,
-    start_clients,
-    start_runtime_api,
-    stop_clients,
-    unpack,
-)
+from helpers.local.invoke import client_command, lambda_environment, start_clients, stop_clients, unpack
+from helpers.local.runtime_api import RuntimeApi, start_runtime_api
 from helpers.paths import not_found, quick_unless, run_artifacts, shown
 from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, MAX_IMAGE_BYTES
 

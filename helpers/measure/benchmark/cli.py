@@ -41,10 +41,14 @@ def main(argv=None) -> int:
         "--readme", type=Path, default=PROJECT_ROOT / "README.md", help="its serving table is rewritten"
     )
     args = parser.parse_args(argv)
-    checkpoints = default_checkpoints(quick=quick_unless(args.full)) if args.checkpoints is None else args.checkpoints
+    quick = quick_unless(args.full)
+    checkpoints = default_checkpoints(quick) if args.checkpoints is None else args.checkpoints
     if missing := [c for c in checkpoints if not c.is_file()]:
-        print(f"error: {not_found('checkpoint', missing[0])}", file=sys.stderr)
+        print(f"error: {not_found('checkpoint', missing[0], quick)}", file=sys.stderr)
         return 2
+    if not checkpoints:
+        absent = not_found("checkpoint", run_artifacts(quick).checkpoint, quick)
+        print(f"note: {absent}: every model runs with random weights", file=sys.stderr)
     skipped = preflight()
     for what, why in skipped.items():
         print(f"skipping the {what}: {why}", file=sys.stderr)

@@ -5,22 +5,25 @@ import sys
 
 #: command -> (module[:function], default main, taking argv; what it does)
 COMMANDS = {
-    "run-all": ("helpers.tools.run_all", "run notebooks 01 -> 05 headless (the main job)"),
+    "run-all": ("helpers.pipeline.run_all", "run notebooks 01 -> 05 headless (the main job)"),
     "train": ("helpers.train.run", "train a detector (also python -m helpers.train)"),
     "export": ("helpers.export.onnx_export", "checkpoint -> model.onnx, checked (also python -m helpers.export)"),
     "convert": ("helpers.data.__main__:convert_command", "rewrite a dataset in another format (VOC, COCO, YOLO)"),
     "native": ("helpers.build.native", "build the C letterbox kernel for this machine"),
     "package": ("helpers.build.package", "build the Lambda .zip"),
-    "invoke": ("helpers.tools.lambda_local", "invoke a built zip under the real runtime client"),
-    "serve": ("helpers.tools.serve", "the zip's handler behind a local Function URL, with a demo page"),
-    "arm64": ("helpers.tools.arm64", "the arm64 zip under emulation vs x86_64"),
+    "invoke": ("helpers.local.invoke", "invoke a built zip under the real runtime client"),
+    "serve": ("helpers.local.serve", "the zip's handler behind a local Function URL, with a demo page"),
+    "arm64": ("helpers.local.arm64", "the arm64 zip under emulation vs x86_64"),
     "deploy": ("helpers.aws.deploy", "deploy / tear down the CloudFormation stack"),
     "batch": ("helpers.aws.batch", "batch inference: local, or a Step Functions stack"),
     "evaluate": ("helpers.evaluate.report", "the served model over a labelled set: COCO JSON, per-class CSV, plots"),
-    "accuracy": ("helpers.tools.accuracy", "what each model learns, over seeds"),
-    "benchmark": ("helpers.tools.benchmark.cli", "speed and size, side by side; writes BENCHMARKS.md"),
-    "soak": ("helpers.tools.soak", "many warm invocations: memory and latency drift"),
-    "icevision": ("helpers.tools.icevision_lane", "the blog's own IceVision recipe on Python 3.8"),
+    "accuracy": ("helpers.measure.accuracy", "what each model learns, over seeds"),
+    "benchmark": (
+        "helpers.measure.benchmark.cli",
+        "speed and size, side by side; writes BENCHMARKS.md and README's serving table",
+    ),
+    "soak": ("helpers.measure.soak", "many warm invocations: memory and latency drift"),
+    "icevision": ("helpers.baselines.icevision_lane", "the blog's own IceVision recipe on Python 3.8"),
 }
 
 

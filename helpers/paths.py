@@ -1,6 +1,6 @@
 """Where everything lives: the project's folders and one run's artefact layout, from one root.
 
-    artifacts/<mode>/              mode: quick (HELPERS_QUICK=1) or full; HELPERS_ARTIFACTS overrides
+    artifacts/<mode>/              mode: quick (the default) or full (HELPERS_QUICK=0); HELPERS_ARTIFACTS overrides
         train/                     best.ckpt, summary.json, split.json, class_map.json, synthetic/, logs/
         model.onnx, model_int8.onnx
         dist/lambda-<arch>.zip     (+ lambda-<arch>.json, the size report)
@@ -36,8 +36,9 @@ ARTIFACTS_VARIABLE = "HELPERS_ARTIFACTS"
 
 
 def quick_mode() -> bool:
-    """HELPERS_QUICK=1: the minutes-long configuration CI and `make run` use."""
-    return os.environ.get(QUICK_VARIABLE, "0") not in ("", "0", "false", "False")
+    """Quick (the minutes-long configuration `make run`, CI and the notebooks use) unless HELPERS_QUICK
+    is "0", "false", "False" or empty: one default mode, so every command finds what `make run` built."""
+    return os.environ.get(QUICK_VARIABLE, "1") not in ("", "0", "false", "False")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +97,30 @@ def run_artifacts(quick: bool | None = None) -> RunArtifacts:
         return RunArtifacts(Path(os.environ[ARTIFACTS_VARIABLE]))
     quick = quick_mode() if quick is None else quick
     return RunArtifacts(ARTIFACTS_ROOT / ("quick" if quick else "full"))
+
+
+def quick_unless(full: bool) -> bool:
+    """A CLI's mode: `--full` selects full; without it the default (quick unless HELPERS_QUICK=0)."""
+    return False if full else quick_mode()
+
+
+def build_command(quick: bool | None = None) -> str:
+    """The command that builds a mode's run (checkpoint, model.onnx, model_int8.onnx, the x86_64 zip)
+    where run_artifacts says: the one a message about a missing artefact names."""
+    quick = quick_mode() if quick is None else quick
+    return "python -m helpers run-all" + ("" if quick else " --full")
+
+
+def not_found(what: str, path: str | Path, quick: bool | None = None) -> str:
+    """What a CLI says (after "error: ") when `path` is absent; when it is one of the files run-all builds
+    for a mode (`quick`'s first, default: the environment's), the line names that command."""
+    first = quick_mode() if quick is None else quick
+    for mode in (first, not first):
+        layout = run_artifacts(mode)
+        built = (layout.checkpoint, layout.summary, layout.split, layout.onnx, layout.int8, layout.zip())
+        if Path(path).absolute() in {p.absolute() for p in (*built, layout.zip_report())}:
+            return f"{what} not found: {shown(path)} ({build_command(mode)} builds it)"
+    return f"{what} not found: {shown(path)}"
 
 
 def split_file(train_dir: str | Path) -> Path:

@@ -147,10 +147,10 @@ def trained():
     """The real quick-mode training run (Lite0 on the sample + synthetic set, about 2½ min): its
     RunSummary. It is the run `make run` and the notebooks use (artifacts/quick/train), so the
     test session trains once and the notebooks under nbval reuse it."""
-    from helpers.tools import pipeline
+    from helpers.pipeline import steps
 
-    assert pipeline.quick_mode()
-    return pipeline.ensure_trained()
+    assert steps.quick_mode()
+    return steps.ensure_trained()
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,11 @@
 """helpers accuracy: the training table, its spread over seeds and its targets, from the real quick run."""
 
+from dataclasses import replace
+
 import pytest
 
-from helpers.tools import accuracy
-from helpers.tools.benchmark.goals import MET, NOT_MET
+from helpers.measure import accuracy, targets
+from helpers.measure.targets import MET, NOT_MET
 
 
 @pytest.fixture(scope="module")
@@ -13,54 +15,54 @@ def row(trained, tmp_path_factory):
 
 def test_the_row_is_the_run_and_its_served_models(row, trained):
     unseen = trained.unseen
-    assert row["seed"] == trained.config["seed"] and row["train_seconds"] == trained.seconds
-    assert (row["unseen"]["found"], row["unseen"]["false"]) == (
+    assert row.seed == trained.config["seed"] and row.train_seconds == trained.seconds
+    assert (row.unseen.found, row.unseen.false) == (
         unseen["at_served_threshold"]["found"],
         unseen["at_served_threshold"]["false"],
     )
     # The fixture trains seed 42: its fridge validation photos.
-    assert set(row["fridge_valid_found"]) == {"11.jpg", "13.jpg"}
+    assert set(row.fridge_valid_found) == {"11.jpg", "13.jpg"}
     # The exported model through the Lambda's Detector measures what training measured with PyTorch.
-    assert row["served"]["fp32"]["map_50"] == pytest.approx(unseen["map_50"], abs=0.01)
-    assert row["served"]["fp32"]["map"] == pytest.approx(unseen["map"], abs=0.01)
+    assert row.served["fp32"]["map_50"] == pytest.approx(unseen["map_50"], abs=0.01)
+    assert row.served["fp32"]["map"] == pytest.approx(unseen["map"], abs=0.01)
     for int8 in ("int8_all", "int8_served"):
         # test_export's INT8 bound: at most 10 mAP@.5 points lost (the worst measured: 3.5)
-        assert row["served"]["fp32"]["map_50"] - row["served"][int8]["map_50"] <= 0.10
+        assert row.served["fp32"]["map_50"] - row.served[int8]["map_50"] <= 0.10
 
 
 def test_each_quick_target_is_judged_from_its_figure(row):
     def status(changed_row, goal_prefix):
         return next(s for goal, _, s in accuracy.run_goals(changed_row) if goal.startswith(goal_prefix))
 
-    slow = dict(row, train_seconds=accuracy.QUICK_MAX_SECONDS + 1)
-    fast = dict(row, train_seconds=accuracy.QUICK_MAX_SECONDS)
+    slow = replace(row, train_seconds=targets.QUICK_MAX_SECONDS + 1)
+    fast = replace(row, train_seconds=targets.QUICK_MAX_SECONDS)
     assert (status(slow, "training"), status(fast, "training")) == (NOT_MET, MET)
-    unseen = row["unseen"]
-    weak = dict(row, unseen=dict(unseen, map_50=0.69))
-    good = dict(row, unseen=dict(unseen, map_50=0.70))
+    unseen = row.unseen
+    weak = replace(row, unseen=replace(unseen, map_50=0.69))
+    good = replace(row, unseen=replace(unseen, map_50=0.70))
     assert (status(weak, "mAP@.5"), status(good, "mAP@.5")) == (NOT_MET, MET)
-    short = dict(row, unseen=dict(unseen, recall=0.74, precision=0.9))
-    imprecise = dict(row, unseen=dict(unseen, recall=0.9, precision=0.69))
-    enough = dict(row, unseen=dict(unseen, recall=0.75, precision=0.7))
+    short = replace(row, unseen=replace(unseen, recall=0.74, precision=0.9))
+    imprecise = replace(row, unseen=replace(unseen, recall=0.9, precision=0.69))
+    enough = replace(row, unseen=replace(unseen, recall=0.75, precision=0.7))
     assert (status(short, "recall"), status(imprecise, "recall"), status(enough, "recall")) == (NOT_MET, NOT_MET, MET)
-    missed = dict(row, fridge_valid_found={"11.jpg": "1/2", "13.jpg": "2/2"})
-    found = dict(row, fridge_valid_found={"11.jpg": "2/2", "13.jpg": "2/2"})
+    missed = replace(row, fridge_valid_found={"11.jpg": "1/2", "13.jpg": "2/2"})
+    found = replace(row, fridge_valid_found={"11.jpg": "2/2", "13.jpg": "2/2"})
     assert (status(missed, "every fridge"), status(found, "every fridge")) == (NOT_MET, MET)
-    served = row["served"]
-    lost = dict(row, served=dict(served, int8_served=dict(served["fp32"], map=served["fp32"]["map"] - 0.011)))
-    kept = dict(row, served=dict(served, int8_served=dict(served["fp32"], map=served["fp32"]["map"] - 0.009)))
+    served = row.served
+    lost = replace(row, served=dict(served, int8_served=dict(served["fp32"], map=served["fp32"]["map"] - 0.011)))
+    kept = replace(row, served=dict(served, int8_served=dict(served["fp32"], map=served["fp32"]["map"] - 0.009)))
     assert (status(lost, "INT8"), status(kept, "INT8")) == (NOT_MET, MET)
 
 
 def test_full_mode_is_judged_on_cpu_minutes_and_both_maps(row):
-    full = dict(row, mode="full", cpu_seconds=accuracy.FULL_MAX_CPU_MINUTES * 60)
+    full = replace(row, mode="full", cpu_seconds=targets.FULL_MAX_CPU_MINUTES * 60)
     goals = {goal: s for goal, _, s in accuracy.run_goals(full)}
-    assert goals[f"training <= {accuracy.FULL_MAX_CPU_MINUTES} CPU-min"] == MET
-    over = dict(full, cpu_seconds=full["cpu_seconds"] + 60)
+    assert goals[f"training <= {targets.FULL_MAX_CPU_MINUTES} CPU-min"] == MET
+    over = replace(full, cpu_seconds=full.cpu_seconds + 60)
     assert accuracy.run_goals(over)[0][2] == NOT_MET
 
     def accuracy_goal(map_50, map_):
-        return accuracy.run_goals(dict(full, unseen=dict(row["unseen"], map_50=map_50, map=map_)))[1][2]
+        return accuracy.run_goals(replace(full, unseen=replace(row.unseen, map_50=map_50, map=map_)))[1][2]
 
     assert accuracy_goal(0.85, 0.55) == MET
     assert accuracy_goal(0.9, 0.549) == NOT_MET  # mAP@.5 alone is not enough
@@ -68,19 +70,19 @@ def test_full_mode_is_judged_on_cpu_minutes_and_both_maps(row):
 
 
 def test_the_table_gives_every_run_and_the_spread_over_seeds(row):
-    second = dict(row, seed=7, train_seconds=row["train_seconds"] + 10, unseen=dict(row["unseen"], recall=0.5))
+    second = replace(row, seed=7, train_seconds=row.train_seconds + 10, unseen=replace(row.unseen, recall=0.5))
     text = accuracy.markdown([row, second])
-    assert f"| quick | {row['model']} | sample | {row['seed']} | {row['train_seconds']:.0f} " in text
-    assert f"| quick | {row['model']} | sample | 7 | {second['train_seconds']:.0f} " in text
-    assert f"train {row['train_seconds']:.0f}-{second['train_seconds']:.0f} s" in text
-    assert f"served recall 0.50-{row['unseen']['recall']:.2f}" in text
+    assert f"| quick | {row.model} | sample | {row.seed} | {row.train_seconds:.0f} " in text
+    assert f"| quick | {row.model} | sample | 7 | {second.train_seconds:.0f} " in text
+    assert f"train {row.train_seconds:.0f}-{second.train_seconds:.0f} s" in text
+    assert f"served recall 0.50-{row.unseen.recall:.2f}" in text
     assert "one seed per run so far" in accuracy.markdown([row])
 
 
 def test_a_result_is_kept_only_while_it_describes_todays_recipe(row, tmp_path):
-    assert row["config_hash"] == accuracy.current_fingerprint(row, tmp_path)  # the quick run is today's recipe
-    assert accuracy.current_fingerprint(dict(row, seed=1), tmp_path) != row["config_hash"]
-    assert accuracy.current_fingerprint(dict(row, model="a model this tool does not train"), tmp_path) is None
+    assert row.config_hash == accuracy.current_fingerprint(row.to_json(), tmp_path)  # the quick run is today's recipe
+    assert accuracy.current_fingerprint(dict(row.to_json(), seed=1), tmp_path) != row.config_hash
+    assert accuracy.current_fingerprint(dict(row.to_json(), model="a model this tool does not train"), tmp_path) is None
 
 
 def test_bad_seeds_exit_with_one_clear_line(capsys):

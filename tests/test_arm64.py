@@ -6,9 +6,8 @@ import copy
 
 import pytest
 
-from helpers.build import interpreters
+from helpers.local import arm64, emulation
 from helpers.runtime import handler as h
-from helpers.tools import arm64
 
 
 def test_equal_responses_compare_equal_and_any_real_difference_is_caught(onnx_model, sample_jpegs):
@@ -28,22 +27,20 @@ def test_equal_responses_compare_equal_and_any_real_difference_is_caught(onnx_mo
 
 
 def test_cli_says_in_one_line_why_it_cannot_run(capsys, monkeypatch, onnx_model):
-    monkeypatch.setattr(interpreters, "QEMU", "qemu-nowhere-static")
+    monkeypatch.setattr(emulation, "QEMU", "qemu-nowhere-static")
     assert arm64.main(["--model", str(onnx_model)]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: cannot emulate arm64 here: qemu-nowhere-static not found: install Debian's qemu-user-static"
     )
     assert arm64.main(["--model", "/nonexistent.onnx"]) == 2
-    assert (
-        capsys.readouterr().err.strip() == "error: file not found: /nonexistent.onnx (run `make run` or pass --model)"
-    )
+    assert capsys.readouterr().err.strip() == "error: model not found: /nonexistent.onnx"
 
 
 @pytest.mark.slow
 def test_arm64_zip_under_emulation_answers_like_x86_64(onnx_model, sample_records):
     try:
-        interpreters.emulated_arm64_command()
-    except interpreters.EmulationUnavailable as why:
+        emulation.emulated_arm64_command()
+    except emulation.EmulationUnavailable as why:
         pytest.skip(f"arm64 emulation unavailable: {why}")
     images = [r.image_path for r in sample_records[:2]]
     result = arm64.check(images, onnx_model)

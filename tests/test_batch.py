@@ -17,10 +17,10 @@ import pytest
 from cfnlint.decode import cfn_yaml
 
 from helpers.aws import batch
+from helpers.local.moto_aws import MotoDeployer, moto_server
 from helpers.paths import SAMPLE_DIR
 from helpers.runtime import storage
 from helpers.runtime.errors import S3Unavailable
-from helpers.tools.local_aws import MotoDeployer, moto_server
 
 SAMPLE_IMAGES = sorted((SAMPLE_DIR / "images").glob("*.jpg"))
 REGION = "eu-central-1"

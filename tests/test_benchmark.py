@@ -6,11 +6,12 @@ import shutil
 import pytest
 
 from helpers.data.dataset import Split
+from helpers.measure import targets as benchmark
+from helpers.measure.benchmark.measure import BenchmarkRefused, _models, preflight
+from helpers.measure.benchmark.report import markdown, plot, write_markdown
+from helpers.measure.benchmark.results import Results
+from helpers.measure.markdown import replace_section
 from helpers.paths import SAMPLE_DIR, split_file
-from helpers.tools.benchmark import goals as benchmark
-from helpers.tools.benchmark.measure import BenchmarkRefused, _models, preflight
-from helpers.tools.benchmark.report import markdown, plot, write_markdown
-from helpers.tools.markdown import replace_section
 from helpers.train.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES
 
 
@@ -23,7 +24,7 @@ def _accuracy(fp32_map, fp32_map50, int8_map, unseen=28):
 
 
 def _status(results, model=LITE0_MODEL):
-    return {goal: (value, status) for goal, value, status in benchmark.goals(results)}[
+    return {goal: (value, status) for goal, value, status in benchmark.goals(Results.from_json(results))}[
         f"INT8 loses <= 1 mAP point ({model})"
     ]
 
@@ -45,7 +46,7 @@ def test_int8_accuracy_is_judged_on_real_figures(int8_map, expected):
 
 
 def test_every_model_has_its_rows_and_missing_figures_are_not_measurable():
-    rows = benchmark.goals({})
+    rows = benchmark.goals(Results())
     for model in MODEL_NAMES:
         mine = [(goal, status) for goal, _, status in rows if f"({model})" in goal]
         assert len(mine) == 4 and {status for _, status in mine} == {benchmark.NOT_MEASURABLE}
@@ -64,7 +65,7 @@ def test_speed_memory_and_size_goals_use_todays_targets():
         "zips": {"x86_64": {"zipped_bytes": 26 * 2**20}},
         "bytes_to_tensor": {"12 MP": {"ours": {"p50_ms": 80.0}, "opencv_albumentations": {"p50_ms": 84.0}}},
     }
-    status = {goal: s for goal, _, s in benchmark.goals(results)}
+    status = {goal: s for goal, _, s in benchmark.goals(Results.from_json(results))}
     assert status[f"ORT >= 1.5x PyTorch eager, 2 threads ({BLOG_MODEL})"] == benchmark.MET  # 2.0x
     assert status[f"INT8 >= 2.5x FP32, 2 threads ({BLOG_MODEL})"] == benchmark.NOT_MET  # 2.34x
     assert status[f"cold init <= 1.0 s, under awslambdaric, CPython 3.12 ({BLOG_MODEL})"] == benchmark.MET
@@ -87,7 +88,7 @@ def test_a_checkpoint_without_enough_unseen_images_is_refused(tmp_path):
 
 
 def _results():
-    """A whole run's results, shaped as measure.run returns them, for one trained model."""
+    """A whole run's results as results.json keeps them (Results.to_json), for one trained model."""
     timing = {"p50_ms": 40.0, "p90_ms": 44.0}
     sizes = ("0.3 MP", "1 MP", "4 MP", "12 MP")
     return {
@@ -127,7 +128,7 @@ def _results():
 
 def test_the_report_has_every_part_and_the_goal_table_is_goals():
     results = _results()
-    text = markdown(results, "benchmarks.png")
+    text = markdown(Results.from_json(results), "benchmarks.png")
     headings = [line.split(" (")[0] for line in text.splitlines() if line.startswith("#")]
     assert headings == [
         "# Benchmarks",
@@ -142,7 +143,9 @@ def test_the_report_has_every_part_and_the_goal_table_is_goals():
         "## Estimated cost per 1M requests",
     ]
     goal_table = text.split("| goal | measured | met |\n|---|---|---|\n", 1)[1].split("\n\n", 1)[0]
-    assert goal_table.splitlines() == [f"| {goal} | {value} | {met} |" for goal, value, met in benchmark.goals(results)]
+    assert goal_table.splitlines() == [
+        f"| {goal} | {value} | {met} |" for goal, value, met in benchmark.goals(Results.from_json(results))
+    ]
     rows = text.splitlines()
     for part in ("inference", "by_size", "zips", "cold_init", "models"):  # one table row per measured key
         assert all(any(line.startswith(f"| {key} |") for line in rows) for key in results[part]), part
@@ -154,20 +157,20 @@ def test_each_tool_rewrites_only_its_own_section(tmp_path):
     results = _results()
     replace_section(path, "training", "## Training\n\n| a |\n|---|\n| first |")
     path.write_text(path.read_text() + "\n## Written by hand\n\nkept as it is\n")
-    write_markdown(results, path, tmp_path / "benchmarks.png")
+    write_markdown(Results.from_json(results), path, tmp_path / "benchmarks.png")
     first = path.read_text()
     assert first.startswith("<!-- benchmark:start -->\n# Benchmarks\n")  # a new benchmark section comes first
     assert first.endswith("<!-- training:end -->\n\n## Written by hand\n\nkept as it is\n")
     assert "| first |\n\n<!-- training:end -->" in first  # a blank line ends the table before the marker
     results["environment"] = "another machine"
-    write_markdown(results, path, tmp_path / "benchmarks.png")
+    write_markdown(Results.from_json(results), path, tmp_path / "benchmarks.png")
     replace_section(path, "training", "## Training\n\n| a |\n|---|\n| second |")
     second = path.read_text()
     assert second == first.replace("x86_64, 2 CPUs", "another machine").replace("| first |", "| second |")
 
 
 def test_the_plot_is_drawn_from_the_results(tmp_path):
-    plot(_results(), tmp_path / "benchmarks.png")
+    plot(Results.from_json(_results()), tmp_path / "benchmarks.png")
     assert (tmp_path / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -183,7 +186,7 @@ def test_without_the_cross_compiler_the_arm64_zip_is_skipped_up_front_and_the_re
     assert list(skipped) == ["arm64 zip"] and "aarch64-linux-gnu-gcc" in skipped["arm64 zip"]
     results = _results()
     del results["zips"]["arm64"]
-    text = markdown({**results, "skipped": skipped}, "benchmarks.png")
+    text = markdown(Results.from_json({**results, "skipped": skipped}), "benchmarks.png")
     assert "Not measured in this run: the arm64 zip (no C compiler for arm64" in text
 
 
@@ -191,7 +194,7 @@ def test_memory_choice_is_the_cheapest_size_within_the_latency_budget():
     """Notebook 05's rule. With 1-thread 60 ms and 2-thread 40 ms: below one vCPU (1769 MB) latency grows
     as memory shrinks, so 1024 MB is over a 100 ms budget (60 x 1769/1024 = 104 ms); 2048 MB costs more
     than 1769 MB at the same latency; with no size within the budget, the fastest (smallest on a tie)."""
-    from helpers.tools.benchmark.report import choose_memory, memory_options
+    from helpers.measure.benchmark.report import choose_memory, memory_options
 
     options = memory_options(60.0, 40.0)
     by_size = {o["memory_mb"]: o for o in options}
@@ -201,3 +204,38 @@ def test_memory_choice_is_the_cheapest_size_within_the_latency_budget():
     assert choose_memory(options, 100.0)["memory_mb"] == 1769
     assert choose_memory(options, 1e9) == min(options, key=lambda o: o["usd_per_million"])
     assert choose_memory(options, 1.0)["memory_mb"] == 3538
+
+
+def test_the_readme_serving_table_is_written_between_its_markers_only(tmp_path):
+    """The benchmark writes README's serving figures (not copied by hand); without the markers the
+    README is left as it is."""
+    from helpers.measure.benchmark.report import serving_table, write_readme
+
+    results = _results()
+    readme = tmp_path / "README.md"
+    before, after = "# Title\n\nintro\n\n", "\n\n## Next\n\ntext\n"
+    readme.write_text(before + "<!-- benchmark:serving:start -->\nold table\n<!-- benchmark:serving:end -->" + after)
+    assert write_readme(Results.from_json(results), readme)
+    text = readme.read_text()
+    assert text.startswith(before) and text.endswith(after) and "old table" not in text
+    table = text.split("<!-- benchmark:serving:start -->\n")[1].split("<!-- benchmark:serving:end -->")[0]
+    assert table.strip() == serving_table(Results.from_json(results)).strip()
+    assert [f"| {goal} | {value} | {met} |" for goal, value, met in benchmark.goals(Results.from_json(results))] == [
+        line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| goal ")
+    ]
+    assert "x86_64, 2 CPUs" in table
+    unmarked = tmp_path / "other.md"
+    unmarked.write_text(before)
+    assert not write_readme(Results.from_json(results), unmarked) and unmarked.read_text() == before
+
+
+def test_results_are_typed_once_and_results_json_keeps_its_layout():
+    """Read by attribute ("name @ threads" is built in one place), written back as it was read."""
+    data = _results()
+    results = Results.from_json(data)
+    assert results.to_json() == {**data, "skipped": {}}
+    row = results.inference_of(LITE0_MODEL, 2)
+    assert (row.key, row.ort_speedup, row.int8_speedup) == (f"{LITE0_MODEL} @ 2", 1.0, 1.0)
+    assert results.inference_of(LITE0_MODEL, 4) is None
+    assert results.int8_accuracy[LITE0_MODEL].image_count == 28
+    assert results.by_size["12 MP"].total == 42.0 and results.cold_init[BLOG_MODEL].warm.p50_ms == 40.0

@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
+from helpers.baselines import blog
 from helpers.runtime import preprocess as pp
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.runtime.postprocess import letterbox_boxes, restore_boxes, to_detections
-from helpers.tools import blog
 from helpers.train.transforms import valid_transform
 
 BLOG_CLASS_MAP = {"background": 0, "carton": 1, "milk_bottle": 2, "water_bottle": 3, "can": 4}

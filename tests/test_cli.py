@@ -85,8 +85,8 @@ def test_the_arm64_check_refuses_without_the_cross_compiler_before_building_anyt
     and no zip built (it used to build the x86_64 zip first)."""
     import shutil
 
-    from helpers.build import interpreters, package
-    from helpers.tools import arm64
+    from helpers.build import package
+    from helpers.local import arm64, emulation
 
     bare = tmp_path / "bin"
     bare.mkdir()
@@ -94,7 +94,7 @@ def test_the_arm64_check_refuses_without_the_cross_compiler_before_building_anyt
         if found := shutil.which(tool):
             (bare / tool).symlink_to(found)
     monkeypatch.setenv("PATH", str(bare))
-    monkeypatch.setattr(interpreters, "emulated_arm64_command", lambda: (["qemu-aarch64-static"], "3.12"))
+    monkeypatch.setattr(emulation, "emulated_arm64_command", lambda: (["qemu-aarch64-static"], "3.12"))
     monkeypatch.setattr(package, "build", lambda *a, **k: pytest.fail("built a zip before the checks"))
     model = tmp_path / "model.onnx"
     model.write_bytes(b"checked later")

@@ -13,7 +13,7 @@ import yaml
 from cfnlint.decode import cfn_yaml
 
 from helpers.aws import deploy
-from helpers.tools.local_aws import MotoDeployer, moto_server
+from helpers.local.moto_aws import MotoDeployer, moto_server
 
 TEMPLATE = deploy.TEMPLATE
 ROOT = TEMPLATE.parent.parent
@@ -208,8 +208,8 @@ def test_other_describe_errors_are_not_taken_for_a_missing_stack():
 
 
 def test_moto_adapter_is_not_on_the_production_path():
-    """helpers.aws.deploy (what users run against AWS) imports no test double; the moto quirk lives in local_aws."""
-    code = "import sys, helpers.aws.deploy; print(sorted(m for m in sys.modules if m.startswith(('moto', 'helpers.tools.local_aws'))))"
+    """helpers.aws.deploy (what users run against AWS) imports no test double; the moto quirk lives in helpers.local.moto_aws."""
+    code = "import sys, helpers.aws.deploy; print(sorted(m for m in sys.modules if m.startswith(('moto', 'helpers.local.moto_aws'))))"
     assert subprocess.check_output([sys.executable, "-c", code], text=True).strip() == "[]"
 
 

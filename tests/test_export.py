@@ -251,7 +251,7 @@ def test_served_calibration_spans_the_fridge_photos_and_every_class(trained):
     from helpers.data.dataset import Split
     from helpers.export.quantize import calibration_records
     from helpers.paths import split_file
-    from helpers.tools.pipeline import SERVED_CALIBRATION_IMAGES
+    from helpers.pipeline.steps import SERVED_CALIBRATION_IMAGES
     from helpers.train.data import is_object_photo
 
     split = Split.read(split_file(Path(trained.checkpoint).parent))

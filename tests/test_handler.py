@@ -423,7 +423,7 @@ def test_a_12_mp_photo_is_decoded_reduced_and_answered_in_its_own_frame(tiny_han
     """A 4000x3000 phone-size JPEG is decoded at 1/8 in the DCT domain (decode_for_model); the response
     still speaks of the original: its size, and boxes in its pixels, as the same photo at 1/8 scale gives
     them multiplied by 8 (up to the 0.01 px rounding of the response and the ceil of the last block)."""
-    from helpers.tools.benchmark import synthetic_photo
+    from helpers.measure.benchmark.measure import synthetic_photo
 
     big = synthetic_photo(12)
     out = h.handler({"image": _b64(big)}, lambda_context)

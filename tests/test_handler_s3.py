@@ -8,10 +8,10 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from helpers.local.moto_aws import moto_server
 from helpers.runtime import errors, storage
 from helpers.runtime import handler as h
 from helpers.runtime.checksum import sha256_file
-from helpers.tools.local_aws import moto_server
 
 
 @pytest.fixture(scope="module")

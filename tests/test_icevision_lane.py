@@ -12,12 +12,12 @@ import numpy as np
 import onnx
 import pytest
 
+from helpers.baselines import icevision_lane as lane
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.runtime.model import Detector, ModelError
 from helpers.runtime.postprocess import restore_boxes
 from helpers.runtime.preprocess import letterbox
-from helpers.tools import icevision_lane as lane
 
 pytestmark = pytest.mark.icevision
 

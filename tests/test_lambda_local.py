@@ -10,7 +10,8 @@ import zipfile
 import pytest
 
 from helpers.build import interpreters
-from helpers.tools.lambda_local import RuntimeApi, invoke_zip, main
+from helpers.local.invoke import invoke_zip, main
+from helpers.local.runtime_api import RuntimeApi
 
 needs_312 = pytest.mark.skipif(interpreters.find_python("3.12") is None, reason="no CPython 3.12 (PATH or pyenv)")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from helpers.build import interpreters, native, package
+from helpers.local.invoke import invoke_zip
 from helpers.runtime import handler as h
-from helpers.tools.lambda_local import invoke_zip
 
 PY312 = interpreters.find_python("3.12")
 needs_312 = pytest.mark.skipif(
@@ -77,13 +77,13 @@ MIN_FOUND_QUICK = 8
 @needs_312
 def test_the_zip_serving_the_quick_model_finds_the_real_boxes(built, trained, sample_records):
     from helpers.evaluate.metrics import found_boxes
+    from helpers.pipeline import steps
     from helpers.runtime.classmap import ClassMap
     from helpers.runtime.config import FRIDGE_CLASSES
     from helpers.runtime.detections import Detections
-    from helpers.tools import pipeline
 
     events = [{"image": base64.b64encode(r.image_path.read_bytes()).decode()} for r in sample_records]
-    report = invoke_zip(built["zip"], events, {"MODEL_PATH": str(pipeline.ensure_onnx()), "LOG_LEVEL": "WARNING"})
+    report = invoke_zip(built["zip"], events, {"MODEL_PATH": str(steps.ensure_onnx()), "LOG_LEVEL": "WARNING"})
     served = trained.served_threshold
     assert all(d["score"] >= served for r in report["responses"] for d in r["detections"])  # the served default
     class_map = ClassMap(FRIDGE_CLASSES)

@@ -12,7 +12,7 @@ from helpers import provenance
 from helpers.export.onnx_export import recorded, training_run_of, write_metadata
 from helpers.export.quantize import QUANTIZATION
 from helpers.paths import PROJECT_ROOT
-from helpers.tools import pipeline
+from helpers.pipeline import steps
 from helpers.train.config import TrainConfig
 from helpers.train.models import LITE0_MODEL, SMALL_MODEL
 from helpers.train.summary import RunSummary
@@ -21,11 +21,11 @@ from helpers.train.summary import RunSummary
 def test_parameters_left_at_none_take_the_environment_and_mode_defaults(monkeypatch, tmp_path):
     monkeypatch.setenv("HELPERS_QUICK", "1")
     monkeypatch.setenv("HELPERS_MODEL", SMALL_MODEL)
-    series = pipeline.Series.from_parameters(artifacts=tmp_path)
+    series = steps.Series.from_parameters(artifacts=tmp_path)
     config = series.train_config()
     assert series.quick and config.model == SMALL_MODEL and config.epochs == TrainConfig.quick().epochs
     assert config.out_dir == str(tmp_path / "train")
-    changed = pipeline.Series.from_parameters(False, LITE0_MODEL, "sample", 2, 1e-4, 320, tmp_path).train_config()
+    changed = steps.Series.from_parameters(False, LITE0_MODEL, "sample", 2, 1e-4, 320, tmp_path).train_config()
     assert (changed.model, changed.dataset, changed.epochs, changed.lr, changed.image_size) == (
         LITE0_MODEL,
         "sample",
@@ -68,13 +68,13 @@ def test_an_edited_training_source_file_changes_the_fingerprint_and_is_named(tmp
 
 @pytest.mark.slow
 def test_a_changed_parameter_trains_and_exports_again_the_same_ones_reuse(tmp_path, capsys):
-    first = pipeline.Series(quick=True, epochs=1, artifacts=tmp_path)
+    first = steps.Series(quick=True, epochs=1, artifacts=tmp_path)
     summary = first.ensure_trained()
     assert "training" in capsys.readouterr().err  # said before it started
     onnx_path = first.ensure_onnx()
     assert training_run_of(onnx_path) == summary.config_hash
 
-    assert pipeline.Series(quick=True, epochs=1, artifacts=tmp_path).ensure_trained() == summary
+    assert steps.Series(quick=True, epochs=1, artifacts=tmp_path).ensure_trained() == summary
     assert f"config hash {summary.config_hash}" in capsys.readouterr().out  # "reusing ... config hash"
 
     # As if the first run had been made by an older training script, too: both reasons are named.
@@ -82,7 +82,7 @@ def test_a_changed_parameter_trains_and_exports_again_the_same_ones_reuse(tmp_pa
     stale = RunSummary.load(summary_path)
     stale.code["helpers/train/run.py"] = "0" * 12
     stale.save(summary_path)
-    changed = pipeline.Series(quick=True, epochs=1, lr=1e-4, artifacts=tmp_path)
+    changed = steps.Series(quick=True, epochs=1, lr=1e-4, artifacts=tmp_path)
     retrained = changed.ensure_trained()
     assert retrained.config_hash != summary.config_hash
     err = capsys.readouterr().err
@@ -114,12 +114,12 @@ def test_a_notebook_opened_without_the_environment_runs_quick_and_the_variable_s
     """Opened in Jupyter with no HELPERS_QUICK, the notebooks reproduce their committed (quick) outputs;
     `make run ARGS=--full` sets HELPERS_QUICK=0; an explicit QUICK wins over both."""
     monkeypatch.delenv("HELPERS_QUICK", raising=False)
-    assert pipeline.Series.from_parameters().quick is True
+    assert steps.Series.from_parameters().quick is True
     monkeypatch.setenv("HELPERS_QUICK", "0")
-    assert pipeline.Series.from_parameters().quick is False
-    assert pipeline.Series.from_parameters(quick=True).quick is True
+    assert steps.Series.from_parameters().quick is False
+    assert steps.Series.from_parameters(quick=True).quick is True
     monkeypatch.setenv("HELPERS_QUICK", "1")
-    assert pipeline.Series.from_parameters(quick=False).quick is False
+    assert steps.Series.from_parameters(quick=False).quick is False
 
 
 def test_relative_paths_in_a_notebook_mean_the_project_root_unless_they_exist_from_the_notebook(monkeypatch, tmp_path):
@@ -127,11 +127,11 @@ def test_relative_paths_in_a_notebook_mean_the_project_root_unless_they_exist_fr
     root, while the notebook's kernel runs in notebooks/ (its artefacts once landed in notebooks/artifacts)."""
     notebooks = PROJECT_ROOT / "notebooks"
     monkeypatch.chdir(notebooks)
-    series = pipeline.Series.from_parameters(quick=True, dataset="data/fridge-sample", artifacts="artifacts/try")
+    series = steps.Series.from_parameters(quick=True, dataset="data/fridge-sample", artifacts="artifacts/try")
     assert series.dataset == str(PROJECT_ROOT / "data/fridge-sample")
     assert series.layout().root == PROJECT_ROOT / "artifacts/try"
-    assert pipeline.Series.from_parameters(quick=True, dataset="../data/fridge-sample").dataset == str(
+    assert steps.Series.from_parameters(quick=True, dataset="../data/fridge-sample").dataset == str(
         (PROJECT_ROOT / "data/fridge-sample").resolve()
     )
-    assert pipeline.Series.from_parameters(quick=True, dataset="sample").dataset == "sample"
-    assert pipeline.Series.from_parameters(quick=True, artifacts=tmp_path).layout().root == tmp_path
+    assert steps.Series.from_parameters(quick=True, dataset="sample").dataset == "sample"
+    assert steps.Series.from_parameters(quick=True, artifacts=tmp_path).layout().root == tmp_path

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from helpers.tools.run_all import NOTEBOOKS_DIR, SERIES, NotebookFailed, main, parameter_names, run_notebook
+from helpers.pipeline.run_all import NOTEBOOKS_DIR, SERIES, NotebookFailed, main, parameter_names, run_notebook
 from helpers.train.summary import RunSummary
 
 

@@ -9,9 +9,9 @@ import snapshot_restore_py
 from cfnlint.decode import cfn_yaml
 
 from helpers.aws import deploy
+from helpers.local import moto_aws
 from helpers.runtime import handler as h
 from helpers.runtime import storage
-from helpers.tools import local_aws
 
 
 def test_snapstart_and_provisioned_concurrency_are_off_by_default_and_exclusive():
@@ -22,13 +22,13 @@ def test_snapstart_and_provisioned_concurrency_are_off_by_default_and_exclusive(
     assert function["SnapStart"] == {
         "Fn::If": ["SnapStartOn", {"ApplyOn": "PublishedVersions"}, {"Ref": "AWS::NoValue"}]
     }
-    off = local_aws.resources_off_by_condition(deploy.TEMPLATE, {})
+    off = moto_aws.resources_off_by_condition(deploy.TEMPLATE, {})
     assert {"Version", "LiveAlias"} <= set(off)
     assert not {"Version", "LiveAlias"} & set(
-        local_aws.resources_off_by_condition(deploy.TEMPLATE, {"SnapStart": "yes"})
+        moto_aws.resources_off_by_condition(deploy.TEMPLATE, {"SnapStart": "yes"})
     )
     assert not {"Version", "LiveAlias"} & set(
-        local_aws.resources_off_by_condition(deploy.TEMPLATE, {"ProvisionedConcurrency": "2"})
+        moto_aws.resources_off_by_condition(deploy.TEMPLATE, {"ProvisionedConcurrency": "2"})
     )
     rule = template["Rules"]["SnapStartWithoutProvisionedConcurrency"]
     assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "SnapStart"}, "yes"]}

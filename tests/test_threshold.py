@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from helpers.evaluate.metrics import choose_threshold, threshold_sweep
-from helpers.evaluate.report import QUICK_SAMPLE_MINIMUM
+from helpers.measure.targets import QUICK_SAMPLE_MINIMUM
 
 
 def _row(threshold, precision, recall):

@@ -2,7 +2,7 @@
 
 import time
 
-from helpers.tools.timing import interleaved, percentiles
+from helpers.measure.timing import interleaved, percentiles
 
 
 def test_percentiles_take_the_median_and_the_sorted_sample_at_90_percent():
@@ -24,9 +24,9 @@ def test_interleaved_times_each_contender_without_its_settling_pause():
 def test_op_profile_names_the_graphs_own_operators_with_their_kernel_times(tiny_model, sample_jpegs):
     import onnx
 
+    from helpers.measure.timing import op_profile
     from helpers.runtime.model import Detector
     from helpers.runtime.preprocess import decode_image, preprocess
-    from helpers.tools.timing import op_profile
 
     detector = Detector(tiny_model)
     tensor = preprocess(decode_image(sample_jpegs["10.jpg"]), detector.config)[0]

@@ -142,11 +142,11 @@ def test_dry_run_resolves_the_data_without_training(tmp_path, capsys):
 
 
 def test_pipeline_reuses_a_run_only_when_its_configuration_matches(trained):
-    from helpers.tools import pipeline
+    from helpers.pipeline import steps
 
-    config = pipeline.train_config().as_record()
+    config = steps.train_config().as_record()
     assert trained.config == config  # what summary.json records is what the pipeline would train
-    assert pipeline.ensure_trained() == trained  # same configuration: reused, not retrained
+    assert steps.ensure_trained() == trained  # same configuration: reused, not retrained
     assert (config["model"], config["dataset"], config["batch_size"]) == (LITE0_MODEL, "sample", 2)
     # CPU-bound: its CPU time (every thread of the process) is most of the wall time or more (a host shared
     # with other work takes some), and at most wall x CPUs.

@@ -1,6 +1,6 @@
 """The blog post's IceVision training script, run offline in the legacy lane (Python 3.8, icevision 0.12).
 
-Runs in .venv-icevision only (built and driven by helpers/tools/icevision_lane.py: `make icevision`); the main project never imports IceVision.
+Runs in .venv-icevision only (built and driven by helpers/baselines/icevision_lane.py: `make icevision`); the main project never imports IceVision.
 It writes, into --out:
 
 * model.onnx + class_map.json exactly as the blog does (Lightning `to_onnx`, opset 11;

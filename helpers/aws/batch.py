@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers.aws.deploy import Deployer, DeployError
-from helpers.paths import PROJECT_ROOT, run_artifacts
+from helpers.paths import PROJECT_ROOT, not_found, run_artifacts
 
 BATCH_TEMPLATE = PROJECT_ROOT / "cloudformation" / "batch.yaml"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -174,7 +174,7 @@ def run_local(source: str, model: Path, out: Path, workers: int | None = None, p
 
     keys, bucket, folder = list_source(source)
     if not Path(model).is_file():
-        raise BatchInputError(f"model not found: {model}")
+        raise BatchInputError(not_found("model", model))
     try:
         Detector(model)
     except Exception as err:  # any reason the handler could not load it, said in one line

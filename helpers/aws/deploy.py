@@ -3,7 +3,7 @@
     python -m helpers deploy up --bucket my-bucket [--zip ZIP] [--model MODEL.onnx]
     python -m helpers deploy down --bucket my-bucket
     (add --endpoint-url http://127.0.0.1:5000 to talk to a moto server instead of AWS; for moto's
-quirks use helpers.tools.local_aws.MotoDeployer, as the tests and notebook 05 do)
+quirks use helpers.local.moto_aws.MotoDeployer, as the tests and notebook 05 do)
 
 --zip and --model default to this mode's artefacts (helpers.paths), where helpers.build.package and
 helpers.export.onnx_export write them.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from helpers.build.arch import ARCHITECTURES
 from helpers.build.package import UNZIPPED_LIMIT, ZIP_LIMIT
-from helpers.paths import SAMPLE_DIR, TEMPLATE, run_artifacts
+from helpers.paths import SAMPLE_DIR, TEMPLATE, not_found, run_artifacts
 from helpers.runtime.checksum import sha256_file
 
 HANDLER = "helpers.runtime.handler.handler"
@@ -69,9 +69,9 @@ def validate_inputs(
     if architecture not in ARCHITECTURES:
         raise DeployError(f"--arch must be x86_64 or arm64, got {architecture!r}")
     if not Path(zip_path).is_file():
-        raise DeployError(f"zip not found: {zip_path}")
+        raise DeployError(not_found("zip", zip_path))
     if not Path(model_path).is_file():
-        raise DeployError(f"model not found: {model_path}")
+        raise DeployError(not_found("model", model_path))
     size = Path(zip_path).stat().st_size
     if size > ZIP_LIMIT:
         raise DeployError(f"{zip_path} is {size / 1e6:.1f} MB; Lambda accepts at most 50 MB zipped")

@@ -29,7 +29,7 @@ from pathlib import Path
 from helpers.build import native
 from helpers.build.arch import ARCHITECTURES
 from helpers.build.interpreters import find_python, pip_install
-from helpers.paths import PROJECT_ROOT, run_artifacts, shown
+from helpers.paths import PROJECT_ROOT, not_found, run_artifacts, shown
 from helpers.runtime.checksum import sha256_file
 from helpers.runtime.preprocess import KERNEL_PATH
 
@@ -216,7 +216,7 @@ def build(
         except native.CompilerMissing as err:
             raise ValueError(f"{err}; install one, or pass --without-kernel for NumPy preprocessing") from None
     if model is not None and not Path(model).is_file():
-        raise ValueError(f"model not found: {model}")
+        raise ValueError(not_found("model", model))
     interpreter = find_python(python)
     if interpreter is None:
         raise ValueError(f"no python{python} interpreter found (PATH or pyenv) to compile bytecode")

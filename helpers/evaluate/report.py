@@ -31,7 +31,7 @@ from pycocotools.cocoeval import COCOeval
 from helpers.data.dataset import AnnotationError, Record, Split, resolve_dataset
 from helpers.evaluate.matching import match_boxes
 from helpers.evaluate.metrics import threshold_sweep
-from helpers.paths import run_artifacts, shown
+from helpers.paths import not_found, run_artifacts, shown
 from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD
 from helpers.runtime.detections import Detections
 from helpers.runtime.model import Detector, ModelError
@@ -46,12 +46,6 @@ OUTPUTS = (
     "pr_curves.png",
     "summary.json",
 )
-
-#: What the bundled data's quick recipe must reach on its unseen real images at the served threshold:
-#: 3 boxes under the worst of three training seeds (3 fewer found; 3 more false), rounded down to a
-#: multiple of 0.05, so that a regression fails and the spread between seeds does not. The tests and
-#: the notebooks judge by it; a user's own data is reported, not judged.
-QUICK_SAMPLE_MINIMUM = {"recall": 0.75, "precision": 0.65}
 
 
 def predict_all(detector: Detector, records: list[Record]) -> list[Detections]:
@@ -285,10 +279,7 @@ def records_to_evaluate(dataset: str | None, full: bool = False) -> tuple[list[R
     if dataset is None:
         split_path = run_artifacts(quick=False if full else None).split
         if not split_path.is_file():
-            raise FileNotFoundError(
-                f"no split record at {shown(split_path)} (`python -m helpers train{' --full' if full else ''}` "
-                "writes it), or pass --dataset"
-            )
+            raise FileNotFoundError(f"{not_found('split record', split_path)}; or pass --dataset")
         records = Split.read(split_path).real("valid")
         return records, f"{len(records)} unseen real images of the run ({shown(split_path)})"
     source = resolve_dataset(dataset)
@@ -313,9 +304,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=layout.root / "evaluation")
     parser.add_argument("--full", action="store_true", help="full mode's artefacts (default: quick, as `make run`)")
     args = parser.parse_args(argv)
-    if not args.model.is_file() and args.model == layout.onnx:
-        builder = f"`python -m helpers export{' --full' if args.full else ''}` writes it"
-        print(f"error: model not found: {shown(args.model)} ({builder})", file=sys.stderr)
+    if not args.model.is_file():
+        print(f"error: {not_found('model', args.model)}", file=sys.stderr)
         return 2
     try:
         detector = Detector(args.model)

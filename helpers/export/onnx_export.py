@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import torch
 
-from helpers.paths import run_artifacts, shown
+from helpers.paths import not_found, run_artifacts
 from helpers.provenance import EXPORT_CODE, code_digests
 from helpers.runtime.contract import META_PREFIX, ModelContract
 from helpers.runtime.model import Detector, ModelError
@@ -182,8 +182,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(full="--full" in argv).parse_args(argv)
     if not Path(args.checkpoint).is_file():
-        builder = f" (`python -m helpers train{' --full' if args.full else ''}` writes it)"
-        print(f"error: checkpoint not found: {shown(args.checkpoint)}{builder}", file=sys.stderr)
+        print(f"error: {not_found('checkpoint', args.checkpoint)}", file=sys.stderr)
         return 2
     path = export_checkpoint(args.checkpoint, args.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

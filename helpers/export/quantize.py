@@ -40,7 +40,7 @@ QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Relu"]
 #: most accuracy and saved no measurable time.
 FLOAT_MAX_STRIDE = 4
 #: The recipe, as a quantised model records it (metadata "quantization"): a model made by another
-#: recipe is made again rather than reused (helpers.tools.pipeline).
+#: recipe is made again rather than reused (helpers.pipeline.steps).
 QUANTIZATION = f"static QDQ int8, per-channel, {'/'.join(QUANTIZED_OPS)}, float up to stride {FLOAT_MAX_STRIDE}"
 
 

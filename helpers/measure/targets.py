@@ -1,8 +1,14 @@
-"""The benchmark's targets and the goal table: each goal is met, not met, or not measurable, and a
-goal that cannot be judged says so rather than counting as met."""
+"""Every target and test bound in one place, and the benchmark's goal table: each goal is met, not
+met, or not measurable, and a goal that cannot be judged says so rather than counting as met.
+
+Two kinds of figure live here. A *goal* is what a run should reach (the tables in BENCHMARKS.md judge
+runs by it); a *bound* is what the tests and notebooks fail below, set under the worst run measured so
+that CI (one seed) fails on a regression, not on seed noise. So the quick precision goal is 0.70 and
+its bound 0.65: both are meant."""
 
 from __future__ import annotations
 
+from helpers.measure.benchmark.results import Int8Accuracy, Results
 from helpers.train.models import BLOG_MODEL, MODEL_NAMES
 
 MET, NOT_MET, NOT_MEASURABLE = "yes", "**no**", "not measurable"
@@ -11,6 +17,19 @@ MET, NOT_MET, NOT_MEASURABLE = "yes", "**no**", "not measurable"
 #: when the FP32 model sees something there: below the floor, "INT8 loses <= 1 point" is vacuous.
 MIN_EVALUATION_IMAGES = 20
 FP32_MAP50_FLOOR = 0.3
+
+#: Training goals on 2 CPUs (helpers accuracy), judged per run on its unseen real images at its
+#: served threshold.
+QUICK_MAX_SECONDS = 180
+QUICK_MIN_MAP_50 = 0.7
+QUICK_MIN_RECALL, QUICK_MIN_PRECISION = 0.75, 0.7
+FULL_MAX_CPU_MINUTES = 20
+FULL_MIN_MAP_50, FULL_MIN_MAP = 0.85, 0.55
+
+#: The bound: what the bundled data's quick recipe must reach on its unseen real images at the served
+#: threshold, 3 boxes under the worst of three seeds (3 fewer found; 3 more false), rounded down to a
+#: multiple of 0.05. The tests and the notebooks judge by it; a user's own data is reported, not judged.
+QUICK_SAMPLE_MINIMUM = {"recall": 0.75, "precision": 0.65}
 
 Goal = tuple[str, str, str]  # (goal, the run's figure, MET / NOT_MET / NOT_MEASURABLE)
 
@@ -21,64 +40,63 @@ def _ratio_goal(name: str, ratio: float | None, target: float) -> Goal:
     return name, f"{ratio:.2f}x", MET if ratio >= target else NOT_MET
 
 
-def int8_accuracy_goal(model: str, accuracy: dict | None) -> Goal:
+def int8_accuracy_goal(model: str, accuracy: Int8Accuracy | None) -> Goal:
     """INT8 loses <= 1 mAP point, judged only on >= MIN_EVALUATION_IMAGES unseen images and only when the
     FP32 model reaches FP32_MAP50_FLOOR there: 0 vs 0 is not "no loss", it is nothing measured."""
     name = f"INT8 loses <= 1 mAP point ({model})"
     if accuracy is None:
         return name, "no trained checkpoint given", NOT_MEASURABLE
-    images = sum(accuracy["images"].values())
+    images = accuracy.image_count
     if images < MIN_EVALUATION_IMAGES:
         return name, f"{images} evaluation images (< {MIN_EVALUATION_IMAGES})", NOT_MEASURABLE
-    fp32_map50 = accuracy["fp32"]["map_50"]
+    fp32_map50 = accuracy.fp32["map_50"]
     if fp32_map50 < FP32_MAP50_FLOOR:
         return name, f"FP32 mAP@0.5 = {fp32_map50:.3f} (< {FP32_MAP50_FLOOR})", NOT_MEASURABLE
-    lost = 100 * (accuracy["fp32"]["map"] - accuracy["int8"]["map"])
+    lost = accuracy.points_lost
     figure = f"{lost:.1f} points lost" if lost >= 0 else f"{-lost:.1f} points gained"
     return name, f"{figure} on {images} images", MET if lost <= 1.0 else NOT_MET
 
 
-def _model_goals(results: dict, model: str) -> list[Goal]:
+def _model_goals(results: Results, model: str) -> list[Goal]:
     """Speed, accuracy and cold start of one model; the blog's RetinaNet may take 1 s to start."""
-    inference = results.get("inference", {}).get(f"{model} @ 2")
-    ort = inference and inference["torch"]["p50_ms"] / inference["ort_fp32"]["p50_ms"]
-    int8 = inference and inference["ort_fp32"]["p50_ms"] / inference["ort_int8"]["p50_ms"]
+    inference = results.inference_of(model, 2)
     limit_s = 1.0 if model == BLOG_MODEL else 0.5
-    cold = results.get("cold_init", {}).get(model)
+    cold = results.cold_init.get(model)
     name = f"cold init <= {limit_s} s, under awslambdaric, CPython 3.12 ({model})"
     return [
-        _ratio_goal(f"ORT >= 1.5x PyTorch eager, 2 threads ({model})", ort, 1.5),
-        _ratio_goal(f"INT8 >= 2.5x FP32, 2 threads ({model})", int8, 2.5),
-        int8_accuracy_goal(model, results.get("int8_accuracy", {}).get(model)),
-        (name, f"{cold['cold_init_ms'] / 1e3:.2f} s", MET if cold["cold_init_ms"] <= limit_s * 1e3 else NOT_MET)
+        _ratio_goal(f"ORT >= 1.5x PyTorch eager, 2 threads ({model})", inference and inference.ort_speedup, 1.5),
+        _ratio_goal(f"INT8 >= 2.5x FP32, 2 threads ({model})", inference and inference.int8_speedup, 2.5),
+        int8_accuracy_goal(model, results.int8_accuracy.get(model)),
+        (name, f"{cold.cold_init_ms / 1e3:.2f} s", MET if cold.cold_init_ms <= limit_s * 1e3 else NOT_MET)
         if cold
         else (name, "not run", NOT_MEASURABLE),
     ]
 
 
-def _serving_goals(results: dict) -> list[Goal]:
+def _serving_goals(results: Results) -> list[Goal]:
     """Large photos, the zip's size and RetinaNet's memory: rows only for what the run measured."""
     rows = []
-    by_size = results.get("by_size", {})
+    by_size = results.by_size
     if "12 MP" in by_size and "0.3 MP" in by_size:
-        ratio = by_size["12 MP"]["total"] / by_size["0.3 MP"]["total"]
+        ratio = by_size["12 MP"].total / by_size["0.3 MP"].total
         rows.append(("12 MP request <= 1.5x the 0.3 MP request", f"{ratio:.2f}x", MET if ratio <= 1.5 else NOT_MET))
-    zipped = results.get("zips", {}).get("x86_64", {}).get("zipped_bytes")
+    zipped = results.zips.get("x86_64", {}).get("zipped_bytes")
     if zipped is not None:
         rows.append(("zip <= 25 MiB (x86_64)", f"{zipped / 2**20:.1f} MiB", MET if zipped <= 25 * 2**20 else NOT_MET))
-    retina = results.get("cold_init", {}).get(BLOG_MODEL)
+    retina = results.cold_init.get(BLOG_MODEL)
     if retina:
-        rss = retina["peak_rss_mb"]
+        rss = retina.peak_rss_mb
         rows.append((f"peak RSS <= 400 MB ({BLOG_MODEL})", f"{rss:.0f} MB", MET if rss <= 400 else NOT_MET))
     return rows
 
 
-def goals(results: dict) -> list[Goal]:
+def goals(results: Results) -> list[Goal]:
     """Today's targets against a run's results (any section may be missing)."""
     rows = []
-    for size, figures in results.get("bytes_to_tensor", {}).items():
-        ratio = figures["opencv_albumentations"]["p50_ms"] / figures["ours"]["p50_ms"]
-        rows.append(_ratio_goal(f"bytes -> tensor >= 1.0x OpenCV imdecode + albumentations ({size})", ratio, 1.0))
+    for size, figures in results.bytes_to_tensor.items():
+        rows.append(
+            _ratio_goal(f"bytes -> tensor >= 1.0x OpenCV imdecode + albumentations ({size})", figures.ratio, 1.0)
+        )
     for model in MODEL_NAMES:
         rows += _model_goals(results, model)
     return rows + _serving_goals(results)

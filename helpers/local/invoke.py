@@ -4,13 +4,14 @@ Lambda's python3.12 runtime is a client (awslambdaric) that imports the handler 
 Lambda Runtime API for events over HTTP, posting back each response or error. Here the same client,
 pinned and installed for the target Python and architecture into a cache (as /var/runtime), runs the
 unzipped package (as /var/task) in an isolated interpreter (`-I -S`: the stdlib plus those two
-folders only), and `RuntimeApi` serves the invocation side of the Runtime API on 127.0.0.1. So handler
-resolution, event and response (de)serialisation, init errors and error shapes are the runtime's own,
-and a missing or over-trimmed file fails here as it would in AWS.
+folders only), and `RuntimeApi` (helpers.local.runtime_api) serves the invocation side of the Runtime
+API on 127.0.0.1. So handler resolution, event and response (de)serialisation, init errors and error
+shapes are the runtime's own, and a missing or over-trimmed file fails here as it would in AWS.
 
-    python -m helpers invoke dist/lambda-x86_64.zip data/fridge-sample/images/10.jpg
+    python -m helpers invoke [ZIP] data/fridge-sample/images/10.jpg   (ZIP: the mode's x86_64 zip; --full)
 
-With arch="arm64" the interpreter is Debian's aarch64 CPython under qemu-user (helpers.tools.arm64).
+With arch="arm64" the interpreter is Debian's aarch64 CPython under qemu-user (helpers.local.emulation;
+the comparison with x86_64: helpers.local.arm64).
 """
 
 from __future__ import annotations
@@ -20,27 +21,24 @@ import base64
 import hashlib
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
-from helpers.build.interpreters import emulated_arm64_command, find_python, pip_install
-from helpers.paths import ARTIFACTS_ROOT
+from helpers.build.interpreters import find_python, pip_install
+from helpers.local.emulation import emulated_arm64_command
+from helpers.local.runtime_api import RuntimeApi, start_runtime_api
+from helpers.paths import ARTIFACTS_ROOT, not_found, quick_unless, run_artifacts
 
 #: The runtime interface client of Lambda's managed Python runtimes, and its dependencies, pinned; then
 #: boto3, which the managed runtime provides and the zip does not ship (this project's pinned version).
 RUNTIME_CLIENT = ("awslambdaric==4.2.2", "simplejson==4.3.0", "snapshot-restore-py==1.0.0", "boto3==1.44.8")
 RUNTIME_CLIENT_CACHE = ARTIFACTS_ROOT / "cache" / "runtime-client"
-API_PREFIX = "/2018-06-01/runtime"
 
 #: Started by the isolated interpreter: /var/task first, then /var/runtime, then the stdlib — the
 #: order of sys.path in Lambda — and awslambdaric's own entry point with the handler string.
@@ -63,100 +61,6 @@ def runtime_client_dir(arch: str = "x86_64", python: str = "3.12") -> Path:
             pip_install(Path(staging) / "runtime", arch, python, RUNTIME_CLIENT)
             (Path(staging) / "runtime").rename(target)
     return target
-
-
-class RuntimeApi(ThreadingHTTPServer):
-    """The invocation side of the Lambda Runtime API on 127.0.0.1: queued events go out on
-    GET /invocation/next; POST /invocation/{id}/response, /invocation/{id}/error and /init/error are
-    recorded with the time they arrived. `done` is set once every event has an answer or init failed.
-    With SnapStart the client asks GET /restore/next after its before-snapshot hooks; the answer means
-    "restored", and POST /restore/error is an init error."""
-
-    daemon_threads = True
-
-    def __init__(self, events: list):
-        super().__init__(("127.0.0.1", 0), _RuntimeApiHandler)
-        self.pending: queue.Queue = queue.Queue()
-        self.request_ids = [str(uuid.uuid4()) for _ in events]
-        for request_id, event in zip(self.request_ids, events):
-            self.pending.put((request_id, json.dumps(event).encode()))
-        self.first_next_at: float | None = None
-        self.sent_at: dict[str, float] = {}
-        self.answers: dict[str, tuple[str, dict, float]] = {}  # id -> (response|error, body, time)
-        self.init_error: dict | None = None
-        self.restored = False
-        self.user_agent = ""
-        self.done = threading.Event()
-        if not events:
-            self.done.set()
-
-    def handle_error(self, request, client_address):
-        if not isinstance(sys.exc_info()[1], ConnectionError):  # the client is killed at the end: expected
-            super().handle_error(request, client_address)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server_address[1]}"
-
-    def record(self, request_id: str, kind: str, body: dict) -> None:
-        self.answers[request_id] = (kind, body, time.perf_counter())
-        if len(self.answers) == len(self.request_ids):
-            self.done.set()
-
-
-class _RuntimeApiHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # the client keeps its connection open between events
-    server: RuntimeApi
-
-    def log_message(self, *args):  # the invoke's report says what happened; no access log on stderr
-        pass
-
-    def _reply(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):
-        api = self.server
-        if self.path == f"{API_PREFIX}/restore/next":  # SnapStart: the snapshot is "taken" and restored at once
-            api.restored = True
-            return self._reply(200)
-        if self.path != f"{API_PREFIX}/invocation/next":
-            return self._reply(404, b'{"errorMessage": "not part of the local Runtime API"}')
-        api.user_agent = self.headers.get("User-Agent", api.user_agent)
-        if api.first_next_at is None:
-            api.first_next_at = time.perf_counter()
-        request_id, body = api.pending.get()  # blocks like Lambda between events; the process is then ended
-        api.sent_at[request_id] = time.perf_counter()
-        headers = {
-            "Lambda-Runtime-Aws-Request-Id": request_id,
-            "Lambda-Runtime-Deadline-Ms": str(int(time.time() * 1000) + 300_000),
-            "Lambda-Runtime-Invoked-Function-Arn": "arn:aws:lambda:us-east-1:000000000000:function:local",
-            "Lambda-Runtime-Trace-Id": f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0",
-        }
-        self._reply(200, body, headers)
-
-    def do_POST(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = {"unparsed": raw.decode(errors="replace")}
-        parts = self.path.removeprefix(API_PREFIX).strip("/").split("/")
-        api = self.server
-        if parts in (["init", "error"], ["restore", "error"]):
-            api.init_error = body
-            api.done.set()
-        elif len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):
-            api.record(parts[1], parts[2], body)
-        else:
-            return self._reply(404, b'{"errorMessage": "not part of the local Runtime API"}')
-        self._reply(202, b'{"status": "OK"}')
 
 
 def _process_memory(pid: int) -> tuple[float | None, list[str]]:
@@ -210,10 +114,29 @@ def unpack(zip_path: str | Path, tmp: Path) -> Path:
     return task
 
 
-def _start_runtime_api(events: list) -> RuntimeApi:
-    api = RuntimeApi(events)
-    threading.Thread(target=api.serve_forever, daemon=True).start()
-    return api
+def client_command(tmp: Path, handler: str, arch: str = "x86_64", python: str = "3.12") -> tuple[list[str], str]:
+    """The command that starts the runtime client on the package unpacked into tmp/task (see unpack),
+    and the CPython version it runs: the interpreter for `arch` in isolated mode, the client's cache."""
+    command, python = interpreter_command(arch, python)
+    runtime = runtime_client_dir(arch, python)
+    return [*command, "-I", "-S", "-c", BOOTSTRAP, str(tmp / "task"), str(runtime), handler], python
+
+
+def start_clients(command: list[str], env: dict[str, str], task: Path, logs: list[BinaryIO]) -> list[subprocess.Popen]:
+    """One runtime client per log file, each in its own process group (stop_clients ends the group), as
+    concurrent execution environments of one function."""
+    return [
+        subprocess.Popen(command, env=env, cwd=task, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        for log in logs
+    ]
+
+
+def stop_clients(processes: list[subprocess.Popen]) -> None:
+    """Kill each client's process group, as Lambda ends an environment, and reap it."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def lambda_environment(
@@ -242,9 +165,7 @@ def _run_client(command: list[str], env: dict[str, str], task: Path, api: Runtim
     log_path = task.parent / "log.txt"
     with open(log_path, "wb") as log:
         started = time.perf_counter()
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=task, start_new_session=True
-        )
+        (process,) = start_clients(command, env, task, [log])
         try:
             deadline = time.monotonic() + timeout
             while not api.done.wait(0.05) and process.poll() is None:
@@ -253,9 +174,7 @@ def _run_client(command: list[str], env: dict[str, str], task: Path, api: Runtim
             api.done.wait(1)  # an init error is posted just before the client exits
             peak_rss_mb, libraries = _process_memory(process.pid)
         finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            stop_clients([process])
     return _ClientRun(started, process.returncode, peak_rss_mb, libraries, log_path.read_text(errors="replace"))
 
 
@@ -304,14 +223,13 @@ def invoke_zip(
     own init (its InitMs metric), peak RSS, the shared objects it mapped (those from the package and
     any from this development environment, which must be none), the log output, and any init error.
     `snapstart` runs the init as SnapStart does: hooks before the snapshot, a restore, hooks after it."""
-    command, python = interpreter_command(arch, python)
-    runtime = runtime_client_dir(arch, python)
     with tempfile.TemporaryDirectory() as tmp:
+        command, python = client_command(Path(tmp), handler, arch, python)
         task = unpack(zip_path, Path(tmp))
-        api = _start_runtime_api(events)
+        api = start_runtime_api(RuntimeApi(events))
         try:
             run = _run_client(
-                [*command, "-I", "-S", "-c", BOOTSTRAP, str(task), str(runtime), handler],
+                command,
                 lambda_environment(api, python, handler, Path(tmp), snapstart, env),
                 task,
                 api,
@@ -324,9 +242,11 @@ def invoke_zip(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Invoke a built Lambda zip locally on images, under awslambdaric.")
-    parser.add_argument("zip")
-    parser.add_argument("images", nargs="+")
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers invoke", description="Invoke a built Lambda zip locally on images, under awslambdaric."
+    )
+    parser.add_argument("files", nargs="+", metavar="[ZIP] IMAGE", help="ZIP (a .zip) default: the mode's x86_64 zip")
+    parser.add_argument("--full", action="store_true", help="full mode's zip (default: quick, what `make run` builds)")
     parser.add_argument("--model-path", default="model/model.onnx", help="MODEL_PATH inside the zip")
     parser.add_argument("--repeat", type=int, default=1, help="send each image this many times")
     parser.add_argument("--arch", choices=("x86_64", "arm64"), default="x86_64", help="arm64 runs under qemu-user")
@@ -334,14 +254,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    missing = [p for p in [args.zip, *args.images] if not Path(p).is_file()]
-    if missing:
-        print(f"error: file not found: {missing[0]}", file=sys.stderr)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    given_zip = args.files[0].endswith(".zip")
+    zip_path = Path(args.files[0]) if given_zip else run_artifacts(quick=quick_unless(args.full)).zip(args.arch)
+    images = args.files[1:] if given_zip else args.files
+    if not images:
+        parser.error("no IMAGE given")
+    if missing := [p for p in [zip_path, *images] if not Path(p).is_file()]:
+        print(f"error: {not_found('file', missing[0], quick_unless(args.full))}", file=sys.stderr)
         return 2
-    events = [{"image": base64.b64encode(Path(p).read_bytes()).decode()} for p in args.images] * args.repeat
+    events = [{"image": base64.b64encode(Path(p).read_bytes()).decode()} for p in images] * args.repeat
     try:
-        report = invoke_zip(args.zip, events, {"MODEL_PATH": args.model_path}, arch=args.arch)
+        report = invoke_zip(zip_path, events, {"MODEL_PATH": args.model_path}, arch=args.arch)
     except (FileNotFoundError, RuntimeError, ValueError, zipfile.BadZipFile) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2

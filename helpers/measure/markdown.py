@@ -9,6 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def has_section(path: Path, name: str) -> bool:
+    """Whether `path` holds both markers of the section, in order."""
+    text = path.read_text() if path.is_file() else ""
+    begins = text.find(f"<!-- {name}:start -->")
+    return begins >= 0 and text.find(f"<!-- {name}:end -->", begins) >= 0
+
+
 def replace_section(path: Path, name: str, body: str, at_start: bool = False) -> None:
     """Put `body` between the section's markers, or add the section (at the end, or at the start of the
     file with `at_start`) if the file has no such section yet. A blank line always precedes the end

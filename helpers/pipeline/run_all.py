@@ -170,9 +170,9 @@ def main(argv=None) -> int:
             f"--set {', '.join(unknown)}: no notebook has such a parameter (known: {', '.join(sorted(defined))})"
         )
     os.environ["HELPERS_QUICK"] = "0" if args.full else "1"
-    from helpers.tools import pipeline
+    from helpers.pipeline import steps
 
-    layout = pipeline.Series(quick=not args.full, artifacts=values.get("ARTIFACTS")).layout()
+    layout = steps.Series(quick=not args.full, artifacts=values.get("ARTIFACTS")).layout()
     out_dir = layout.notebooks_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     print(

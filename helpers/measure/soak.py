@@ -1,6 +1,6 @@
 """Memory soak: many warm handler invocations in one process, RSS printed as it goes.
 
-    python -m helpers soak [--model artifacts/quick/model.onnx] [--invocations 1000]
+    python -m helpers soak [--full | --model MODEL.onnx] [--invocations 1000]
 
 A leak (growing caches, unclosed images, logging handlers) shows as steady RSS growth after warm-up.
 """
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import sys
 from pathlib import Path
 
-from helpers.paths import SAMPLE_DIR
+from helpers.paths import SAMPLE_DIR, not_found, quick_unless
 
 
 def rss_mb() -> float:
@@ -23,14 +24,20 @@ def main(argv=None) -> int:
     from helpers.runtime import handler
 
     parser = argparse.ArgumentParser(prog="python -m helpers soak", description=__doc__)
-    parser.add_argument("--model", type=Path, help="ONNX model (default: the pipeline's model.onnx)")
+    parser.add_argument("--model", type=Path, help="ONNX model (default: the mode's model.onnx, made if missing)")
+    parser.add_argument(
+        "--full", action="store_true", help="full mode's model (default: quick, what `make run` builds)"
+    )
     parser.add_argument("--invocations", type=int, default=1000)
     args = parser.parse_args(argv)
     if args.model is None:  # only then pay for the dev side (torch) in this process
-        from helpers.tools.pipeline import ensure_onnx
+        from helpers.pipeline.steps import Series
 
-        args.model = ensure_onnx()
+        args.model = Series.from_parameters(quick=quick_unless(args.full)).ensure_onnx()
     model = args.model
+    if not model.is_file():
+        print(f"error: {not_found('model', model, quick_unless(args.full))}", file=sys.stderr)
+        return 2
     handler.init({"MODEL_PATH": str(model), "LOG_LEVEL": "ERROR"})
     images = [base64.b64encode(p.read_bytes()).decode() for p in sorted((SAMPLE_DIR / "images").glob("*.jpg"))]
     events = [{"image": image} for image in images] + [{"image": "not base64"}, {"s3_uri": "bad"}]

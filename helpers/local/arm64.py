@@ -7,14 +7,14 @@ lists. This check reproduces that environment on an x86_64 machine:
 - Debian's own aarch64 CPython (its .debs fetched with apt into a private state folder, no system
   change, unpacked into a sysroot), run by qemu-user (Debian package qemu-user-static);
 - inside a private mount namespace (`unshare -m`) with an empty tmpfs over /sys/devices/system/cpu;
-- the arm64 zip, built for that Python, driven by awslambdaric as in helpers.tools.lambda_local.
+- the arm64 zip, built for that Python, driven by awslambdaric as in helpers.local.invoke.
 
 It runs the handler on real images and compares every detection with the x86_64 zip's, and checks
 that the two zips' letterbox kernels give bit-identical model inputs (the x86_64 one is held equal to
 albumentations by tests/test_preprocess.py). The arm64 zip's kernel needs Debian's
 gcc-aarch64-linux-gnu.
 
-    python -m helpers arm64 [IMAGE ...]    # exit 0: equal; 1: not equal; 2: cannot run here
+    python -m helpers arm64 [--full] [IMAGE ...]    # exit 0: equal; 1: not equal; 2: cannot run here
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import zipfile
 from pathlib import Path
 
 from helpers.build import interpreters, native, package
-from helpers.paths import SAMPLE_DIR, run_artifacts, shown
-from helpers.tools.lambda_local import invoke_zip
+from helpers.local import emulation
+from helpers.local.invoke import invoke_zip
+from helpers.paths import SAMPLE_DIR, not_found, quick_unless, run_artifacts, shown
 
 #: Emulated and native float kernels sum in different orders; the response rounds boxes to 0.01 px.
 BOX_TOLERANCE_PX = 0.5
@@ -84,11 +85,11 @@ def tensor_digests(zip_path: Path, command: list[str], images: list[Path]) -> li
 
 def check(images: list[Path], model: Path, threshold: float = 0.3) -> dict:
     """Build both zips, run `images` through each (arm64 emulated, CPU sysfs hidden), compare."""
-    command, python = interpreters.emulated_arm64_command()  # fail early, before building anything
+    command, python = emulation.emulated_arm64_command()  # fail early, before building anything
     try:
         native.compiler_for("arm64")
     except native.CompilerMissing as err:
-        raise interpreters.EmulationUnavailable(f"{err}: install Debian's gcc-aarch64-linux-gnu") from None
+        raise emulation.EmulationUnavailable(f"{err}: install Debian's gcc-aarch64-linux-gnu") from None
     dist = run_artifacts().dist_dir / "emulated"
     events = [{"image": base64.b64encode(Path(p).read_bytes()).decode(), "threshold": threshold} for p in images]
     env = {"MODEL_PATH": str(Path(model).resolve()), "LOG_LEVEL": "WARNING", "METRICS_NAMESPACE": ""}
@@ -104,7 +105,7 @@ def check(images: list[Path], model: Path, threshold: float = 0.3) -> dict:
     return {
         "images": [shown(p) for p in images],
         "arm64_python": emulated["python"],
-        "sysfs_hidden": interpreters.HIDDEN_SYSFS,
+        "sysfs_hidden": emulation.HIDDEN_SYSFS,
         "cpuinfo_messages": [line for line in emulated["stdout"].splitlines() if "cpuinfo" in line.lower()],
         "onnxruntime_extension_loaded": [p for p in emulated["libraries_from_package"] if "onnxruntime_pybind" in p],
         "detections": {
@@ -120,18 +121,21 @@ def check(images: list[Path], model: Path, threshold: float = 0.3) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Run the arm64 zip under emulation and compare it with x86_64.")
     parser.add_argument("images", nargs="*", help="default: two of the bundled sample photos")
-    parser.add_argument("--model", help="ONNX model (default: this mode's exported model)")
+    parser.add_argument("--model", help="ONNX model (default: the mode's model.onnx)")
+    parser.add_argument(
+        "--full", action="store_true", help="full mode's model (default: quick, what `make run` builds)"
+    )
     args = parser.parse_args(argv)
     images = [Path(p) for p in args.images] or sorted((SAMPLE_DIR / "images").glob("*.jpg"))[:2]
-    model = Path(args.model) if args.model else run_artifacts().onnx
+    model = Path(args.model) if args.model else run_artifacts(quick=quick_unless(args.full)).onnx
     missing = [p for p in [model, *images] if not p.is_file()]
     if missing:
-        hint = " (run `make run` or pass --model)" if missing[0] == model else ""
-        print(f"error: file not found: {shown(missing[0])}{hint}", file=sys.stderr)
+        what = "model" if missing[0] == model else "file"
+        print(f"error: {not_found(what, missing[0], quick_unless(args.full))}", file=sys.stderr)
         return 2
     try:
         result = check(images, model)
-    except interpreters.EmulationUnavailable as err:
+    except emulation.EmulationUnavailable as err:
         print(f"error: cannot emulate arm64 here: {err}", file=sys.stderr)
         return 2
     except (RuntimeError, ValueError) as err:

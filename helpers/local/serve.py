@@ -1,6 +1,6 @@
 """Try the model: the built zip's handler behind a local Function URL, with a one-page demo at `/`.
 
-    python -m helpers serve [--zip ZIP] [--model MODEL.onnx] [--workers N] [--port 8000]
+    python -m helpers serve [--full] [--zip ZIP] [--model MODEL.onnx] [--workers N] [--port 8000]
 
 POST any path with the raw image bytes (or the JSON request body) and get what the deployed function
 answers: the same statuses and bodies, since each request becomes a Function URL event (payload 2.0,
@@ -16,8 +16,6 @@ import argparse
 import base64
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,16 +26,10 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from helpers.export.onnx_export import read_contract
-from helpers.paths import run_artifacts, shown
+from helpers.local.invoke import client_command, lambda_environment, start_clients, stop_clients, unpack
+from helpers.local.runtime_api import RuntimeApi, start_runtime_api
+from helpers.paths import not_found, quick_unless, run_artifacts, shown
 from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, MAX_IMAGE_BYTES
-from helpers.tools.lambda_local import (
-    BOOTSTRAP,
-    RuntimeApi,
-    interpreter_command,
-    lambda_environment,
-    runtime_client_dir,
-    unpack,
-)
 
 PAGE = Path(__file__).with_name("serve_page.html")
 HANDLER = "helpers.runtime.handler.handler"
@@ -157,21 +149,15 @@ class Pool:
     """N runtime clients running the unpacked zip, all asking one ServingRuntimeApi for events."""
 
     def __init__(self, zip_path: Path, model: Path, workers: int, python: str = "3.12"):
-        command, python = interpreter_command("x86_64", python)
-        runtime = runtime_client_dir("x86_64", python)
         self._tmp = tempfile.TemporaryDirectory()
         tmp = Path(self._tmp.name)
+        command, python = client_command(tmp, HANDLER, "x86_64", python)
         task = unpack(zip_path, tmp)
-        self.api = ServingRuntimeApi()
-        threading.Thread(target=self.api.serve_forever, daemon=True).start()
+        self.api = start_runtime_api(ServingRuntimeApi())
         env = {"MODEL_PATH": str(Path(model).resolve()), "LOG_LEVEL": "WARNING", "METRICS_NAMESPACE": ""}
         env = lambda_environment(self.api, python, HANDLER, tmp, False, env)
-        start = [*command, "-I", "-S", "-c", BOOTSTRAP, str(task), str(runtime), HANDLER]
         self.logs = [open(tmp / f"worker-{i}.log", "wb") for i in range(workers)]  # noqa: SIM115 - closed in stop()
-        self.processes = [
-            subprocess.Popen(start, env=env, cwd=task, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            for log in self.logs
-        ]
+        self.processes = start_clients(command, env, task, self.logs)
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Until a client has asked for its first event (its init is done), or one failed."""
@@ -186,10 +172,7 @@ class Pool:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_clients(self.processes)
         for log in self.logs:
             log.close()
         self.api.shutdown()
@@ -204,16 +187,20 @@ def served_config(model: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    layout = run_artifacts()
     parser = argparse.ArgumentParser(prog="python -m helpers serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--zip", type=Path, default=layout.zip())
-    parser.add_argument("--model", type=Path, default=layout.onnx)
+    parser.add_argument("--zip", type=Path, help="default: the mode's lambda-x86_64.zip")
+    parser.add_argument("--model", type=Path, help="default: the mode's model.onnx")
+    parser.add_argument(
+        "--full", action="store_true", help="full mode's artefacts (default: quick, what `make run` builds)"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="runtime clients (concurrency)")
     parser.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
     args = parser.parse_args(argv)
+    layout = run_artifacts(quick=quick_unless(args.full))
+    args.zip, args.model = args.zip or layout.zip(), args.model or layout.onnx
     for what, path in (("zip", args.zip), ("model", args.model)):
         if not path.is_file():
-            print(f"error: {what} not found: {shown(path)} (python -m helpers run-all builds both)", file=sys.stderr)
+            print(f"error: {not_found(what, path, quick_unless(args.full))}", file=sys.stderr)
             return 2
     if args.workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)

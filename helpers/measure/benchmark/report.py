@@ -1,7 +1,7 @@
 """The benchmark's results as BENCHMARKS.md's "benchmark" section (one function per part) and a plot.
 
-Every function reads the results dict that `measure.run` returns (and results.json keeps), so a
-report can be rendered again from a saved run.
+Every function reads the typed Results (results.py) that `measure.run` returns, so a report can be
+rendered again from a saved run (Results.from_json of results.json).
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from helpers.tools.benchmark.goals import FP32_MAP50_FLOOR, MIN_EVALUATION_IMAGES, goals
-from helpers.tools.markdown import replace_section
+from helpers.measure.benchmark.results import Results
+from helpers.measure.markdown import has_section, replace_section
+from helpers.measure.targets import FP32_MAP50_FLOOR, MIN_EVALUATION_IMAGES, goals
 
 LAMBDA_PRICE = {  # AWS list prices, us-east-1 on-demand, unchanged since Dec 2020 as far as we know;
     # this machine is offline and cannot re-check them: verify on aws.amazon.com/lambda/pricing
@@ -71,22 +72,22 @@ def _table(header: str, rows: list[str]) -> str:
     return "\n".join([header, "|---" * (header.count("|") - 1) + "|", *rows])
 
 
-def _introduction(results: dict) -> str:
+def _introduction(results: Results) -> str:
     return "\n".join(
         [
             "# Benchmarks",
             "",
-            f"Measured by `python -m helpers benchmark` on {results['environment']}.",
+            f"Measured by `python -m helpers benchmark` on {results.environment}.",
             "Every ratio compares measurements made in the same run, interleaved, each timed call after a 50 ms",
             "pause in which the other contenders' thread pools go idle (as in a Lambda, which runs one of them).",
             "The host is shared and noisy: re-run for your own figures.",
             "",
-            "Models: " + "; ".join(f"`{name}` {how}" for name, how in results["models"].items()) + ".",
+            "Models: " + "; ".join(f"`{name}` {how}" for name, how in results.models.items()) + ".",
         ]
     )
 
 
-def _goals(results: dict) -> str:
+def _goals(results: Results) -> str:
     return (
         "## Goals\n\n"
         f"INT8 accuracy is judged only on at least {MIN_EVALUATION_IMAGES} images the model never trained on and only "
@@ -95,43 +96,42 @@ def _goals(results: dict) -> str:
     )
 
 
-def _bytes_to_tensor(results: dict) -> str:
+def _bytes_to_tensor(results: Results) -> str:
     rows = [
-        f"| {size} | {v['ours']['p50_ms']:.2f} | {v['opencv_albumentations']['p50_ms']:.2f} | "
-        f"{v['opencv_albumentations']['p50_ms'] / v['ours']['p50_ms']:.2f}x |"
-        for size, v in results["bytes_to_tensor"].items()
+        f"| {size} | {v.ours.p50_ms:.2f} | {v.opencv_albumentations.p50_ms:.2f} | {v.ratio:.2f}x |"
+        for size, v in results.bytes_to_tensor.items()
     ]
     return "## Bytes -> model tensor (JPEG in, 1x3x384x384 float32 out)\n\n" + _table(
         "| input | ours (Pillow + exact C letterbox) p50 ms | OpenCV imdecode + albumentations p50 ms | ratio |", rows
     )
 
 
-def _preprocessing(results: dict) -> str:
-    rows = [f"| {name} | {v['p50_ms']:.2f} | {v['p90_ms']:.2f} |" for name, v in results["preprocessing"].items()]
+def _preprocessing(results: Results) -> str:
+    rows = [f"| {name} | {v.p50_ms:.2f} | {v.p90_ms:.2f} |" for name, v in results.preprocessing.items()]
     return "## Preprocessing (decoded 499x666 image -> 1x3x384x384 float32)\n\n" + _table(
         "| path | p50 ms | p90 ms |", rows
     )
 
 
-def _inference(results: dict) -> str:
+def _inference(results: Results) -> str:
     rows = [
-        f"| {key} | {v['torch']['p50_ms']:.0f} / {v['torch']['p90_ms']:.0f} | {v['ort_fp32']['p50_ms']:.0f} / {v['ort_fp32']['p90_ms']:.0f} "
-        f"| {v['ort_int8']['p50_ms']:.0f} / {v['ort_int8']['p90_ms']:.0f} | {v['torch']['p50_ms'] / v['ort_fp32']['p50_ms']:.2f}x "
-        f"| {v['ort_fp32']['p50_ms'] / v['ort_int8']['p50_ms']:.2f}x | {v['fp32_mb']:.1f} | {v['int8_mb']:.1f} |"
-        for key, v in results["inference"].items()
+        f"| {v.key} | {v.torch.p50_ms:.0f} / {v.torch.p90_ms:.0f} | {v.ort_fp32.p50_ms:.0f} / {v.ort_fp32.p90_ms:.0f} "
+        f"| {v.ort_int8.p50_ms:.0f} / {v.ort_int8.p90_ms:.0f} | {v.ort_speedup:.2f}x "
+        f"| {v.int8_speedup:.2f}x | {v.fp32_mb:.1f} | {v.int8_mb:.1f} |"
+        for v in results.inference
     ]
     header = "| model @ threads | PyTorch p50/p90 ms | ORT FP32 p50/p90 ms | ORT INT8 p50/p90 ms | ORT/torch | INT8/FP32 | FP32 MB | INT8 MB |"
     return (
         "## Inference (one 384x384 input)\n\n" + _table(header, rows) + "\n\n"
-        f"A 2048^3 fp32 MatMul in ONNX Runtime reached {results['gemm_peak_gflops_2_threads']:.0f} GFLOP/s on 2 threads "
+        f"A 2048^3 fp32 MatMul in ONNX Runtime reached {results.gemm_peak_gflops_2_threads:.0f} GFLOP/s on 2 threads "
         "in the same run (the ceiling for FP32 convolutions here)."
     )
 
 
-def _training_step(results: dict) -> str:
-    steps = results["training_step"]
-    rows = [f"| {name} | {v['p50_ms']:.0f} | {v['p90_ms']:.0f} |" for name, v in steps.items()]
-    ratio = steps["torchvision's"]["p50_ms"] / steps["ours"]["p50_ms"]
+def _training_step(results: Results) -> str:
+    steps = results.training_step
+    rows = [f"| {name} | {v.p50_ms:.0f} | {v.p90_ms:.0f} |" for name, v in steps.items()]
+    ratio = steps["torchvision's"].p50_ms / steps["ours"].p50_ms
     return (
         "## Training step (fasterrcnn_efficientnet_lite0_fpn, forward + backward, 2 real photos, 2 threads)\n\n"
         "RoIAlign's backward as torchvision's CPU kernel computes it, and as one sparse product "
@@ -141,17 +141,16 @@ def _training_step(results: dict) -> str:
     )
 
 
-def _int8_accuracy(results: dict) -> str:
+def _int8_accuracy(results: Results) -> str:
     rows = []
-    for name, how in results["models"].items():
-        acc = results["int8_accuracy"].get(name)
+    for name, how in results.models.items():
+        acc = results.int8_accuracy.get(name)
         if acc is None:
             rows.append(f"| {name} | — | not measured: {how} | — |")
             continue
-        images = f"{sum(acc['images'].values())} unseen real"
         rows.append(
-            f"| {name} | {images} | {acc['fp32']['map']:.3f} / {acc['fp32']['map_50']:.3f} | "
-            f"{acc['int8']['map']:.3f} / {acc['int8']['map_50']:.3f} |"
+            f"| {name} | {acc.image_count} unseen real | {acc.fp32['map']:.3f} / {acc.fp32['map_50']:.3f} | "
+            f"{acc.int8['map']:.3f} / {acc.int8['map_50']:.3f} |"
         )
     return (
         f"## INT8 accuracy (served pipeline, images never trained on; FP32 floor mAP@0.5 >= {FP32_MAP50_FLOOR})\n\n"
@@ -159,15 +158,13 @@ def _int8_accuracy(results: dict) -> str:
     )
 
 
-def _zip(results: dict) -> str:
+def _zip(results: Results) -> str:
     rows = [
         f"| {arch} | {z['zipped_bytes'] / 2**20:.1f} | {z['unzipped_bytes'] / 2**20:.1f} | "
         f"{z['untrimmed_unzipped_bytes'] / 2**20:.1f} | 50 MB zipped / 250 MB unzipped |"
-        for arch, z in results["zips"].items()
+        for arch, z in results.zips.items()
     ]
-    skipped = "".join(
-        f"\n\nNot measured in this run: the {what} ({why})." for what, why in results.get("skipped", {}).items()
-    )
+    skipped = "".join(f"\n\nNot measured in this run: the {what} ({why})." for what, why in results.skipped.items())
     return (
         "## The Lambda zip\n\n"
         + _table("| arch | zipped MiB | unzipped MiB | untrimmed unzipped MiB | quota |", rows)
@@ -175,11 +172,11 @@ def _zip(results: dict) -> str:
     )
 
 
-def _cold_init(results: dict) -> str:
+def _cold_init(results: Results) -> str:
     rows = [
-        f"| {name} | {c['cold_init_ms']:.0f} | {c['handler_init_ms']:.0f} | "
-        f"{c['first_request_ms']:.0f} | {c['warm']['p50_ms']:.0f} / {c['warm']['p90_ms']:.0f} | {c['peak_rss_mb']:.0f} |"
-        for name, c in results["cold_init"].items()
+        f"| {name} | {c.cold_init_ms:.0f} | {c.handler_init_ms:.0f} | "
+        f"{c.first_request_ms:.0f} | {c.warm.p50_ms:.0f} / {c.warm.p90_ms:.0f} | {c.peak_rss_mb:.0f} |"
+        for name, c in results.cold_init.items()
     ]
     header = "| model | cold init ms | of which handler init ms | first request ms | warm p50 / p90 ms | peak RSS MB |"
     return (
@@ -190,32 +187,30 @@ def _cold_init(results: dict) -> str:
     )
 
 
-def _by_size(results: dict) -> str:
+def _by_size(results: Results) -> str:
     rows = []
-    for size, t in results["by_size"].items():
-        compared = results["bytes_to_tensor"].get(size)
-        both = (
-            f"{compared['ours']['p50_ms']:.1f} / {compared['opencv_albumentations']['p50_ms']:.1f}" if compared else "-"
-        )
+    for size, t in results.by_size.items():
+        compared = results.bytes_to_tensor.get(size)
+        both = f"{compared.ours.p50_ms:.1f} / {compared.opencv_albumentations.p50_ms:.1f}" if compared else "-"
         rows.append(
-            f"| {size} | {t['jpeg_mb']:.2f} | {t['decode']:.1f} | {t['preprocess']:.1f} | {t['inference']:.0f} | "
-            f"{t['postprocess']:.1f} | {t['total']:.0f} | {both} |"
+            f"| {size} | {t.jpeg_mb:.2f} | {t.decode:.1f} | {t.preprocess:.1f} | {t.inference:.0f} | "
+            f"{t.postprocess:.1f} | {t.total:.0f} | {both} |"
         )
     header = "| input | JPEG MB | decode | preprocess | inference | postprocess | total ms | bytes -> tensor: ours / OpenCV + albumentations ms |"
     return (
-        f"## End-to-end handler latency by input size (in process, {results['serving_model']})\n\n"
+        f"## End-to-end handler latency by input size (in process, {results.serving_model})\n\n"
         "Decode (JPEG DCT scaling for photos at least twice the model size, see decode_for_model) and "
         "preprocess are the handler's own; the last column is what OpenCV imdecode + albumentations take "
         "for the same bytes -> tensor, measured interleaved with ours (table above).\n\n" + _table(header, rows)
     )
 
 
-def _cost(results: dict) -> str:
+def _cost(results: Results) -> str:
     """The serving model's ORT FP32 inference at 1 and 2 threads plus the handler's own work on 0.3 MP."""
-    serving = results["serving_model"]
-    overhead = results["by_size"]["0.3 MP"]["total"] - results["by_size"]["0.3 MP"]["inference"]
-    one = results["inference"][f"{serving} @ 1"]["ort_fp32"]["p50_ms"] + overhead
-    two = results["inference"][f"{serving} @ 2"]["ort_fp32"]["p50_ms"] + overhead
+    serving = results.serving_model
+    overhead = results.by_size["0.3 MP"].total - results.by_size["0.3 MP"].inference
+    one = results.inference_of(serving, 1).ort_fp32.p50_ms + overhead
+    two = results.inference_of(serving, 2).ort_fp32.p50_ms + overhead
     rows = [
         f"| {o['memory_mb']} | {o['latency_ms']:.0f} | {o['usd_per_million']:.2f} |"
         for o in memory_options(one, two, (1024, 1769, 2048, 3538, 4096))
@@ -230,7 +225,7 @@ def _cost(results: dict) -> str:
     )
 
 
-def markdown(results: dict, plot_name: str) -> str:
+def markdown(results: Results, plot_name: str) -> str:
     """The whole benchmark section, its parts separated by blank lines, the plot last."""
     parts = (
         _introduction,
@@ -248,40 +243,61 @@ def markdown(results: dict, plot_name: str) -> str:
     )
 
 
-def write_markdown(results: dict, path: Path, plot_path: Path) -> None:
+def write_markdown(results: Results, path: Path, plot_path: Path) -> None:
     """The benchmark's section of `path` (first in a new file); the rest of the file is left as it is."""
     replace_section(path, "benchmark", markdown(results, plot_path.name), at_start=True)
 
 
-def plot(results: dict, path: Path) -> None:
+#: README.md's serving table, written by the benchmark between this section's markers.
+README_SECTION = "benchmark:serving"
+
+
+def serving_table(results: Results) -> str:
+    """README's serving figures: where they were measured, then the goal table (goal, figure, met)."""
+    models = "; ".join(f"`{name}` {how}" for name, how in results.models.items())
+    return (
+        f"Measured by `python -m helpers benchmark` on {results.environment} (models: {models}); "
+        "every figure and more in BENCHMARKS.md.\n\n"
+        + _table("| goal | measured | met |", [f"| {goal} | {value} | {met} |" for goal, value, met in goals(results)])
+    )
+
+
+def write_readme(results: Results, readme: Path) -> bool:
+    """Replace README's serving table (between `<!-- benchmark:serving:start -->` and `:end -->`);
+    False, the file untouched, when it has no such markers."""
+    if not has_section(readme, README_SECTION):
+        return False
+    replace_section(readme, README_SECTION, serving_table(results))
+    return True
+
+
+def plot(results: Results, path: Path) -> None:
     """Inference p50 by model and threads; request latency by photo size, ours and with OpenCV +
     albumentations in place of our bytes -> tensor. Drawn on a Figure, so no pyplot backend is set."""
     fig = Figure(figsize=(10, 3.5), dpi=100)
     ax1, ax2 = fig.subplots(1, 2)
-    keys = list(results["inference"])
-    x = np.arange(len(keys))
+    rows = results.inference
+    x = np.arange(len(rows))
     for offset, name in ((-0.25, "torch"), (0, "ort_fp32"), (0.25, "ort_int8")):
-        ax1.bar(x + offset, [results["inference"][k][name]["p50_ms"] for k in keys], width=0.25, label=name)
+        ax1.bar(x + offset, [getattr(row, name).p50_ms for row in rows], width=0.25, label=name)
     short = {
         "retinanet_resnet50_fpn": "RetinaNet",
         "fasterrcnn_mobilenet_v3_large_320_fpn": "MobileNetV3",
         "fasterrcnn_efficientnet_lite0_fpn": "Lite0",
     }
-    labels = [f"{short.get(k.rsplit(' @', 1)[0], k)}\n{k.rsplit('@', 1)[1].strip()} thread(s)" for k in keys]
+    labels = [f"{short.get(row.model, row.model)}\n{row.threads} thread(s)" for row in rows]
     ax1.set_xticks(x, labels, fontsize=7)
     ax1.set_ylabel("p50 ms"), ax1.set_title("inference, 384x384"), ax1.legend(fontsize=7)
     # Cost growth with the photo's size: the handler as it is, and the same request had its bytes ->
     # tensor been OpenCV imdecode + albumentations (the request minus its own decode and preprocess,
     # plus their measured bytes -> tensor; the rest of the request, base64 and JSON included, is alike).
-    sizes = [s for s in results["by_size"] if s in results["bytes_to_tensor"]]
+    sizes = [s for s in results.by_size if s in results.bytes_to_tensor]
     megapixels = [float(s.split()[0]) for s in sizes]
-    ours = [results["by_size"][s]["total"] for s in sizes]
+    requests = [results.by_size[s] for s in sizes]
+    ours = [r.total for r in requests]
     theirs = [
-        results["by_size"][s]["total"]
-        - results["by_size"][s]["decode"]
-        - results["by_size"][s]["preprocess"]
-        + results["bytes_to_tensor"][s]["opencv_albumentations"]["p50_ms"]
-        for s in sizes
+        r.total - r.decode - r.preprocess + results.bytes_to_tensor[s].opencv_albumentations.p50_ms
+        for s, r in zip(sizes, requests)
     ]
     ax2.plot(megapixels, ours, "o-", label="handler (Pillow, DCT-scaled decode, C letterbox)")
     ax2.plot(megapixels, theirs, "s--", label="with OpenCV imdecode + albumentations")

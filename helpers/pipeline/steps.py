@@ -20,18 +20,17 @@ import sys
 from pathlib import Path
 
 from helpers.data.dataset import DATASET_CHOICES, Split
-from helpers.paths import PROJECT_ROOT, QUICK_VARIABLE, RunArtifacts, quick_mode, run_artifacts, shown
+from helpers.paths import PROJECT_ROOT, RunArtifacts, quick_mode, run_artifacts, shown
 from helpers.provenance import EXPORT_CODE, TRAINING_CODE, changed_files, code_digests
 from helpers.train.config import NOT_FINGERPRINTED, TrainConfig
 from helpers.train.summary import RunSummary
 
 #: (artefacts folder, fingerprint) pairs whose reuse was already announced in this process.
 _ANNOUNCED: set[tuple[str, str]] = set()
-#: The training images the served INT8 model is calibrated on, spread over all of them: on the quick
-#: models of seeds 42, 1, 2, 16 lost no unseen mAP on average (BENCHMARKS.md), in a fraction of the
-#: time all of them take.
+#: The training images the served INT8 model is calibrated on, spread over all of them: as accurate as
+#: all of them, in a fraction of the time (docs/decisions.md).
 SERVED_CALIBRATION_IMAGES = 16
-#: What a training run costs on 2 CPUs, said before one starts (measured: BENCHMARKS.md).
+#: What a training run costs on 2 CPUs, said before one starts.
 TRAINING_TIME = {True: "about 2½ minutes (quick mode)", False: "about 6½ minutes offline (full mode)"}
 
 
@@ -68,10 +67,8 @@ class Series:
         HELPERS_MODEL, HELPERS_ARTIFACTS), so CI and `make run` set them without editing a notebook.
         Without HELPERS_QUICK a notebook runs quick, the mode its committed outputs come from."""
         default = cls.from_environment()
-        if quick is None:
-            quick = default.quick if QUICK_VARIABLE in os.environ else True
         return cls(
-            bool(quick),
+            default.quick if quick is None else bool(quick),
             model or default.model,
             _from_project_root(dataset) if dataset not in (None, *DATASET_CHOICES) else dataset,
             epochs,

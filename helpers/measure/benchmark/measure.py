@@ -21,24 +21,25 @@ import torch
 from onnx import TensorProto, helper
 from PIL import Image
 
+from helpers.baselines import blog
 from helpers.build import native
 from helpers.build.package import build
 from helpers.data import dataset as fridge_data
 from helpers.evaluate.metrics import evaluate_detector
 from helpers.export.onnx_export import export_checkpoint, export_onnx
 from helpers.export.quantize import calibration_inputs, quantize_int8
+from helpers.local.invoke import invoke_zip
+from helpers.measure.benchmark.results import Results
+from helpers.measure.targets import MIN_EVALUATION_IMAGES
+from helpers.measure.timing import SETTLE_S, interleaved, measure, percentiles
 from helpers.paths import SAMPLE_DIR, shown, split_file
+from helpers.pipeline.steps import SERVED_CALIBRATION_IMAGES
 from helpers.runtime import handler as lambda_handler
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.runtime.contract import ModelContract
 from helpers.runtime.model import Detector
 from helpers.runtime.preprocess import decode_for_model, decode_image, kernel, preprocess, preprocess_numpy
-from helpers.tools import blog
-from helpers.tools.benchmark.goals import MIN_EVALUATION_IMAGES
-from helpers.tools.lambda_local import invoke_zip
-from helpers.tools.pipeline import SERVED_CALIBRATION_IMAGES
-from helpers.tools.timing import SETTLE_S, interleaved, measure, percentiles
 from helpers.train.data import DetectionDataset, collate
 from helpers.train.models import LITE0_MODEL, MODEL_NAMES, build_detector
 from helpers.train.module import load_checkpoint
@@ -111,7 +112,7 @@ def inference_comparison(
     module, fp32_path: Path, int8_path: Path, tensor: np.ndarray, threads: int, repeats: int
 ) -> dict:
     """PyTorch eager vs ONNX Runtime FP32 vs INT8 on one input at `threads` threads, interleaved, each
-    after the others' thread pools have gone idle (see helpers.tools.timing.interleaved)."""
+    after the others' thread pools have gone idle (see helpers.measure.timing.interleaved)."""
     torch.set_num_threads(threads)
     fp32_detector = Detector(fp32_path, threads=threads)
     fp32, int8 = fp32_detector.session, Detector(int8_path, threads=threads).session
@@ -320,7 +321,7 @@ def _by_size(model_path: Path, photos: dict[float, bytes], repeats: int) -> dict
         timings = []
         for _ in range(max(5, repeats // 4)):
             # Requests reach a Lambda apart; back to back, each one's decode would run beside the
-            # previous inference's still-spinning ONNX Runtime workers (see helpers.tools.timing.interleaved).
+            # previous inference's still-spinning ONNX Runtime workers (see helpers.measure.timing.interleaved).
             time.sleep(SETTLE_S)
             timings.append(lambda_handler.handler(event, None)["timings_ms"])
         figures[f"{megapixels} MP"] = {
@@ -330,8 +331,8 @@ def _by_size(model_path: Path, photos: dict[float, bytes], repeats: int) -> dict
     return figures
 
 
-def run(out_dir: Path, checkpoints: list[Path], repeats: int, skipped: dict[str, str] | None = None) -> dict:
-    """Every section, in this order, into the results dict that report.py renders and results.json keeps;
+def run(out_dir: Path, checkpoints: list[Path], repeats: int, skipped: dict[str, str] | None = None) -> Results:
+    """Every section, in this order, into the Results that report.py renders and results.json keeps;
     the parts named in `skipped` (see preflight) are left out and the report says why."""
     skipped = preflight() if skipped is None else skipped
     native.build_in_place()  # "ours" is what the zip runs: the C letterbox
@@ -367,4 +368,4 @@ def run(out_dir: Path, checkpoints: list[Path], repeats: int, skipped: dict[str,
     print(f"latency by image size ({serving}) ...", flush=True)
     results["serving_model"] = serving
     results["by_size"] = _by_size(models[serving]["fp32"], photos, repeats)
-    return results
+    return Results.from_json(results)

@@ -40,8 +40,8 @@ from helpers.measure.targets import (
     int8_accuracy_goal,
 )
 from helpers.paths import ACCURACY_DIR, PROJECT_ROOT, split_file
-from helpers.train.config import TrainConfig
 from helpers.pipeline.steps import SERVED_CALIBRATION_IMAGES
+from helpers.train.config import TrainConfig
 from helpers.train.models import LITE0_MODEL, SMALL_MODEL
 from helpers.train.run import train
 from helpers.train.summary import RunSummary

@@ -24,8 +24,9 @@ def test_interleaved_times_each_contender_without_its_settling_pause():
 def test_op_profile_names_the_graphs_own_operators_with_their_kernel_times(tiny_model, sample_jpegs):
     import onnx
 
+    from helpers.runtime.decode import decode_image
     from helpers.runtime.model import Detector
-    from helpers.runtime.preprocess import decode_image, preprocess
+    from helpers.runtime.preprocess import preprocess
     from helpers.tools.timing import op_profile
 
     detector = Detector(tiny_model)

@@ -34,9 +34,9 @@ from helpers.data.dataset import AnnotationError, Record, Split, resolve_dataset
 from helpers.evaluate.metrics import threshold_sweep
 from helpers.paths import run_artifacts, shown
 from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD
+from helpers.runtime.decode import decode_for_model
 from helpers.runtime.detections import Detections
 from helpers.runtime.model import Detector, ModelError
-from helpers.runtime.preprocess import decode_for_model
 
 BACKGROUND = "background"
 OUTPUTS = (
@@ -58,7 +58,7 @@ QUICK_SAMPLE_MINIMUM = {"recall": 0.75, "precision": 0.65}
 def predict_all(detector: Detector, records: list[Record]) -> list[Detections]:
     """Every detection the served pipeline returns (threshold 0), boxes in original pixels."""
     return [
-        detector.predict(decode_for_model(r.image_path.read_bytes(), detector.config.image_size), 0.0, 1000)[0]
+        detector.predict(decode_for_model(r.image_path.read_bytes(), detector.config.image_size), 0.0, 1000).detections
         for r in records
     ]
 

@@ -48,7 +48,7 @@ from helpers.paths import DATA_CACHE_DIR, THUMBNAILS_DIR, quick_mode, run_artifa
 from helpers.provenance import TRAINING_CODE, code_digests, digest
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
-from helpers.runtime.preprocess import decode_for_model
+from helpers.runtime.decode import decode_for_model
 from helpers.train.backbones import PretrainedWeightsMissing
 from helpers.train.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES, build_detector
 from helpers.train.roi_align_grad import fast_roi_align_backward

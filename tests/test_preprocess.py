@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from helpers.data import dataset as fridge_data
+from helpers.data.records import Record
 from helpers.paths import THUMBNAILS_DIR
 from helpers.runtime import decode, errors, kernel, pillow_view, resize
 from helpers.runtime import preprocess as pp
@@ -285,7 +286,7 @@ def test_a_12_mp_photo_gives_training_and_serving_the_same_tensor_and_boxes(tmp_
     box = [600.0, 1000.0, 2400.0, 3600.0]  # in the displayed frame
     path = tmp_path / "12mp.jpg"
     path.write_bytes(data)
-    record = fridge_data.Record(path, 3000, 4000, [box], ["carton"])
+    record = Record(path, 3000, 4000, [box], ["carton"])
     tensor, target = DetectionDataset([record], ALBU_FULL, ClassMap(FRIDGE_CLASSES), 384)[0]
     decoded = decode.decode_for_model(data, 384, max_pixels=1 << 30)
     assert decoded.reduction == 8 and (decoded.height, decoded.width) == (4000, 3000)

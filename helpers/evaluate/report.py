@@ -30,10 +30,12 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torchvision.ops import box_iou
 
-from helpers.data.dataset import AnnotationError, Record, Split, resolve_dataset
+from helpers.data.dataset import Split, resolve_dataset
+from helpers.data.formats.coco import coco_instances, xywh
+from helpers.data.records import AnnotationError, Record
 from helpers.evaluate.metrics import threshold_sweep
 from helpers.paths import run_artifacts, shown
-from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD
+from helpers.runtime.contract import served_threshold
 from helpers.runtime.decode import decode_for_model
 from helpers.runtime.detections import Detections
 from helpers.runtime.model import Detector, ModelError
@@ -78,30 +80,13 @@ def targets_of(records: list[Record], detector: Detector) -> list[dict[str, np.n
 
 def coco_files(records, targets, predictions, class_names) -> tuple[dict, list[dict]]:
     """(COCO dataset of the ground truth, COCO results of the predictions); image ids 1..N in order."""
-    to_xywh = lambda b: [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]  # noqa: E731
-    images = [
-        {"id": i, "file_name": r.image_path.name, "width": r.width, "height": r.height}
-        for i, r in enumerate(records, 1)
-    ]
-    boxes = [(i, box, label) for i, t in enumerate(targets, 1) for box, label in zip(t["boxes"], t["labels"])]
-    annotations = [
-        {
-            "id": n,
-            "image_id": i,
-            "category_id": int(label),
-            "bbox": to_xywh(box),
-            "area": float((box[2] - box[0]) * (box[3] - box[1])),
-            "iscrowd": 0,
-        }
-        for n, (i, box, label) in enumerate(boxes, 1)
-    ]
-    categories = [{"id": i, "name": name} for i, name in enumerate(class_names, 1)]
+    images = [(r.image_path.name, r.width, r.height, t["boxes"], t["labels"]) for r, t in zip(records, targets)]
     results = [
-        {"image_id": i, "category_id": int(label), "bbox": to_xywh(box), "score": float(score)}
+        {"image_id": i, "category_id": int(label), "bbox": xywh(box), "score": float(score)}
         for i, p in enumerate(predictions, 1)
         for box, score, label in zip(p.boxes, p.scores, p.labels)
     ]
-    return {"images": images, "annotations": annotations, "categories": categories}, results
+    return coco_instances(images, class_names), results
 
 
 def coco_evaluation(ground_truth: dict, results: list[dict]) -> COCOeval:
@@ -317,8 +302,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         detector = Detector(args.model)
-        threshold = args.threshold if args.threshold is not None else detector.contract.score_threshold
-        threshold = DEFAULT_SCORE_THRESHOLD if threshold is None else threshold
+        threshold = served_threshold(args.threshold, None, detector.contract.score_threshold)
         records, described = records_to_evaluate(args.dataset)
         summary = evaluate(detector, records, threshold, args.out, described)
     except (ModelError, AnnotationError, FileNotFoundError, ValueError) as err:

@@ -29,7 +29,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from helpers.export.onnx_export import read_contract
 from helpers.paths import run_artifacts, shown
-from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, MAX_IMAGE_BYTES
+from helpers.runtime.config import MAX_IMAGE_BYTES
+from helpers.runtime.contract import served_threshold
+from helpers.runtime.cpus import available_cpus
 from helpers.tools.lambda_local import (
     BOOTSTRAP,
     RuntimeApi,
@@ -199,7 +201,7 @@ class Pool:
 
 def served_config(model: Path) -> dict:
     contract = read_contract(model)
-    threshold = DEFAULT_SCORE_THRESHOLD if contract.score_threshold is None else contract.score_threshold
+    threshold = served_threshold(None, None, contract.score_threshold)
     return {"model": shown(model), "score_threshold": threshold, "classes": list(contract.classes.names)}
 
 
@@ -208,7 +210,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--zip", type=Path, default=layout.zip())
     parser.add_argument("--model", type=Path, default=layout.onnx)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="runtime clients (concurrency)")
+    parser.add_argument("--workers", type=int, default=available_cpus(), help="runtime clients (concurrency)")
     parser.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
     args = parser.parse_args(argv)
     for what, path in (("zip", args.zip), ("model", args.model)):

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import resource
 import sys
 import time
@@ -48,6 +47,7 @@ from helpers.paths import DATA_CACHE_DIR, THUMBNAILS_DIR, quick_mode, run_artifa
 from helpers.provenance import TRAINING_CODE, code_digests, digest
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
+from helpers.runtime.cpus import available_cpus
 from helpers.runtime.decode import decode_for_model
 from helpers.train.backbones import PretrainedWeightsMissing
 from helpers.train.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES, build_detector
@@ -487,7 +487,7 @@ def train(config: TrainConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(config.seed, workers=True, verbose=False)
     processes_here = config.devices if config.accelerator == "cpu" and isinstance(config.devices, int) else 1
-    torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // processes_here))
+    torch.set_num_threads(config.threads or max(1, available_cpus() // processes_here))
     data = prepare_data(config)  # before the model: a bad dataset fails before any weights download
     model_name, model_note = resolve_model(config)
     class_map = ClassMap(data.source.classes)  # the data's classes, in its order

@@ -455,3 +455,27 @@ def test_init_loads_the_letterbox_kernel_and_fails_on_one_that_cannot_load(tiny_
     with pytest.raises(OSError, match="letterbox kernel _letterbox_kernel.so does not load .*rebuild the zip"):
         h.init(env)
     kernel.load_kernel.cache_clear()  # the real kernel again for the tests that follow
+
+
+def test_the_served_threshold_is_the_request_then_the_environment_then_the_model_then_the_default():
+    from helpers.runtime.contract import served_threshold
+
+    assert served_threshold(0.1, 0.2, 0.3) == 0.1
+    assert served_threshold(None, 0.2, 0.3) == 0.2
+    assert served_threshold(None, None, 0.3) == 0.3
+    assert served_threshold(None, None, None) == DEFAULT_SCORE_THRESHOLD
+    assert served_threshold(0.0, 0.2, None) == 0.0  # a threshold of 0 is a threshold, not "unset"
+
+
+def test_s3_uris_of_an_object_and_of_a_prefix():
+    from helpers.runtime.s3uri import parse_s3_prefix, parse_s3_uri
+
+    assert parse_s3_uri("s3://bucket/a/b.jpg") == ("bucket", "a/b.jpg")
+    for bad in ("s3://bucket", "s3://bucket/", "s3:///key", "https://bucket/key"):
+        with pytest.raises(ValueError, match="not an s3://bucket/key URI"):
+            parse_s3_uri(bad)
+    assert parse_s3_prefix("s3://bucket") == ("bucket", "")
+    assert parse_s3_prefix("s3://bucket/images/") == ("bucket", "images/")
+    for bad in ("s3://", "s3:///images", "bucket/images"):
+        with pytest.raises(ValueError, match="not an S3 location"):
+            parse_s3_prefix(bad)

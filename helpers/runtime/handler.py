@@ -37,14 +37,13 @@ class State:
 
     def __init__(self, env=os.environ):
         started = time.perf_counter()
-        self.settings = Settings(env)
-        self.logger = logs.logger(self.settings.log_level)
-        settings = self.settings
+        self.settings = settings = Settings(env)
+        self.logger = logs.logger(settings.log_level)
         model = storage.fetch_model(
             settings.model_path, settings.model_s3, settings.model_sha256, settings.cache_dir, self.logger
         )
         self.detector = Detector(model, settings.class_map_path)
-        # the default for requests that name none (logged)
+        # What a request that names no threshold gets (logged at init).
         self.score_threshold = served_threshold(None, settings.score_threshold, self.detector.contract.score_threshold)
         letterbox_kernel = load_kernel() is not None  # loaded now: a kernel that cannot load fails the init
         self.init_ms: float | None = (time.perf_counter() - started) * 1e3  # None after a SnapStart restore

@@ -99,8 +99,8 @@ def make_synthetic_voc(
         boxes, labels, pasted, pasted_from = [], [], [], []
         for _ in range(rng.randint(*objects_per_image)):
             photo = rng.choice(objects)
-            obj, box = _placed(rng, photo, image, margin, object_scale, pasted)
-            if obj is not None:
+            box = _placed(rng, photo, image, margin, object_scale, pasted)
+            if box is not None:
                 boxes.append(box)
                 labels.append(photo.labels[0])
                 pasted_from.append(photo.image_path.name)
@@ -114,8 +114,8 @@ def make_synthetic_voc(
 
 def _placed(rng: random.Random, photo: Record, image: Image.Image, margin, object_scale, pasted: list):
     """Paste the object of `photo` (cut, maybe mirrored, scaled) where it overlaps every crop in
-    `pasted` by less than 30%, appending its crop there -> (the pasted crop, the object's box in the
-    image); (None, None) after 20 tries."""
+    `pasted` by less than 30%, appending its crop there -> the object's box in the image, or None when
+    20 tries found no such place."""
     width, height = image.size
     crop, (ox1, oy1, ox2, oy2) = _cut(photo, margin)
     with Image.open(photo.image_path) as source:
@@ -135,8 +135,8 @@ def _placed(rng: random.Random, photo: Record, image: Image.Image, margin, objec
             image.paste(obj, (x, y))
             pasted.append((x, y, x + obj.width, y + obj.height))
             box = (x + ox1 * sx, y + oy1 * sy, min(x + ox2 * sx, width), min(y + oy2 * sy, height))
-            return obj, tuple(round(v, 1) for v in box)
-    return None, None
+            return tuple(round(v, 1) for v in box)
+    return None
 
 
 def is_synthetic(record: Record) -> bool:

@@ -2,9 +2,9 @@
  * albumentations' Normalize, written straight into the model's 1x3xSxS float32 tensor.
  *
  * It does the same integer arithmetic as resize_linear() in resize.py and the same float32 arithmetic
- * as preprocess_numpy() in preprocess.py, with the same tap tables (computed there, passed in by
- * kernel.py), so its output is bit-identical to theirs and so to albumentations (tests/test_preprocess.py
- * checks all three). Built by helpers.build.native for the host (development) and for the Lambda's
+ * as preprocess_numpy() in preprocess.py, with the same tap tables (resize.py computes them, kernel.py
+ * passes them in), so its output is bit-identical to theirs and so to albumentations
+ * (tests/test_preprocess.py checks all three). Built by helpers.build.native for the host (development) and for the Lambda's
  * architecture (the zip); where it is absent, preprocess.py runs the NumPy path. No libc calls and no
  * allocation: the caller passes a scratch buffer of 2 * 3 * new_width int16. One thread: at the
  * model's input size that is faster than splitting the rows between two (docs/decisions-runtime.md).

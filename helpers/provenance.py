@@ -9,7 +9,14 @@ import json
 from helpers.paths import PROJECT_ROOT
 
 #: The code that shapes a trained checkpoint, and an exported model (each: folders or files).
-TRAINING_CODE = ("helpers/data", "helpers/train", "helpers/runtime/config.py", "helpers/runtime/preprocess.py")
+TRAINING_CODE = (
+    "helpers/data",
+    "helpers/train",
+    "helpers/runtime/config.py",
+    "helpers/runtime/decode.py",  # training decodes with the handler's decoder
+    "helpers/runtime/pillow_view.py",
+    "helpers/runtime/geometry.py",  # the JPEG DCT scaling follows the letterbox's size
+)
 EXPORT_CODE = ("helpers/export/onnx_export.py", "helpers/export/quantize.py", "helpers/runtime/contract.py")
 
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from helpers.runtime.config import PREPROCESS
-from helpers.runtime.preprocess import decode_image
+from helpers.runtime.decode import decode_image
 from helpers.train import backbones
 from helpers.train.models import LITE0_MODEL, build_detector
 

@@ -20,6 +20,7 @@ from helpers.aws import batch
 from helpers.local.moto_aws import MotoDeployer, moto_server
 from helpers.paths import SAMPLE_DIR
 from helpers.runtime import storage
+from helpers.runtime.config import SERVED_IMAGE_SUFFIXES
 from helpers.runtime.errors import S3Unavailable
 
 SAMPLE_IMAGES = sorted((SAMPLE_DIR / "images").glob("*.jpg"))
@@ -100,7 +101,7 @@ def test_cli_refuses_bad_input_with_one_line_and_exit_2(capsys, tmp_path, image_
         (["local", str(tmp_path / "missing")], f"error: not a folder or s3:// location: {tmp_path / 'missing'}"),
         (
             ["local", str(empty), "--model", str(not_a_model)],
-            f"error: no images ({', '.join(sorted(batch.IMAGE_SUFFIXES))}) under {empty}",
+            f"error: no images ({', '.join(sorted(SERVED_IMAGE_SUFFIXES))}) under {empty}",
         ),
         (["local", str(image_folder), "--model", str(real_model)], f"error: model not found: {real_model}"),
     ]

@@ -9,9 +9,11 @@ from PIL import Image
 from torchvision.ops import box_iou
 
 from helpers.baselines import blog
+from helpers.runtime import decode
 from helpers.runtime import preprocess as pp
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
+from helpers.runtime.geometry import letterbox_geometry
 from helpers.runtime.postprocess import letterbox_boxes, restore_boxes, to_detections
 from helpers.train.transforms import valid_transform
 
@@ -32,7 +34,7 @@ def _iou(a, b):
 def test_box_restore_blog_swaps_axes_ours_is_exact(sample_records):
     blog_ious, our_ious = [], []
     for record in sample_records:
-        image = pp.decode_image(record.image_path.read_bytes())
+        image = decode.decode_image(record.image_path.read_bytes())
         model_boxes = _perfect_model_output(record, image)
         _, factor, paddings = blog.resize_and_pad(Image.fromarray(image), 384)
         blog_boxes = [blog.resize_bboxes(factor, paddings, b) for b in model_boxes]
@@ -49,7 +51,7 @@ def test_box_restore_blog_swaps_axes_ours_is_exact(sample_records):
 
 def test_blog_subtracts_half_the_total_pad_half_a_pixel_off_for_odd_pads():
     # A 101x384 (HxW) image needs no resize and 283 rows of padding: top 141, bottom 142.
-    geometry = pp.letterbox_geometry(101, 384, 384)
+    geometry = letterbox_geometry(101, 384, 384)
     assert (geometry.pad_top, geometry.new_height) == (141, 101)
     box = np.array([[10.0, 20.0, 30.0, 40.0]])
     blog_y = (letterbox_boxes(box, geometry)[0, 1] - 283 / 2) / 1.0
@@ -63,7 +65,7 @@ def test_blog_subtracts_half_the_total_pad_half_a_pixel_off_for_odd_pads():
 def test_outputs_are_read_by_meaning_not_position():
     # torchvision/ONNX order is (boxes, scores, labels): a score of 0.7 with label 2 must not be
     # read as "label 0.7, score 2". Ours takes named arrays; the blog prose had them swapped.
-    geometry = pp.letterbox_geometry(384, 384, 384)
+    geometry = letterbox_geometry(384, 384, 384)
     out = to_detections(np.array([[0, 0, 10, 10]]), np.array([0.7]), np.array([2]), geometry, 0.5, 10)
     out = out.to_json(ClassMap(FRIDGE_CLASSES))
     assert out == [{"label": "milk_bottle", "score": 0.7, "box": [0.0, 0.0, 10.0, 10.0]}]
@@ -84,7 +86,7 @@ def test_threshold_blog_ignores_it_ours_honours_it():
     # still cuts at its hard-coded 0.5 and drops the 0.4 detection.
     payload = json.loads(blog.postprocess(_model_output(np.float64), 1.0, [0, 0], ID_TO_NAME, detection_threshold=0.3))
     assert [d["score"] for d in payload] == [pytest.approx(0.9)]
-    geometry = pp.letterbox_geometry(384, 384, 384)
+    geometry = letterbox_geometry(384, 384, 384)
     kept = to_detections(*_model_output(), geometry, 0.3, 10).to_json(ClassMap(FRIDGE_CLASSES))
     assert [d["score"] for d in kept] == [pytest.approx(0.9), pytest.approx(0.4)]
     assert len(to_detections(*_model_output(), geometry, 0.95, 10)) == 0
@@ -94,7 +96,7 @@ def test_class_map_blog_indexes_name_to_id_dict_by_id_ours_reads_it():
     # The blog's handler looks labels up by id in IceVision's {name: id} class_map.json.
     with pytest.raises(KeyError):
         blog.postprocess(_model_output(np.float64), 1.0, [0, 0], BLOG_CLASS_MAP)
-    geometry = pp.letterbox_geometry(384, 384, 384)
+    geometry = letterbox_geometry(384, 384, 384)
     ours = to_detections(*_model_output(), geometry, 0.3, 10).to_json(ClassMap.from_obj(BLOG_CLASS_MAP))
     assert [d["label"] for d in ours] == ["can", "carton"]
 
@@ -103,7 +105,7 @@ def test_json_blog_dumps_numpy_float32_ours_dumps_python_numbers():
     # With ONNX Runtime's float32 scores, the blog's json.dumps fails even with a correct class map.
     with pytest.raises(TypeError, match="float32"):
         blog.postprocess(_model_output(), 1.0, [0, 0], ID_TO_NAME)
-    geometry = pp.letterbox_geometry(384, 384, 384)
+    geometry = letterbox_geometry(384, 384, 384)
     detections = to_detections(*_model_output(), geometry, 0.3, 10).to_json(ClassMap(FRIDGE_CLASSES))
     assert all(type(d["score"]) is float and all(type(v) is float for v in d["box"]) for d in detections)
     assert json.loads(json.dumps(detections)) == detections
@@ -112,7 +114,7 @@ def test_json_blog_dumps_numpy_float32_ours_dumps_python_numbers():
 def test_pixels_blog_nearest_resize_and_zero_pad_differ_ours_equal(sample_records):
     blog_diffs = []
     for record in sample_records:
-        image = pp.decode_image(record.image_path.read_bytes())
+        image = decode.decode_image(record.image_path.read_bytes())
         reference = ALBU(image=image, bboxes=np.zeros((0, 4)), labels=[])["image"]
         blog_pixels, _, _ = blog.resize_and_pad(Image.fromarray(image), 384)
         blog_diffs.append(np.abs(blog_pixels.astype(int) - reference).mean())
@@ -127,7 +129,7 @@ def test_resized_side_blog_truncates_ours_rounds_like_albumentations():
     blog_pixels, factor, _ = blog.resize_and_pad(Image.fromarray(image), 384)
     reference = ALBU(image=image, bboxes=np.zeros((0, 4)), labels=[])["image"]
     assert int(height * factor) == round(height * 0.384) - 1
-    assert pp.letterbox_geometry(height, width, 384).new_height == round(height * 0.384)
+    assert letterbox_geometry(height, width, 384).new_height == round(height * 0.384)
     assert np.array_equal(pp.letterbox(image)[0], reference)
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from helpers.data import dataset as fridge_data
+from helpers.data.formats.voc import parse_voc
+from helpers.data.records import AnnotationError
 from helpers.data.synthetic import SYNTHETIC_TAG, make_synthetic_voc
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES
@@ -47,8 +49,8 @@ def _edit(xml: Path, old: str, new: str):
 def test_malformed_annotations_raise_clear_errors_naming_the_file(tmp_path, edit, message):
     voc = _copy_sample(tmp_path)
     edit(voc)
-    with pytest.raises(fridge_data.AnnotationError, match=message) as info:
-        fridge_data.parse_voc(voc / "annotations", voc / "images")
+    with pytest.raises(AnnotationError, match=message) as info:
+        parse_voc(voc / "annotations", voc / "images")
     assert "10.xml" in str(info.value)
 
 
@@ -82,7 +84,7 @@ def test_download_verifies_and_extracts_a_local_zip(tmp_path, fridge_zip):
     digest = fridge_data.sha256_file(archive)
     root = fridge_data.download(tmp_path / "cache", archive.as_uri(), sha256=digest, expected_images=6)
     assert (root / "images" / "6.jpg").is_file()
-    assert len(fridge_data.parse_voc(root / "annotations", root / "images")) == 6
+    assert len(parse_voc(root / "annotations", root / "images")) == 6
     # Cached: a second call works although the source is gone.
     archive.unlink()
     assert fridge_data.download(tmp_path / "cache", archive.as_uri(), sha256=digest, expected_images=6) == root
@@ -165,7 +167,7 @@ def test_a_photo_without_a_box_is_an_error_naming_it(tmp_path):
     shutil.copytree(fridge_data.THUMBNAILS_DIR, folder)
     table = folder / fridge_data.PHOTO_BOXES
     table.write_text("".join(line for line in table.read_text().splitlines(True) if not line.startswith("can_7.jpg")))
-    with pytest.raises(fridge_data.AnnotationError, match="no box for can_7.jpg"):
+    with pytest.raises(AnnotationError, match="no box for can_7.jpg"):
         fridge_data.object_photos(folder)
 
 

@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from helpers.data import empty
-from helpers.data.dataset import Record, load_sample, object_photos
+from helpers.data.dataset import load_sample, object_photos
+from helpers.data.records import Record
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ from helpers.export.compare import SCORE_TOLERANCE, compare_detections, parity, 
 from helpers.export.onnx_export import export_onnx, save_validated, write_metadata
 from helpers.export.quantize import high_resolution_nodes, quantize_int8
 from helpers.runtime.classmap import ClassMap
-from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
+from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
 from helpers.runtime.contract import ModelContract
+from helpers.runtime.decode import decode_image
 from helpers.runtime.detections import Detections
-from helpers.runtime.handler import DEFAULT_SCORE_THRESHOLD
 from helpers.runtime.model import Detector, ModelError
-from helpers.runtime.preprocess import decode_image, preprocess
+from helpers.runtime.preprocess import preprocess
 from helpers.train.backbones import WEIGHTS_RECORD
 from helpers.train.models import BLOG_MODEL, build_detector, set_serving_thresholds
 from helpers.train.module import load_checkpoint

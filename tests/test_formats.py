@@ -17,6 +17,7 @@ from helpers.data import dataset as fridge_data
 from helpers.data.convert import convert
 from helpers.data.formats import load
 from helpers.data.formats.common import relative_image
+from helpers.data.records import AnnotationError
 from helpers.runtime.config import FRIDGE_CLASSES
 from helpers.runtime.model import Detector
 from helpers.train.summary import RunSummary
@@ -198,7 +199,7 @@ BAD_DATA = {
 def test_bad_data_is_one_line_naming_the_file(exports, tmp_path, form, damage, message):
     root = _copy(exports, form, tmp_path)
     damage(root)
-    with pytest.raises(fridge_data.AnnotationError) as info:
+    with pytest.raises(AnnotationError) as info:
         load(root)
     text = str(info.value)
     assert "\n" not in text and text.startswith(str(root)) and message in text, text
@@ -208,7 +209,7 @@ def test_skip_bad_leaves_the_bad_images_out_and_says_how_many(exports, tmp_path)
     root = _copy(exports, "yolo", tmp_path)
     _edit(root / "labels" / "10.txt", "0 0.30", "7 0.30")
     (root / "images" / "12.jpg").write_bytes(b"")
-    with pytest.raises(fridge_data.AnnotationError, match="10.txt:1: class id 7"):
+    with pytest.raises(AnnotationError, match="10.txt:1: class id 7"):
         load(root)
     data = load(root, skip_bad=True)
     assert sorted(r.image_path.name for r in data.records) == ["11.jpg", "13.jpg", "14.jpg", "15.jpg"]

@@ -16,13 +16,13 @@ from PIL import Image
 from torchvision.ops import box_iou
 
 from helpers.export.compare import match_detections
-from helpers.runtime import errors, settings
+from helpers.runtime import errors, kernel, settings
 from helpers.runtime import handler as h
-from helpers.runtime import preprocess as pp
 from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, MAX_IMAGE_BYTES
+from helpers.runtime.decode import decode_image
 from helpers.runtime.detections import Detections
 from helpers.runtime.postprocess import restore_boxes
-from helpers.runtime.preprocess import decode_image, preprocess
+from helpers.runtime.preprocess import preprocess
 from helpers.train.models import set_serving_thresholds
 from helpers.train.module import load_checkpoint
 
@@ -383,11 +383,11 @@ def test_an_init_failing_in_a_request_is_a_json_500_and_the_next_request_tries_a
     "error, status",
     [
         (errors.RequestError("bad"), 400),
-        (pp.ImageError("cannot decode"), 400),
+        (errors.ImageError("cannot decode"), 400),
         (errors.S3Forbidden("no"), 403),
         (errors.S3NotFound("gone"), 404),
         (errors.PayloadTooLarge("big"), 413),
-        (pp.ImageTooLarge("pixels"), 413),  # an ImageError: the nearest class in the table decides
+        (errors.ImageTooLarge("pixels"), 413),  # an ImageError: the nearest class in the table decides
         (errors.S3Unavailable("retry"), 503),
         (errors.ConfigError("MODEL_PATH"), 500),
         (KeyError("image"), 500),
@@ -444,14 +444,38 @@ def test_a_12_mp_photo_is_decoded_reduced_and_answered_in_its_own_frame(tiny_han
 
 def test_init_loads_the_letterbox_kernel_and_fails_on_one_that_cannot_load(tiny_model, monkeypatch, tmp_path, capsys):
     env = {"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "INFO", "METRICS_NAMESPACE": ""}
-    pp.kernel.cache_clear()
+    kernel.load_kernel.cache_clear()
     h.init(env)
     logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [e["letterbox_kernel"] for e in logged if e.get("message") == "initialised"] == [True]
     broken = tmp_path / "_letterbox_kernel.so"
     broken.write_bytes(b"\x7fELF not really")  # e.g. a zip assembled by hand for another architecture
-    monkeypatch.setattr(pp, "KERNEL_PATH", broken)
-    pp.kernel.cache_clear()
+    monkeypatch.setattr(kernel, "KERNEL_PATH", broken)
+    kernel.load_kernel.cache_clear()
     with pytest.raises(OSError, match="letterbox kernel _letterbox_kernel.so does not load .*rebuild the zip"):
         h.init(env)
-    pp.kernel.cache_clear()  # the real kernel again for the tests that follow
+    kernel.load_kernel.cache_clear()  # the real kernel again for the tests that follow
+
+
+def test_the_served_threshold_is_the_request_then_the_environment_then_the_model_then_the_default():
+    from helpers.runtime.contract import served_threshold
+
+    assert served_threshold(0.1, 0.2, 0.3) == 0.1
+    assert served_threshold(None, 0.2, 0.3) == 0.2
+    assert served_threshold(None, None, 0.3) == 0.3
+    assert served_threshold(None, None, None) == DEFAULT_SCORE_THRESHOLD
+    assert served_threshold(0.0, 0.2, None) == 0.0  # a threshold of 0 is a threshold, not "unset"
+
+
+def test_s3_uris_of_an_object_and_of_a_prefix():
+    from helpers.runtime.s3uri import parse_s3_prefix, parse_s3_uri
+
+    assert parse_s3_uri("s3://bucket/a/b.jpg") == ("bucket", "a/b.jpg")
+    for bad in ("s3://bucket", "s3://bucket/", "s3:///key", "https://bucket/key"):
+        with pytest.raises(ValueError, match="not an s3://bucket/key URI"):
+            parse_s3_uri(bad)
+    assert parse_s3_prefix("s3://bucket") == ("bucket", "")
+    assert parse_s3_prefix("s3://bucket/images/") == ("bucket", "images/")
+    for bad in ("s3://", "s3:///images", "bucket/images"):
+        with pytest.raises(ValueError, match="not an S3 location"):
+            parse_s3_prefix(bad)

@@ -126,7 +126,7 @@ def test_icevision_resize_and_pad_on_albumentations_2_pads_black_and_config_expr
     import albumentations as A
     import cv2
 
-    from helpers.runtime.preprocess import decode_image
+    from helpers.runtime.decode import decode_image
 
     with pytest.warns(UserWarning):
         icevision_on_2x = A.Compose(

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers.build import native
+from helpers.runtime import kernel
 from helpers.runtime import preprocess as pp
 from helpers.runtime.config import PreprocessConfig
 
@@ -39,9 +40,9 @@ def _layout(rgbx: np.ndarray, layout: str) -> np.ndarray:
 
 def check_kernel_equals_numpy(max_examples: int) -> int:
     """Hypothesis over sizes, layouts and contracts (sizes other than 384, other mean/std/pad): the kernel
-    (pp.kernel(), whichever build KERNEL_PATH names) gives the NumPy path's tensor. Returns the number
+    (kernel.load_kernel(), whichever build KERNEL_PATH names) gives the NumPy path's tensor. Returns the number
     of examples run."""
-    assert pp.kernel() is not None, f"no kernel at {pp.KERNEL_PATH}"
+    assert kernel.load_kernel() is not None, f"no kernel at {kernel.KERNEL_PATH}"
     examples = []
     channel = st.floats(0.0, 1.0, width=32)
 
@@ -102,6 +103,6 @@ def test_kernel_under_address_and_undefined_behaviour_sanitizers(tmp_path):
 
 
 if __name__ == "__main__":
-    pp.KERNEL_PATH = Path(sys.argv[1])
-    pp.kernel.cache_clear()
+    kernel.KERNEL_PATH = Path(sys.argv[1])
+    kernel.load_kernel.cache_clear()
     print(f"{check_kernel_equals_numpy(200)} examples, no sanitizer report")

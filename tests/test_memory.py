@@ -12,7 +12,7 @@ import textwrap
 import pytest
 from PIL import Image
 
-from helpers.runtime import preprocess as pp
+from helpers.runtime import decode, errors
 from helpers.runtime.config import MAX_IMAGE_PIXELS
 
 BUDGET_MB = 300
@@ -24,6 +24,7 @@ MEASURE = textwrap.dedent(
     """
     import io, sys
     from PIL import Image
+    from helpers.runtime import decode
     from helpers.runtime import preprocess as pp
 
     def peak_mb():
@@ -32,10 +33,10 @@ MEASURE = textwrap.dedent(
 
     warm = io.BytesIO()
     Image.new("RGB", (640, 480), (10, 20, 30)).save(warm, "JPEG")
-    pp.preprocess(pp.decode_for_model(warm.getvalue()))
+    pp.preprocess(decode.decode_for_model(warm.getvalue()))
     data = open(sys.argv[1], "rb").read()
     before = peak_mb()
-    pp.preprocess(pp.decode_for_model(data))
+    pp.preprocess(decode.decode_for_model(data))
     print(round(peak_mb() - before))
     """
 )
@@ -72,7 +73,7 @@ def _rotated_png() -> bytes:
     return _encode(_rgb(), "PNG", exif=exif)
 
 
-WEBP_SIDE = (4000, 2500)  # 10 MP, the WebP limit (pp._WEBP_COST)
+WEBP_SIDE = (4000, 2500)  # 10 MP, the WebP limit (decode._WEBP_COST)
 IMAGES = {
     "RGB": lambda: _encode(_rgb(), "PNG"),
     "RGBA": lambda: _encode(_rgba(), "PNG"),
@@ -110,7 +111,7 @@ def test_the_largest_images_stay_within_the_memory_budget(name, tmp_path):
     path = tmp_path / "image"
     path.write_bytes(IMAGES[name]())
     with Image.open(path) as image:
-        assert image.width * image.height in (MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS // pp._WEBP_COST, 2000 * 2000)
+        assert image.width * image.height in (MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS // decode._WEBP_COST, 2000 * 2000)
     growth = _growth_mb(path)
     print(f"{name}: peak RSS growth {growth} MB")
     assert growth <= BUDGET_MB, f"{name}: {growth} MB"
@@ -119,11 +120,11 @@ def test_the_largest_images_stay_within_the_memory_budget(name, tmp_path):
 @pytest.mark.parametrize("size", [(1, 39_000_000), (39_000_000, 1)])
 def test_strips_too_thin_for_the_model_are_refused_before_decoding(size, tmp_path):
     """Pillow keeps an 8-byte pointer per row: decoding 1 x 39M would cost 312 MB before any pixel."""
-    with pytest.raises(pp.ImageError, match="a side more than 768 times the other"):
-        pp.decode_for_model(_encode(Image.new("L", size), "PNG"))
+    with pytest.raises(errors.ImageError, match="a side more than 768 times the other"):
+        decode.decode_for_model(_encode(Image.new("L", size), "PNG"))
 
 
 def test_webp_above_its_limit_is_refused_before_decoding():
     data = _encode(Image.new("RGB", (4000, 2501)), "WEBP", quality=50, method=0)
-    with pytest.raises(pp.ImageTooLarge, match="limit for WebP 10000000"):
-        pp.decode_for_model(data)
+    with pytest.raises(errors.ImageTooLarge, match="limit for WebP 10000000"):
+        decode.decode_for_model(data)

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from helpers.build import native
-from helpers.runtime import preprocess as pp
+from helpers.runtime import kernel
 
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}  # e_machine: EM_X86_64, EM_AARCH64
 
@@ -27,7 +27,7 @@ def test_the_kernel_needs_nothing_from_libc(tmp_path):
 
 def test_the_development_build_is_what_the_runtime_loads():
     assert native.build_in_place() is False  # conftest built it; the source has not changed since
-    assert pp.kernel() is not None and pp.kernel().__name__ == "helpers_letterbox"
+    assert kernel.load_kernel() is not None and kernel.load_kernel().__name__ == "helpers_letterbox"
 
 
 def test_arm64_kernel_cross_builds(tmp_path):
@@ -39,7 +39,7 @@ def test_arm64_kernel_cross_builds(tmp_path):
 
 
 def test_cli_says_in_one_line_that_no_compiler_was_found(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(pp, "KERNEL_PATH", tmp_path / "_letterbox_kernel.so")
+    monkeypatch.setattr(kernel, "KERNEL_PATH", tmp_path / "_letterbox_kernel.so")
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.setattr(native.shutil, "which", lambda name: None)
     assert native.main([]) == 2

@@ -10,9 +10,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from helpers.data import dataset as fridge_data
+from helpers.data.records import Record
 from helpers.paths import THUMBNAILS_DIR
+from helpers.runtime import decode, errors, kernel, pillow_view, resize
 from helpers.runtime import preprocess as pp
 from helpers.runtime.config import PREPROCESS
+from helpers.runtime.geometry import letterbox_geometry
 from helpers.runtime.postprocess import letterbox_boxes, restore_boxes
 from helpers.train.transforms import valid_transform
 
@@ -34,7 +37,7 @@ def test_letterbox_is_bit_exact_on_every_bundled_image():
     paths = _bundled_images()
     assert len(paths) == 6 + 134
     for path in paths:
-        image = pp.decode_image(path.read_bytes())
+        image = decode.decode_image(path.read_bytes())
         ours, _ = pp.letterbox(image)
         assert ours.dtype == np.uint8 and ours.shape == (384, 384, 3)
         assert np.array_equal(ours, _albu(image)), path.name
@@ -65,14 +68,14 @@ def test_resize_matches_cv2_inter_linear_for_arbitrary_targets():
         h, w, nh, nw = (int(v) for v in rng.integers(1, 600, 4))
         image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         expected = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        assert np.array_equal(pp.resize_linear(image, nh, nw), expected), (h, w, nh, nw)
+        assert np.array_equal(resize.resize_linear(image, nh, nw), expected), (h, w, nh, nw)
 
 
 def test_geometry_rules_match_albumentations_2_0_8():
     # 499x666 (WxH) -> 288x384; odd padding 96 -> 48/48; 101 rows of pad -> top 50, bottom 51.
-    g = pp.letterbox_geometry(666, 499, 384)
+    g = letterbox_geometry(666, 499, 384)
     assert (g.new_height, g.new_width, g.pad_top, g.pad_left) == (384, 288, 0, 48)
-    g = pp.letterbox_geometry(100, 135, 384)  # 100*384/135 = 284.44 -> 284, pad 100 -> 50/50
+    g = letterbox_geometry(100, 135, 384)  # 100*384/135 = 284.44 -> 284, pad 100 -> 50/50
     assert (g.new_height, g.pad_top) == (284, 50)
     image = np.zeros((283, 384, 3), np.uint8)  # scale 1: no resize, 101 rows of padding
     out = _albu(image)
@@ -87,9 +90,9 @@ def preprocess_path(request, monkeypatch):
     """preprocess() as the Lambda runs it (the compiled letterbox kernel; conftest builds it) and as it
     runs where the kernel is absent (NumPy)."""
     if request.param == "kernel":
-        assert pp.kernel() is not None, "letterbox kernel not built (python -m helpers native)"
+        assert kernel.load_kernel() is not None, "letterbox kernel not built (python -m helpers native)"
     else:
-        monkeypatch.setattr(pp, "kernel", lambda: None)
+        monkeypatch.setattr(kernel, "load_kernel", lambda: None)
     return request.param
 
 
@@ -99,7 +102,7 @@ def _albu_tensor(image):
 
 def test_normalised_tensor_is_bit_exact_on_every_bundled_image(preprocess_path):
     for path in _bundled_images():
-        decoded = pp.decode_for_model(path.read_bytes())
+        decoded = decode.decode_for_model(path.read_bytes())
         ours, _ = pp.preprocess(decoded)
         assert ours.dtype == np.float32 and ours.shape == (1, 3, 384, 384)
         assert np.array_equal(ours, _albu_tensor(decoded.pixels)), path.name
@@ -121,12 +124,12 @@ def test_decoded_pixels_are_pillows_own_memory_and_outlive_the_image():
     import gc
 
     data = (fridge_data.SAMPLE_DIR / "images" / "10.jpg").read_bytes()
-    pixels = pp.decode_image(data)
+    pixels = decode.decode_image(data)
     expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     assert pixels.strides == (499 * 4, 4, 1) and not pixels.flags.owndata and not pixels.flags.writeable
     gc.collect()
     for _ in range(5):  # reuse of freed memory would show here
-        pp.decode_image(_encode(Image.fromarray(255 - expected), "PNG"))
+        decode.decode_image(_encode(Image.fromarray(255 - expected), "PNG"))
     assert np.array_equal(pixels, expected)
 
 
@@ -137,9 +140,9 @@ def test_images_pillow_holds_in_several_blocks_are_copied(monkeypatch):
 
     rgb = np.random.default_rng(2).integers(0, 256, (2100, 2100, 3), dtype=np.uint8)  # 17.6 MB as RGBX
     data = _encode(Image.fromarray(rgb), "PNG")
-    assert not pp.decode_image(data).flags.owndata  # one block: a view
-    monkeypatch.setattr(pp, "_one_block", contextlib.nullcontext)  # Pillow's 16 MB blocks
-    pixels = pp.decode_image(data)
+    assert not decode.decode_image(data).flags.owndata  # one block: a view
+    monkeypatch.setattr(decode, "one_block", contextlib.nullcontext)  # Pillow's 16 MB blocks
+    pixels = decode.decode_image(data)
     assert pixels.flags.c_contiguous and np.array_equal(pixels, rgb)
 
 
@@ -152,20 +155,20 @@ def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
 def test_decode_modes_to_rgb():
     rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     base = Image.fromarray(rgb)
-    assert np.array_equal(pp.decode_image(_encode(base, "PNG")), rgb)
-    grey = pp.decode_image(_encode(base.convert("L"), "PNG"))
+    assert np.array_equal(decode.decode_image(_encode(base, "PNG")), rgb)
+    grey = decode.decode_image(_encode(base.convert("L"), "PNG"))
     assert grey.shape == (20, 30, 3) and (grey[..., 0] == grey[..., 2]).all()
-    cmyk = pp.decode_image(_encode(base.convert("CMYK"), "JPEG", quality=95))
+    cmyk = decode.decode_image(_encode(base.convert("CMYK"), "JPEG", quality=95))
     assert cmyk.shape == (20, 30, 3) and np.abs(cmyk.astype(int) - rgb).mean() < 12
     # Transparent pixels become the pad colour; opaque ones keep their colour.
     rgba = np.dstack([rgb, np.where(np.arange(30) < 15, 0, 255)[None].repeat(20, 0)]).astype(np.uint8)
-    out = pp.decode_image(_encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    out = decode.decode_image(_encode(Image.fromarray(rgba, "RGBA"), "PNG"))
     assert (out[:, :15] == PREPROCESS.pad_fill).all() and np.array_equal(out[:, 15:], rgb[:, 15:])
     la = Image.fromarray(rgba[..., [0, 3]], "LA")
-    assert (pp.decode_image(_encode(la, "PNG"))[:, :15] == PREPROCESS.pad_fill).all()
+    assert (decode.decode_image(_encode(la, "PNG"))[:, :15] == PREPROCESS.pad_fill).all()
     # 16-bit grey: full range maps to 0..255 (Pillow's convert("L") would clip at 255).
     deep = Image.fromarray(np.array([[0, 257 * 100, 65535]], dtype=np.uint16))
-    out = pp.decode_image(_encode(deep, "PNG"))
+    out = decode.decode_image(_encode(deep, "PNG"))
     assert out[0, :, 0].tolist() == [0, 100, 255]
 
 
@@ -175,28 +178,28 @@ def test_exif_orientation_is_applied():
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 CW to display
     data = _encode(Image.fromarray(rgb), "JPEG", exif=exif, quality=95)
-    out = pp.decode_image(data)
+    out = decode.decode_image(data)
     assert out.shape == (40, 10, 3)
     assert out[:5].mean() > 200 and out[-5:].mean() < 50  # stripe now on top
 
 
 def test_bad_bytes_and_pixel_bombs_raise_clear_errors(sample_jpegs):
-    with pytest.raises(pp.ImageError, match="empty"):
-        pp.decode_image(b"")
-    with pytest.raises(pp.ImageError, match="not a recognised image"):
-        pp.decode_image(b"this is not an image" * 10)
+    with pytest.raises(errors.ImageError, match="empty"):
+        decode.decode_image(b"")
+    with pytest.raises(errors.ImageError, match="not a recognised image"):
+        decode.decode_image(b"this is not an image" * 10)
     truncated = sample_jpegs["10.jpg"][: len(sample_jpegs["10.jpg"]) // 2]
-    with pytest.raises(pp.ImageError, match="cannot decode"):
-        pp.decode_image(truncated)
+    with pytest.raises(errors.ImageError, match="cannot decode"):
+        decode.decode_image(truncated)
     bomb = _encode(Image.new("L", (30000, 30000)), "PNG")  # ~1 MB of zlib for 900 MP
     assert len(bomb) < 2_000_000
-    with pytest.raises(pp.ImageTooLarge, match="900000000 pixels"):
-        pp.decode_image(bomb)
+    with pytest.raises(errors.ImageTooLarge, match="900000000 pixels"):
+        decode.decode_image(bomb)
     below_pillow_guard = _encode(Image.new("L", (12000, 12000)), "PNG")
-    with pytest.raises(pp.ImageTooLarge, match="12000x12000"):
-        pp.decode_image(below_pillow_guard)
-    with pytest.raises(pp.ImageTooLarge, match="limit 1000"):
-        pp.decode_image(sample_jpegs["10.jpg"], max_pixels=1000)
+    with pytest.raises(errors.ImageTooLarge, match="12000x12000"):
+        decode.decode_image(below_pillow_guard)
+    with pytest.raises(errors.ImageTooLarge, match="limit 1000"):
+        decode.decode_image(sample_jpegs["10.jpg"], max_pixels=1000)
 
 
 sides = st.integers(min_value=1, max_value=5000)
@@ -205,7 +208,7 @@ sides = st.integers(min_value=1, max_value=5000)
 @settings(max_examples=300, deadline=None)
 @given(height=sides, width=sides, data=st.data())
 def test_letterbox_then_inverse_maps_boxes_back(height, width, data):
-    geometry = pp.letterbox_geometry(height, width, PREPROCESS.image_size)
+    geometry = letterbox_geometry(height, width, PREPROCESS.image_size)
     assert 0 <= geometry.pad_top and geometry.pad_top + geometry.new_height <= 384
     assert 0 <= geometry.pad_left and geometry.pad_left + geometry.new_width <= 384
     xs = sorted(data.draw(st.lists(st.floats(0, width), min_size=2, max_size=2)))
@@ -221,7 +224,7 @@ def test_letterbox_then_inverse_maps_boxes_back(height, width, data):
 
 def test_albumentations_moves_boxes_as_letterbox_boxes_says(sample_records):
     record = sample_records[0]
-    image = pp.decode_image(record.image_path.read_bytes())
+    image = decode.decode_image(record.image_path.read_bytes())
     out = ALBU_LETTERBOX(image=image, bboxes=np.array(record.boxes), labels=record.labels)
     geometry = pp.letterbox(image)[1]
     assert np.abs(np.array(out["bboxes"]) - letterbox_boxes(np.array(record.boxes), geometry)).max() < 1e-3
@@ -246,8 +249,8 @@ def _big_photo(width: int, height: int, orientation: int | None = None) -> bytes
 def test_bundled_images_are_not_reduced_and_decode_as_before():
     for path in _bundled_images():
         data = path.read_bytes()
-        decoded = pp.decode_for_model(data, PREPROCESS.image_size)
-        assert decoded.reduction == 1 and np.array_equal(decoded.pixels, pp.decode_image(data))
+        decoded = decode.decode_for_model(data, PREPROCESS.image_size)
+        assert decoded.reduction == 1 and np.array_equal(decoded.pixels, decode.decode_image(data))
         assert (decoded.height, decoded.width) == decoded.pixels.shape[:2]
 
 
@@ -257,14 +260,14 @@ def test_bundled_images_are_not_reduced_and_decode_as_before():
 )
 def test_reduction_keeps_both_sides_at_least_the_resized_sides(width, height, reduction):
     data = _big_photo(width, height)
-    decoded = pp.decode_for_model(data, 384)
-    assert decoded.reduction == pp.reduction_for(width, height, 384) == reduction
+    decoded = decode.decode_for_model(data, 384)
+    assert decoded.reduction == decode.reduction_for(width, height, 384) == reduction
     assert decoded.pixels.shape[:2] == (-(-height // reduction), -(-width // reduction))
-    geometry = pp.letterbox_geometry(height, width, 384)
+    geometry = letterbox_geometry(height, width, 384)
     assert decoded.pixels.shape[0] >= geometry.new_height and decoded.pixels.shape[1] >= geometry.new_width
     # The reduced pixels stand for reduction x reduction blocks of the full decode: close to their
     # average (compared where whole blocks fit; libjpeg scales in the DCT domain, not by averaging).
-    full = pp.decode_image(data, max_pixels=1 << 30)
+    full = decode.decode_image(data, max_pixels=1 << 30)
     rows, columns = height // reduction, width // reduction
     blocks = full[: rows * reduction, : columns * reduction].reshape(rows, reduction, columns, reduction, 3)
     average = blocks.mean(axis=(1, 3))
@@ -283,9 +286,9 @@ def test_a_12_mp_photo_gives_training_and_serving_the_same_tensor_and_boxes(tmp_
     box = [600.0, 1000.0, 2400.0, 3600.0]  # in the displayed frame
     path = tmp_path / "12mp.jpg"
     path.write_bytes(data)
-    record = fridge_data.Record(path, 3000, 4000, [box], ["carton"])
+    record = Record(path, 3000, 4000, [box], ["carton"])
     tensor, target = DetectionDataset([record], ALBU_FULL, ClassMap(FRIDGE_CLASSES), 384)[0]
-    decoded = pp.decode_for_model(data, 384, max_pixels=1 << 30)
+    decoded = decode.decode_for_model(data, 384, max_pixels=1 << 30)
     assert decoded.reduction == 8 and (decoded.height, decoded.width) == (4000, 3000)
     served, geometry = pp.preprocess(decoded)
     assert np.array_equal(tensor.numpy(), served[0])
@@ -340,22 +343,22 @@ def _every_mode(height=70, width=90):
 def test_every_mode_converts_as_the_whole_image_did_whatever_the_tiles(monkeypatch, tile_pixels):
     """Alpha, 16-bit, 32-bit and float grey, CMYK...: tile by tile, in place or not, the same numbers as
     the whole-image conversion (tiles of 1000 pixels: several rows; of 7: parts of a row)."""
-    monkeypatch.setattr(pp, "_TILE_PIXELS", tile_pixels)
+    monkeypatch.setattr(decode, "_TILE_PIXELS", tile_pixels)
     for name, (image, fmt, *kwargs) in _every_mode().items():
         data = _encode(image, fmt, **(kwargs[0] if kwargs else {}))
         with Image.open(io.BytesIO(data)) as reference:
             expected = _whole_image_rgb(reference)
-        pixels = pp.decode_image(data)
+        pixels = decode.decode_image(data)
         assert pixels.shape == expected.shape and not pixels.flags.writeable, name
         assert np.array_equal(pixels, expected), name
 
 
 def test_grey_stays_one_byte_per_pixel_and_rgb_alpha_are_pillows_memory():
     modes = _every_mode()
-    grey = pp.decode_image(_encode(modes["I;16"][0], "PNG"))
+    grey = decode.decode_image(_encode(modes["I;16"][0], "PNG"))
     assert grey.strides[2] == 0 and grey.base is not None
     for name in ("RGB", "RGBA", "LA"):
-        assert pp.decode_image(_encode(modes[name][0], "PNG")).strides[1:] == (4, 1), name
+        assert decode.decode_image(_encode(modes[name][0], "PNG")).strides[1:] == (4, 1), name
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -367,7 +370,7 @@ def test_every_exif_orientation_is_a_view_equal_to_exif_transpose(preprocess_pat
     exif[0x0112] = orientation
     data = _encode(Image.fromarray(rgb), "PNG", exif=exif)
     expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
-    decoded = pp.decode_for_model(data)
+    decoded = decode.decode_for_model(data)
     assert np.array_equal(decoded.pixels, expected) and not decoded.pixels.flags.owndata
     assert (decoded.height, decoded.width) == expected.shape[:2]
     assert np.array_equal(pp.preprocess(decoded)[0], _albu_tensor(expected))
@@ -379,7 +382,7 @@ def test_only_the_first_frame_of_a_multi_frame_file_is_decoded(fmt):
     options = {"lossless": True} if fmt == "WEBP" else {}
     data = _encode(frames[0], fmt, save_all=True, append_images=frames[1:], **options)
     assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 3
-    pixels = pp.decode_image(data)
+    pixels = decode.decode_image(data)
     assert np.abs(pixels.astype(int) - [200, 10, 10]).max() <= 2  # GIF's palette may round
 
 
@@ -387,10 +390,10 @@ def test_arrow_exports_in_another_layout_are_not_read():
     """Any difference from the layouts read (format, children, length, offset, nulls, buffers) gives None."""
     image = Image.new("RGB", (7, 3))
     schema_capsule, array_capsule = image.__arrow_c_array__()
-    schema = pp._ArrowSchema.from_address(pp._capsule_pointer(schema_capsule, b"arrow_schema"))
-    array = pp._ArrowArray.from_address(pp._capsule_pointer(array_capsule, b"arrow_array"))
-    assert pp._exported_address(schema, array, 7, 3)[1] == 4
-    assert pp._exported_address(schema, array, 7, 4) is None  # length
+    schema = pillow_view._ArrowSchema.from_address(pillow_view._capsule_pointer(schema_capsule, b"arrow_schema"))
+    array = pillow_view._ArrowArray.from_address(pillow_view._capsule_pointer(array_capsule, b"arrow_array"))
+    assert pillow_view._exported_address(schema, array, 7, 3)[1] == 4
+    assert pillow_view._exported_address(schema, array, 7, 4) is None  # length
     child = array.children[0].contents
     for structure, field, value in [
         (array, "offset", 1),
@@ -403,11 +406,11 @@ def test_arrow_exports_in_another_layout_are_not_read():
     ]:
         original = getattr(structure, field)
         setattr(structure, field, value)
-        assert pp._exported_address(schema, array, 7, 3) is None, field
+        assert pillow_view._exported_address(schema, array, 7, 3) is None, field
         setattr(structure, field, original)
     for fmt in (b"+w:3", b"+l", b"c"):  # a copy: Pillow frees the strings its own schema points to
-        other = pp._ArrowSchema(format=fmt, n_children=schema.n_children, children=schema.children)
-        assert pp._exported_address(other, array, 7, 3) is None, fmt
+        other = pillow_view._ArrowSchema(format=fmt, n_children=schema.n_children, children=schema.children)
+        assert pillow_view._exported_address(other, array, 7, 3) is None, fmt
 
 
 def test_the_kernel_refuses_arrays_of_the_wrong_type():
@@ -417,22 +420,26 @@ def test_the_kernel_refuses_arrays_of_the_wrong_type():
     image = np.zeros((20, 30, 3), np.uint8)
     _, geometry = pp.preprocess_numpy(image)
     tensor = np.empty((1, 3, 384, 384), np.float32)
-    normalise = pp._normalisation_constants(PREPROCESS)
-    pp._letterbox_native(pp.kernel(), image, geometry, tensor, normalise)  # the right types run
+    normalise = pp.normalisation_constants(PREPROCESS)
+    kernel.letterbox_native(kernel.load_kernel(), image, geometry, tensor, normalise)  # the right types run
     with pytest.raises(ctypes.ArgumentError):
-        pp._letterbox_native(pp.kernel(), image, geometry, tensor, tuple(a.astype(np.float64) for a in normalise))
+        kernel.letterbox_native(
+            kernel.load_kernel(), image, geometry, tensor, tuple(a.astype(np.float64) for a in normalise)
+        )
     tensor.flags.writeable = False
     with pytest.raises(ctypes.ArgumentError):
-        pp._letterbox_native(pp.kernel(), image, geometry, tensor, normalise)
+        kernel.letterbox_native(kernel.load_kernel(), image, geometry, tensor, normalise)
     with pytest.raises(ValueError, match="does not fit"):
-        pp._letterbox_native(pp.kernel(), image, geometry, np.empty((1, 3, 100, 100), np.float32), normalise)
+        kernel.letterbox_native(
+            kernel.load_kernel(), image, geometry, np.empty((1, 3, 100, 100), np.float32), normalise
+        )
 
 
 def test_overlapping_decodes_restore_pillows_block_size():
     """The block size is process-wide: two decodes that overlap (threads: the batch runner, moto's map)
     must leave it as it was whichever finishes first. Entered A, B; left A, B."""
     default = Image.core.get_block_size()
-    first, second = pp._one_block(), pp._one_block()
+    first, second = pillow_view.one_block(), pillow_view.one_block()
     first.__enter__()
     second.__enter__()
     assert Image.core.get_block_size() >= 1 << 30

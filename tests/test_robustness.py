@@ -12,8 +12,8 @@ from helpers.data.dataset import load_sample, object_photos
 from helpers.data.empty import empty_crops, write_crops
 from helpers.evaluate import robustness as rb
 from helpers.evaluate.metrics import threshold_sweep
+from helpers.runtime.decode import decode_for_model
 from helpers.runtime.model import Detector
-from helpers.runtime.preprocess import decode_for_model
 
 
 @pytest.fixture(scope="module")

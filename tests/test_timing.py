@@ -25,8 +25,9 @@ def test_op_profile_names_the_graphs_own_operators_with_their_kernel_times(tiny_
     import onnx
 
     from helpers.measure.timing import op_profile
+    from helpers.runtime.decode import decode_image
     from helpers.runtime.model import Detector
-    from helpers.runtime.preprocess import decode_image, preprocess
+    from helpers.runtime.preprocess import preprocess
 
     detector = Detector(tiny_model)
     tensor = preprocess(decode_image(sample_jpegs["10.jpg"]), detector.config)[0]

@@ -31,9 +31,10 @@ import numpy as np
 
 from helpers.aws.deploy import Deployer, DeployError
 from helpers.paths import PROJECT_ROOT, not_found, run_artifacts
+from helpers.runtime.config import SERVED_IMAGE_SUFFIXES
+from helpers.runtime.s3uri import parse_s3_prefix
 
 BATCH_TEMPLATE = PROJECT_ROOT / "cloudformation" / "batch.yaml"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 POLL_SECONDS = 2.0
 
 
@@ -101,20 +102,16 @@ def read_done(out: Path) -> set[str]:
 # ---- local: the handler in-process ----------------------------------------------------------
 
 
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    if not bucket:
-        raise BatchInputError(f"not an S3 location: {uri}")
-    return bucket, prefix
-
-
 def list_source(source: str) -> tuple[list[str], str | None, Path | None]:
     """(keys, bucket, folder): the images under a folder (relative paths) or an S3 prefix (keys)."""
     if source.startswith("s3://"):
         import boto3
         from botocore.exceptions import ClientError
 
-        bucket, prefix = parse_s3_uri(source)
+        try:
+            bucket, prefix = parse_s3_prefix(source)
+        except ValueError as err:
+            raise BatchInputError(str(err)) from None
         keys = []
         try:
             # boto3 honours AWS_ENDPOINT_URL_S3 itself, as the handler's S3 client does.
@@ -131,10 +128,10 @@ def list_source(source: str) -> tuple[list[str], str | None, Path | None]:
     keys = sorted(
         p.relative_to(folder).as_posix()
         for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        if p.suffix.lower() in SERVED_IMAGE_SUFFIXES and p.is_file()
     )
     if not keys:
-        raise BatchInputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {source}")
+        raise BatchInputError(f"no images ({', '.join(sorted(SERVED_IMAGE_SUFFIXES))}) under {source}")
     return keys, None, folder
 
 

@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 
 from helpers.runtime.detections import Detections
+from helpers.runtime.geometry import Letterbox
 from helpers.runtime.postprocess import to_detections
-from helpers.runtime.preprocess import Letterbox
 
 
 def resize_and_pad(img: Image.Image, image_size: int):

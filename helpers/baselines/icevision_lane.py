@@ -31,9 +31,11 @@ from helpers.evaluate.matching import greedy_pairs
 from helpers.export.compare import tie_explained
 from helpers.paths import ICEVISION_DIR, PROJECT_ROOT, shown
 from helpers.runtime.config import PREPROCESS, PreprocessConfig
+from helpers.runtime.decode import decode_image
 from helpers.runtime.detections import Detections
+from helpers.runtime.geometry import letterbox_geometry
 from helpers.runtime.postprocess import to_detections
-from helpers.runtime.preprocess import decode_image, letterbox, letterbox_geometry, preprocess
+from helpers.runtime.preprocess import letterbox, preprocess
 
 LANE = PROJECT_ROOT / "envs" / "icevision"
 VENV = PROJECT_ROOT / ".venv-icevision"

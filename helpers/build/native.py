@@ -19,9 +19,9 @@ from pathlib import Path
 
 from helpers.build.arch import ARCHITECTURES
 from helpers.paths import shown
-from helpers.runtime import preprocess
+from helpers.runtime import kernel
 
-SOURCE = Path(preprocess.__file__).with_name("letterbox_kernel.c")
+SOURCE = Path(kernel.__file__).with_name("letterbox_kernel.c")
 #: -ffp-contract=off: no fused multiply-add, so (pixel - mean) * denominator rounds as NumPy's two
 #: float32 steps do; the baseline ISA of each architecture (no -march), as the Lambda hosts vary.
 FLAGS = ("-std=c11", "-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-stack-protector", "-s", "-Wall", "-Werror")
@@ -88,11 +88,11 @@ def build(out: Path, arch: str | None = None, sanitize: bool = False) -> Path:
 def build_in_place() -> bool:
     """The development build, next to the source where the runtime looks, (re)built when missing or
     older than the source; True if it was. The runtime loads the new build on its next call."""
-    out = preprocess.KERNEL_PATH
+    out = kernel.KERNEL_PATH
     if out.exists() and out.stat().st_mtime >= SOURCE.stat().st_mtime:
         return False
     build(out)
-    preprocess.kernel.cache_clear()
+    kernel.load_kernel.cache_clear()
     return True
 
 
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{'built' if built else 'up to date:'} {shown(preprocess.KERNEL_PATH)}")
+    print(f"{'built' if built else 'up to date:'} {shown(kernel.KERNEL_PATH)}")
     return 0
 
 

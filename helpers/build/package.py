@@ -31,7 +31,7 @@ from helpers.build.arch import ARCHITECTURES
 from helpers.build.interpreters import find_python, pip_install
 from helpers.paths import PROJECT_ROOT, not_found, run_artifacts, shown
 from helpers.runtime.checksum import sha256_file
-from helpers.runtime.preprocess import KERNEL_PATH
+from helpers.runtime.kernel import KERNEL_PATH
 
 
 def lambda_requirements() -> tuple[str, ...]:

@@ -7,8 +7,8 @@ import argparse
 import sys
 
 from helpers.data.convert import convert
-from helpers.data.dataset import AnnotationError
 from helpers.data.formats import FORMATS
+from helpers.data.records import AnnotationError
 
 
 def main(argv: list[str] | None = None) -> int:

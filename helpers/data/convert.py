@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import yaml
 
-from helpers.data.dataset import Record
 from helpers.data.formats import FORMATS, load
+from helpers.data.formats.coco import coco_instances
 from helpers.data.formats.common import Annotations, relative_image
-from helpers.data.formats.voc import CLASSES_FILE
+from helpers.data.formats.voc import CLASSES_FILE, voc_xml
+from helpers.data.records import Record
 
 
 def convert(src: str | Path, to: str, dst: str | Path, skip_bad: bool = False) -> Annotations:
@@ -35,49 +35,22 @@ def convert(src: str | Path, to: str, dst: str | Path, skip_bad: bool = False) -
     return data
 
 
-def _number(value: float) -> str:
-    """Pixels as written: whole numbers stay whole, else two decimals (a hundredth of a pixel)."""
-    return f"{round(value, 2):g}"
-
-
 def write_voc(dst: Path, classes: tuple[str, ...], records: list[Record], images: list[Path]) -> None:
     (dst / "annotations").mkdir(parents=True, exist_ok=True)
     (dst / CLASSES_FILE).write_text("".join(f"{name}\n" for name in classes))
     for record, image in zip(records, images):
-        objects = "".join(
-            f"\t<object>\n\t\t<name>{escape(label)}</name>\n\t\t<difficult>0</difficult>\n\t\t<bndbox>\n"
-            + "".join(f"\t\t\t<{tag}>{_number(v)}</{tag}>\n" for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), box))
-            + "\t\t</bndbox>\n\t</object>\n"
-            for box, label in zip(record.boxes, record.labels)
-        )
-        xml = (
-            f"<annotation>\n\t<folder>images</folder>\n\t<filename>{escape(image.as_posix())}</filename>\n"
-            f"\t<size>\n\t\t<width>{record.width}</width>\n\t\t<height>{record.height}</height>\n"
-            f"\t\t<depth>3</depth>\n\t</size>\n{objects}</annotation>\n"
-        )
+        xml = voc_xml(image.as_posix(), record.width, record.height, record.boxes, record.labels)
         # One XML per image, named after its path (subfolders joined by "__") so names cannot collide.
         (dst / "annotations" / ("__".join(image.with_suffix("").parts) + ".xml")).write_text(xml)
 
 
 def write_coco(dst: Path, classes: tuple[str, ...], records: list[Record], images: list[Path]) -> None:
     ids = {name: i + 1 for i, name in enumerate(classes)}
-    coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for n, i in ids.items()]}
-    for image_id, (record, image) in enumerate(zip(records, images), 1):
-        coco["images"].append(
-            {"id": image_id, "file_name": image.as_posix(), "width": record.width, "height": record.height}
-        )
-        for (x1, y1, x2, y2), label in zip(record.boxes, record.labels):
-            w, h = x2 - x1, y2 - y1
-            coco["annotations"].append(
-                {
-                    "id": len(coco["annotations"]) + 1,
-                    "image_id": image_id,
-                    "category_id": ids[label],
-                    "bbox": [x1, y1, w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                }
-            )
+    entries = [
+        (image.as_posix(), r.width, r.height, r.boxes, [ids[label] for label in r.labels])
+        for r, image in zip(records, images)
+    ]
+    coco = coco_instances(entries, classes)
     (dst / "annotations").mkdir(parents=True, exist_ok=True)
     (dst / "annotations" / "instances_default.json").write_text(json.dumps(coco, indent=1))
 

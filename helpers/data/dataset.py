@@ -1,6 +1,6 @@
-"""Fridge Objects data: PASCAL VOC parsing with clear errors, the 134 object photos with their
-hand-drawn boxes, seeded splits (and the record of them a run leaves next to its checkpoint), and a
-verified download."""
+"""Fridge Objects data: the bundled sample, the 134 object photos with their hand-drawn boxes, seeded
+splits (and the record of them a run leaves next to its checkpoint), a verified download, and the
+dataset a run asks for by name or folder."""
 
 from __future__ import annotations
 
@@ -14,16 +14,17 @@ import random
 import shutil
 import sys
 import urllib.request
-import xml.etree.ElementTree as ET
 import zipfile
 from collections import Counter
 from pathlib import Path
 
 from PIL import Image
 
+from helpers.data.formats import load
+from helpers.data.formats.voc import parse_voc
+from helpers.data.records import AnnotationError, Record
 from helpers.paths import DATA_CACHE_DIR, PROJECT_ROOT, SAMPLE_DIR, THUMBNAILS_DIR, shown
 from helpers.runtime.checksum import sha256_file
-from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES
 
 #: Official address of the full 128-image dataset (Microsoft computervision-recipes).
@@ -40,74 +41,6 @@ OFFLINE_MESSAGE = (
     "!! Training on the bundled SAMPLE instead (6 real images + the synthetic set); the\n"
     "!! summary and the model's metadata record data='sample (fridge unavailable: ...)'.\n" + "!" * 78
 )
-
-
-class AnnotationError(ValueError):
-    """An annotation file that cannot become a record; the message names the file."""
-
-
-@dataclasses.dataclass
-class Record:
-    image_path: Path
-    width: int
-    height: int
-    boxes: list[tuple[float, float, float, float]]  # xyxy, pixels
-    labels: list[str]
-
-
-def _text(node: ET.Element, tag: str, xml_path: Path) -> str:
-    child = node.find(tag)
-    if child is None or child.text is None:
-        raise AnnotationError(f"{xml_path}: missing <{tag}>")
-    return child.text.strip()
-
-
-def _number(node: ET.Element, tag: str, xml_path: Path) -> float:
-    text = _text(node, tag, xml_path)
-    try:
-        return float(text)
-    except ValueError:
-        raise AnnotationError(f"{xml_path}: <{tag}> is not a number: {text!r}") from None
-
-
-def parse_voc_file(xml_path: Path, images_dir: Path, class_map: ClassMap) -> Record:
-    """One VOC XML -> Record, validating image presence, class names and box geometry."""
-    try:
-        root = ET.parse(xml_path).getroot()
-    except ET.ParseError as err:
-        raise AnnotationError(f"{xml_path}: malformed XML ({err})") from None
-    image_path = images_dir / _text(root, "filename", xml_path)
-    if not image_path.is_file():
-        raise AnnotationError(f"{xml_path}: image not found: {image_path}")
-    size = root.find("size")
-    if size is None:
-        raise AnnotationError(f"{xml_path}: missing <size>")
-    width, height = int(_number(size, "width", xml_path)), int(_number(size, "height", xml_path))
-    boxes, labels = [], []
-    for obj in root.iter("object"):
-        name = _text(obj, "name", xml_path)
-        if name not in class_map.names:
-            raise AnnotationError(f"{xml_path}: unknown class {name!r}; known: {list(class_map.names)}")
-        bndbox = obj.find("bndbox")
-        if bndbox is None:
-            raise AnnotationError(f"{xml_path}: object {name!r} has no <bndbox>")
-        x1, y1, x2, y2 = (_number(bndbox, t, xml_path) for t in ("xmin", "ymin", "xmax", "ymax"))
-        if not (x1 < x2 and y1 < y2):
-            raise AnnotationError(f"{xml_path}: inverted or empty box {[x1, y1, x2, y2]} ({name})")
-        if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-            raise AnnotationError(f"{xml_path}: box {[x1, y1, x2, y2]} ({name}) outside the {width}x{height} image")
-        boxes.append((x1, y1, x2, y2))
-        labels.append(name)
-    return Record(image_path, width, height, boxes, labels)
-
-
-def parse_voc(annotations_dir: Path, images_dir: Path, class_map: ClassMap | None = None) -> list[Record]:
-    """All *.xml in `annotations_dir`, sorted by file name (so the result is deterministic)."""
-    class_map = class_map or ClassMap(FRIDGE_CLASSES)
-    xml_files = sorted(Path(annotations_dir).glob("*.xml"))
-    if not xml_files:
-        raise AnnotationError(f"{annotations_dir}: no .xml annotation files")
-    return [parse_voc_file(p, Path(images_dir), class_map) for p in xml_files]
 
 
 def load_sample() -> list[Record]:
@@ -291,8 +224,6 @@ def resolve_dataset(requested: str, cache_dir: Path = DATA_CACHE_DIR, skip_bad: 
     root = Path(requested)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset {requested!r}: not {' or '.join(DATASET_CHOICES)}, nor a folder")
-    from helpers.data.formats import load  # the parsers build this module's Records
-
     data = load(root, skip_bad)
     notes = tuple(data.notes())
     for note in notes:
@@ -352,8 +283,6 @@ class Split:
     def real(self, part: str = "all") -> list[Record]:
         """The real records of "train", "valid" or "all" (train then valid), in the split's order."""
         names = {"train": self.train, "valid": self.valid, "all": self.train + self.valid}[part]
-        from helpers.data.formats import load  # the parsers build this module's Records
-
         records = load(self.root, skip_bad=True).records  # whatever the format; the split lists no bad image
         records += object_photos(self.photos_root) if self.photos_root else []
         by_name = {r.image_path.name: r for r in records}

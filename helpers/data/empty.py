@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from helpers.data.dataset import Record, load_sample
+from helpers.data.dataset import load_sample
+from helpers.data.records import Record
 
 MIN_SIDE = 96
 MAX_ASPECT = 2.0

@@ -12,12 +12,13 @@ from __future__ import annotations
 import random
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from helpers.data.dataset import Record, object_photos, parse_voc, split_object_photos  # noqa: F401 (the notebooks' import)
+from helpers.data.dataset import object_photos
+from helpers.data.formats.voc import parse_voc, voc_xml
+from helpers.data.records import Record
 
 SYNTHETIC_TAG = "SYNTHETIC (helpers.data.synthetic: real thumbnails on generated backgrounds)"
 SYNTHETIC_PREFIX = "synthetic_"  # every composite's file name starts with it
@@ -40,22 +41,6 @@ def _background(rng: random.Random, width: int, height: int) -> Image.Image:
         shape = draw.rectangle if rng.random() < 0.5 else draw.ellipse
         shape((x, y, x + w, y + h), fill=colour)
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 2)))
-
-
-def _voc_xml(filename: str, width: int, height: int, boxes, labels, sources) -> str:
-    """VOC XML; each <object> also names its source photo in <photo> (parsers ignore it; it lets a
-    test prove that no hold-out photo is in a training composite)."""
-    objects = "".join(
-        f"<object><name>{escape(label)}</name><photo>{escape(source)}</photo><difficult>0</difficult><bndbox>"
-        f"<xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
-        for (x1, y1, x2, y2), label, source in zip(boxes, labels, sources)
-    )
-    return (
-        f"<annotation><folder>images</folder><filename>{escape(filename)}</filename>"
-        f"<source><database>{escape(SYNTHETIC_TAG)}</database></source>"
-        f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"
-        f"<segmented>0</segmented>{objects}</annotation>\n"
-    )
 
 
 def _cut(photo: Record, margin: float | None) -> tuple[tuple[int, int, int, int], tuple[float, ...]]:
@@ -111,44 +96,47 @@ def make_synthetic_voc(
     for index in range(n_images):
         width, height = rng.choice(sizes)
         image = _background(rng, width, height)
-        boxes: list[tuple[float, float, float, float]] = []
-        labels: list[str] = []
-        pasted: list[tuple[int, int, int, int]] = []
-        pasted_from: list[str] = []
+        boxes, labels, pasted, pasted_from = [], [], [], []
         for _ in range(rng.randint(*objects_per_image)):
             photo = rng.choice(objects)
-            crop, (ox1, oy1, ox2, oy2) = _cut(photo, margin)
-            with Image.open(photo.image_path) as source:
-                obj = source.convert("RGB").crop(crop)
-            if rng.random() < 0.5:
-                obj = obj.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-                ox1, ox2 = obj.width - ox2, obj.width - ox1
-            scale = rng.uniform(*object_scale) * min(width, height) / max(ox2 - ox1, oy2 - oy1)
-            scale = min(scale, width / obj.width, height / obj.height)  # the crop must fit the image
-            obj = obj.resize((max(8, round(obj.width * scale)), max(8, round(obj.height * scale))))
-            sx, sy = obj.width / (crop[2] - crop[0]), obj.height / (crop[3] - crop[1])
-            for _attempt in range(20):
-                x = rng.randint(0, width - obj.width)
-                y = rng.randint(0, height - obj.height)
-                box = (
-                    round(x + ox1 * sx, 1),
-                    round(y + oy1 * sy, 1),
-                    round(min(x + ox2 * sx, width), 1),
-                    round(min(y + oy2 * sy, height), 1),
-                )
-                # Overlap is judged on the pasted crops: a later paste hides the earlier crop's pixels.
-                if all(_overlap((x, y, x + obj.width, y + obj.height), other) < 0.3 for other in pasted):
-                    image.paste(obj, (x, y))
-                    pasted.append((x, y, x + obj.width, y + obj.height))
-                    boxes.append(box)
-                    labels.append(photo.labels[0])
-                    pasted_from.append(photo.image_path.name)
-                    break
+            box = _placed(rng, photo, image, margin, object_scale, pasted)
+            if box is not None:
+                boxes.append(box)
+                labels.append(photo.labels[0])
+                pasted_from.append(photo.image_path.name)
         name = f"{SYNTHETIC_PREFIX}{index:04d}.jpg"
         image.save(out_dir / "images" / name, quality=90)
-        xml = _voc_xml(name, width, height, boxes, labels, pasted_from)
+        # Each <object> names its source photo: a test proves no hold-out photo is in a training composite.
+        xml = voc_xml(name, width, height, boxes, labels, database=SYNTHETIC_TAG, photos=pasted_from)
         (out_dir / "annotations" / f"{SYNTHETIC_PREFIX}{index:04d}.xml").write_text(xml)
     return parse_voc(out_dir / "annotations", out_dir / "images")
+
+
+def _placed(rng: random.Random, photo: Record, image: Image.Image, margin, object_scale, pasted: list):
+    """Paste the object of `photo` (cut, maybe mirrored, scaled) where it overlaps every crop in
+    `pasted` by less than 30%, appending its crop there -> the object's box in the image, or None when
+    20 tries found no such place."""
+    width, height = image.size
+    crop, (ox1, oy1, ox2, oy2) = _cut(photo, margin)
+    with Image.open(photo.image_path) as source:
+        obj = source.convert("RGB").crop(crop)
+    if rng.random() < 0.5:
+        obj = obj.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        ox1, ox2 = obj.width - ox2, obj.width - ox1
+    scale = rng.uniform(*object_scale) * min(width, height) / max(ox2 - ox1, oy2 - oy1)
+    scale = min(scale, width / obj.width, height / obj.height)  # the crop must fit the image
+    obj = obj.resize((max(8, round(obj.width * scale)), max(8, round(obj.height * scale))))
+    sx, sy = obj.width / (crop[2] - crop[0]), obj.height / (crop[3] - crop[1])
+    for _attempt in range(20):
+        x = rng.randint(0, width - obj.width)
+        y = rng.randint(0, height - obj.height)
+        # Overlap is judged on the pasted crops: a later paste hides the earlier crop's pixels.
+        if all(_overlap((x, y, x + obj.width, y + obj.height), other) < 0.3 for other in pasted):
+            image.paste(obj, (x, y))
+            pasted.append((x, y, x + obj.width, y + obj.height))
+            box = (x + ox1 * sx, y + oy1 * sy, min(x + ox2 * sx, width), min(y + oy2 * sy, height))
+            return tuple(round(v, 1) for v in box)
+    return None
 
 
 def is_synthetic(record: Record) -> bool:

@@ -54,12 +54,12 @@ def found_boxes(prediction: Detections | dict, target: dict, min_score: float, m
 def evaluate_detector(detector, records) -> dict[str, float]:
     """COCO mAP of an ONNX Detector end to end (decode -> letterbox -> ORT -> restore) against the
     records' boxes in original pixels: the accuracy the Lambda will serve."""
-    from helpers.runtime.preprocess import decode_for_model
+    from helpers.runtime.decode import decode_for_model
 
     predictions, targets = [], []
     for record in records:
         decoded = decode_for_model(record.image_path.read_bytes(), detector.config.image_size)
-        detections, _, _ = detector.predict(decoded, 0.0, 1000)
+        detections = detector.predict(decoded, 0.0, 1000).detections
         predictions.append(
             {
                 "boxes": torch.tensor(detections.boxes, dtype=torch.float32),

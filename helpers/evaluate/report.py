@@ -28,14 +28,16 @@ from matplotlib.figure import Figure
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from helpers.data.dataset import AnnotationError, Record, Split, resolve_dataset
+from helpers.data.dataset import Split, resolve_dataset
+from helpers.data.formats.coco import coco_instances, xywh
+from helpers.data.records import AnnotationError, Record
 from helpers.evaluate.matching import match_boxes
 from helpers.evaluate.metrics import threshold_sweep
 from helpers.paths import not_found, run_artifacts, shown
-from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD
+from helpers.runtime.contract import served_threshold
+from helpers.runtime.decode import decode_for_model
 from helpers.runtime.detections import Detections
 from helpers.runtime.model import Detector, ModelError
-from helpers.runtime.preprocess import decode_for_model
 
 BACKGROUND = "background"
 OUTPUTS = (
@@ -51,7 +53,7 @@ OUTPUTS = (
 def predict_all(detector: Detector, records: list[Record]) -> list[Detections]:
     """Every detection the served pipeline returns (threshold 0), boxes in original pixels."""
     return [
-        detector.predict(decode_for_model(r.image_path.read_bytes(), detector.config.image_size), 0.0, 1000)[0]
+        detector.predict(decode_for_model(r.image_path.read_bytes(), detector.config.image_size), 0.0, 1000).detections
         for r in records
     ]
 
@@ -71,30 +73,13 @@ def targets_of(records: list[Record], detector: Detector) -> list[dict[str, np.n
 
 def coco_files(records, targets, predictions, class_names) -> tuple[dict, list[dict]]:
     """(COCO dataset of the ground truth, COCO results of the predictions); image ids 1..N in order."""
-    to_xywh = lambda b: [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]  # noqa: E731
-    images = [
-        {"id": i, "file_name": r.image_path.name, "width": r.width, "height": r.height}
-        for i, r in enumerate(records, 1)
-    ]
-    boxes = [(i, box, label) for i, t in enumerate(targets, 1) for box, label in zip(t["boxes"], t["labels"])]
-    annotations = [
-        {
-            "id": n,
-            "image_id": i,
-            "category_id": int(label),
-            "bbox": to_xywh(box),
-            "area": float((box[2] - box[0]) * (box[3] - box[1])),
-            "iscrowd": 0,
-        }
-        for n, (i, box, label) in enumerate(boxes, 1)
-    ]
-    categories = [{"id": i, "name": name} for i, name in enumerate(class_names, 1)]
+    images = [(r.image_path.name, r.width, r.height, t["boxes"], t["labels"]) for r, t in zip(records, targets)]
     results = [
-        {"image_id": i, "category_id": int(label), "bbox": to_xywh(box), "score": float(score)}
+        {"image_id": i, "category_id": int(label), "bbox": xywh(box), "score": float(score)}
         for i, p in enumerate(predictions, 1)
         for box, score, label in zip(p.boxes, p.scores, p.labels)
     ]
-    return {"images": images, "annotations": annotations, "categories": categories}, results
+    return coco_instances(images, class_names), results
 
 
 def coco_evaluation(ground_truth: dict, results: list[dict]) -> COCOeval:
@@ -309,8 +294,7 @@ def main(argv=None) -> int:
         return 2
     try:
         detector = Detector(args.model)
-        threshold = args.threshold if args.threshold is not None else detector.contract.score_threshold
-        threshold = DEFAULT_SCORE_THRESHOLD if threshold is None else threshold
+        threshold = served_threshold(args.threshold, None, detector.contract.score_threshold)
         records, described = records_to_evaluate(args.dataset, args.full)
         summary = evaluate(detector, records, threshold, args.out, described)
     except (ModelError, AnnotationError, FileNotFoundError, ValueError) as err:

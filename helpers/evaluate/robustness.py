@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from helpers.data.dataset import Record
+from helpers.data.records import Record
 from helpers.evaluate.intervals import Interval, resample_weights
 from helpers.evaluate.metrics import found_boxes
 from helpers.runtime.classmap import ClassMap
@@ -175,7 +175,7 @@ class RobustnessTable:
 def served(detector, threshold: float, max_detections: int = 100) -> Callable[[bytes], Detections]:
     """A helpers.runtime.model.Detector as the handler runs it: bytes -> decode_for_model (EXIF,
     DCT scaling) -> predict at `threshold`, boxes in the upright original's pixels."""
-    from helpers.runtime.preprocess import decode_for_model
+    from helpers.runtime.decode import decode_for_model
 
     def detect(data: bytes) -> Detections:
         decoded = decode_for_model(data, detector.config.image_size, pad_fill=detector.config.pad_fill)

@@ -12,7 +12,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from helpers.export.onnx_export import read_contract, read_metadata, save_validated, write_metadata
 from helpers.runtime.config import PreprocessConfig
-from helpers.runtime.preprocess import decode_for_model, preprocess
+from helpers.runtime.decode import decode_for_model
+from helpers.runtime.preprocess import preprocess
 
 
 def calibration_records(split, limit: int | None = None) -> list:

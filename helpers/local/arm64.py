@@ -62,8 +62,10 @@ def compare_responses(native: list[dict], emulated: list[dict]) -> dict:
 _TENSOR_DIGESTS = """
 import hashlib, sys
 sys.path.insert(0, sys.argv[1])
-from helpers.runtime.preprocess import decode_for_model, kernel, preprocess
-assert kernel() is not None, "no letterbox kernel in the zip"
+from helpers.runtime.decode import decode_for_model
+from helpers.runtime.kernel import load_kernel
+from helpers.runtime.preprocess import preprocess
+assert load_kernel() is not None, "no letterbox kernel in the zip"
 for path in sys.argv[2:]:
     with open(path, "rb") as f:
         print(hashlib.sha256(preprocess(decode_for_model(f.read()))[0].tobytes()).hexdigest())

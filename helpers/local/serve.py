@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -29,7 +28,9 @@ from helpers.export.onnx_export import read_contract
 from helpers.local.invoke import client_command, lambda_environment, start_clients, stop_clients, unpack
 from helpers.local.runtime_api import RuntimeApi, start_runtime_api
 from helpers.paths import not_found, quick_unless, run_artifacts, shown
-from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, MAX_IMAGE_BYTES
+from helpers.runtime.config import MAX_IMAGE_BYTES
+from helpers.runtime.contract import served_threshold
+from helpers.runtime.cpus import available_cpus
 
 PAGE = Path(__file__).with_name("serve_page.html")
 HANDLER = "helpers.runtime.handler.handler"
@@ -182,7 +183,7 @@ class Pool:
 
 def served_config(model: Path) -> dict:
     contract = read_contract(model)
-    threshold = DEFAULT_SCORE_THRESHOLD if contract.score_threshold is None else contract.score_threshold
+    threshold = served_threshold(None, None, contract.score_threshold)
     return {"model": shown(model), "score_threshold": threshold, "classes": list(contract.classes.names)}
 
 
@@ -193,7 +194,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--full", action="store_true", help="full mode's artefacts (default: quick, what `make run` builds)"
     )
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="runtime clients (concurrency)")
+    parser.add_argument("--workers", type=int, default=available_cpus(), help="runtime clients (concurrency)")
     parser.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
     args = parser.parse_args(argv)
     layout = run_artifacts(quick=quick_unless(args.full))

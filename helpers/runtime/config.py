@@ -24,6 +24,8 @@ MAX_DETECTIONS_LIMIT = 10_000  # the largest MAX_DETECTIONS / "max_detections" a
 MAX_IMAGE_PIXELS = 40_000_000  # decompression-bomb guard: ~160 MB of RGB before any resize
 MAX_IMAGE_BYTES = 6 * 1024 * 1024  # Lambda's synchronous payload limit
 S3_IMAGE_BYTES_FACTOR = 10  # images by S3 reference skip the payload limit, so may be this much larger
+#: File suffixes of the image formats the handler decodes (batch lists a folder's images by them).
+SERVED_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,10 +10,16 @@ import dataclasses
 import json
 
 from helpers.runtime.classmap import ClassMap
-from helpers.runtime.config import PREPROCESS, PreprocessConfig
+from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, PREPROCESS, PreprocessConfig
 
 #: Every metadata key this project writes starts with it.
 META_PREFIX = "helpers."
+
+
+def served_threshold(request: float | None, environment: float | None, model: float | None) -> float:
+    """The score threshold a response uses: the request's, else the environment's (SCORE_THRESHOLD),
+    else the one chosen from data at training (the model's metadata), else DEFAULT_SCORE_THRESHOLD."""
+    return next((t for t in (request, environment, model) if t is not None), DEFAULT_SCORE_THRESHOLD)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,8 +1,7 @@
 """CloudWatch Embedded Metric Format: one JSON log line that CloudWatch turns into metrics.
 
-Written by hand, not with Powertools for AWS Lambda: measured here, Powertools 3.37.0 (+ jmespath,
-typing-extensions) adds 2.1 MiB to the zip and 49-60 ms to the cold import, over the budget of
-1.5 MiB and 50 ms; the format itself is a few lines. Spec:
+Written by hand, not with Powertools for AWS Lambda: Powertools would cost more zip size and cold
+import time than the budget allows (docs/decisions-runtime.md), and the format itself is a few lines. Spec:
 https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html
 """
 

@@ -2,11 +2,10 @@
 
 Statuses are decided here and nowhere else: an exception's status is that of the nearest class in
 its MRO that `STATUS` names, 500 for anything it does not (whose details then stay in the log).
+Stdlib only and no other module of the runtime: importing the table loads nothing else.
 """
 
 from __future__ import annotations
-
-from helpers.runtime.preprocess import ImageError, ImageTooLarge
 
 
 class ConfigError(RuntimeError):
@@ -60,6 +59,14 @@ class S3Forbidden(RequestError):
 
 class S3NotFound(RequestError):
     """No such bucket or key."""
+
+
+class ImageError(ValueError):
+    """The bytes are not a usable image (-> HTTP 400)."""
+
+
+class ImageTooLarge(ImageError):
+    """The image exceeds the pixel budget (-> HTTP 413)."""
 
 
 class S3Unavailable(Exception):

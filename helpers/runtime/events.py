@@ -17,7 +17,7 @@ import json
 
 from helpers.runtime.config import MAX_DETECTIONS_LIMIT
 from helpers.runtime.errors import RequestError
-from helpers.runtime.storage import parse_s3_uri
+from helpers.runtime.s3uri import parse_s3_uri
 
 REQUEST_KEYS = {"image", "s3", "s3_uri"}
 

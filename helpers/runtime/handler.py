@@ -22,11 +22,13 @@ import time
 import numpy as np
 
 from helpers.runtime import emf, logs, storage
-from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, S3_IMAGE_BYTES_FACTOR
+from helpers.runtime.config import S3_IMAGE_BYTES_FACTOR
+from helpers.runtime.contract import served_threshold
+from helpers.runtime.decode import decode_for_model
 from helpers.runtime.errors import PayloadTooLarge, S3Unavailable, status_of
 from helpers.runtime.events import Request, is_proxy, parse
+from helpers.runtime.kernel import load_kernel
 from helpers.runtime.model import Detector
-from helpers.runtime.preprocess import decode_for_model, kernel
 from helpers.runtime.settings import Settings
 
 
@@ -35,13 +37,15 @@ class State:
 
     def __init__(self, env=os.environ):
         started = time.perf_counter()
-        self.settings = Settings(env)
-        self.logger = logs.logger(self.settings.log_level)
-        self.detector = Detector(storage.fetch_model(self.settings, self.logger), self.settings.class_map_path)
-        # SCORE_THRESHOLD, else the threshold chosen from data at training (model metadata), else 0.5
-        thresholds = (self.settings.score_threshold, self.detector.contract.score_threshold, DEFAULT_SCORE_THRESHOLD)
-        self.score_threshold = next(t for t in thresholds if t is not None)
-        letterbox_kernel = kernel() is not None  # loaded now: a kernel that cannot load fails the init
+        self.settings = settings = Settings(env)
+        self.logger = logs.logger(settings.log_level)
+        model = storage.fetch_model(
+            settings.model_path, settings.model_s3, settings.model_sha256, settings.cache_dir, self.logger
+        )
+        self.detector = Detector(model, settings.class_map_path)
+        # What a request that names no threshold gets (logged at init).
+        self.score_threshold = served_threshold(None, settings.score_threshold, self.detector.contract.score_threshold)
+        letterbox_kernel = load_kernel() is not None  # loaded now: a kernel that cannot load fails the init
         self.init_ms: float | None = (time.perf_counter() - started) * 1e3  # None after a SnapStart restore
         self.cold = True  # until the first request has been answered
         fields = {"model": self.detector.model_id, "init_ms": round(self.init_ms, 1)}
@@ -109,10 +113,17 @@ def handler(event, context):
         config = state.detector.config
         image = decode_for_model(data, config.image_size, state.settings.max_image_pixels, config.pad_fill)
         t1 = time.perf_counter()
-        threshold = state.score_threshold if request.threshold is None else request.threshold
+        threshold = served_threshold(
+            request.threshold, state.settings.score_threshold, state.detector.contract.score_threshold
+        )
         limit = request.max_detections or state.settings.max_detections
-        detections, _, timings = state.detector.predict(image, threshold, limit)
-        timings_ms = {"decode": (t1 - t0) * 1e3, **timings, "total": (time.perf_counter() - started) * 1e3}
+        prediction = state.detector.predict(image, threshold, limit)
+        detections = prediction.detections
+        timings_ms = {
+            "decode": (t1 - t0) * 1e3,
+            **prediction.timings_ms,
+            "total": (time.perf_counter() - started) * 1e3,
+        }
         payload = {
             "detections": detections.to_json(state.detector.class_map),
             "image": {"width": image.width, "height": image.height},

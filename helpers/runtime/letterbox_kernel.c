@@ -1,13 +1,13 @@
 /* The serving letterbox in one pass: OpenCV's uint8 INTER_LINEAR resize, the centred pad and
  * albumentations' Normalize, written straight into the model's 1x3xSxS float32 tensor.
  *
- * It does the same integer arithmetic as resize_linear() and the same float32 arithmetic as
- * preprocess() in preprocess.py, with the same tap tables (computed there, passed in), so its output
- * is bit-identical to theirs and so to albumentations (tests/test_preprocess.py checks all three).
- * Built by helpers.native for the host (development) and for the Lambda's architecture (the zip);
- * where it is absent, preprocess.py runs the NumPy path. No libc calls and no allocation: the caller
- * passes a scratch buffer of 2 * 3 * new_width int16. One thread: at the model's 384 px that was
- * faster than splitting the rows between two (see _letterbox_native in preprocess.py).
+ * It does the same integer arithmetic as resize_linear() in resize.py and the same float32 arithmetic
+ * as preprocess_numpy() in preprocess.py, with the same tap tables (resize.py computes them, kernel.py
+ * passes them in), so its output is bit-identical to theirs and so to albumentations
+ * (tests/test_preprocess.py checks all three). Built by helpers.build.native for the host (development) and for the Lambda's
+ * architecture (the zip); where it is absent, preprocess.py runs the NumPy path. No libc calls and no
+ * allocation: the caller passes a scratch buffer of 2 * 3 * new_width int16. One thread: at the
+ * model's input size that is faster than splitting the rows between two (docs/decisions-runtime.md).
  *
  * Pixel (y, x) channel c is read at src + y * row_step + x * pixel_step + c * channel_step, in bytes and
  * 64-bit, with the steps of the NumPy array it comes from (any sign: flips, transposes, RGBX, grey

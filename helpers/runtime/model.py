@@ -7,7 +7,7 @@ form accepted) and the contract's defaults are assumed.
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import time
 from pathlib import Path
 
@@ -16,20 +16,26 @@ import onnxruntime as ort
 
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.contract import META_PREFIX, ModelContract
+from helpers.runtime.cpus import available_cpus
+from helpers.runtime.decode import Decoded
+from helpers.runtime.detections import Detections
+from helpers.runtime.geometry import Letterbox
 from helpers.runtime.postprocess import to_detections
-from helpers.runtime.preprocess import Decoded, preprocess
+from helpers.runtime.preprocess import preprocess
 
 
 class ModelError(RuntimeError):
     """The model file does not meet the contract (checked once, at load time)."""
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (Lambda gives ~1 vCPU per 1,769 MB of memory)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """What Detector.predict found: the detections, where the image sat in the model input (to map
+    other boxes in model-input pixels back, e.g. the eager model's), and the stages' times in ms."""
+
+    detections: Detections
+    letterbox: Letterbox
+    timings_ms: dict[str, float]  # preprocess, inference, postprocess
 
 
 def session_options(threads: int | None = None, optimized_model_path: str | None = None):
@@ -99,9 +105,10 @@ class Detector:
             return names
         raise ModelError(f"{self.path}: outputs {names}; expected {wanted}")
 
-    def predict(self, image: np.ndarray | Decoded, score_threshold: float = 0.5, max_detections: int = 100):
-        """RGB uint8 image, or Decoded (boxes then come back in the original image's pixels) ->
-        (Detections, geometry, timings in ms for preprocess/inference/postprocess)."""
+    def predict(
+        self, image: np.ndarray | Decoded, score_threshold: float = 0.5, max_detections: int = 100
+    ) -> Prediction:
+        """RGB uint8 image, or Decoded (boxes then come back in the original image's pixels) -> Prediction."""
         t0 = time.perf_counter()
         tensor, geometry = preprocess(image, self.config)
         t1 = time.perf_counter()
@@ -114,4 +121,4 @@ class Detector:
             "inference": (t2 - t1) * 1e3,
             "postprocess": (t3 - t2) * 1e3,
         }
-        return detections, geometry, timings
+        return Prediction(detections, geometry, timings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from helpers.runtime.detections import Detections
-from helpers.runtime.preprocess import Letterbox
+from helpers.runtime.geometry import Letterbox
 
 
 def restore_boxes(boxes: np.ndarray, geometry: Letterbox) -> np.ndarray:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from helpers.runtime.config import DEFAULT_MAX_DETECTIONS, MAX_DETECTIONS_LIMIT, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from helpers.runtime.errors import ConfigError
-from helpers.runtime.storage import parse_s3_uri
+from helpers.runtime.s3uri import parse_s3_uri
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent  # the unzipped deployment package
 DEFAULT_METRICS_NAMESPACE = "FridgeDetector"

@@ -33,20 +33,9 @@ from helpers.runtime.errors import (
 if TYPE_CHECKING:
     import logging
 
-    from helpers.runtime.settings import Settings
-
 NOT_FOUND = ("NoSuchKey", "NoSuchBucket", "404", "NotFound")
 FORBIDDEN = ("AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch")
 UNAVAILABLE = ("SlowDown", "ServiceUnavailable", "503", "InternalError", "500", "RequestTimeout")
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://") or "/" not in uri[5:] or uri.endswith("/"):
-        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
-    bucket, key = uri[5:].split("/", 1)
-    if not bucket:
-        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
-    return bucket, key
 
 
 # Timeouts within Lambda's 10 s init phase; botocore's standard retry mode retries throttling and 5xx.
@@ -70,18 +59,24 @@ def _transfer_config():
     return TransferConfig(num_download_attempts=2)
 
 
-def fetch_model(settings: Settings, logger: logging.Logger) -> Path:
-    """The model file: MODEL_PATH, or the S3 object downloaded to the cache directory (unless a warm
-    /tmp already holds it with the expected checksum); verified against MODEL_SHA256 when set."""
-    if settings.model_path:
-        if settings.model_sha256 and (actual := sha256_file(settings.model_path)) != settings.model_sha256:
-            raise ModelChecksumMismatch(f"MODEL_SHA256 mismatch: {settings.model_path} has {actual}")
-        return settings.model_path
-    bucket, key = settings.model_s3
-    path = settings.cache_dir / Path(key).name
-    if path.is_file() and settings.model_sha256 and sha256_file(path) == settings.model_sha256:
+def fetch_model(
+    model_path: Path | None,
+    model_s3: tuple[str, str] | None,
+    sha256: str | None,
+    cache_dir: Path,
+    logger: logging.Logger,
+) -> Path:
+    """The model file: `model_path`, or the S3 object (bucket, key) downloaded to `cache_dir` (unless a
+    warm /tmp already holds it with the expected checksum); verified against `sha256` (MODEL_SHA256) when set."""
+    if model_path:
+        if sha256 and (actual := sha256_file(model_path)) != sha256:
+            raise ModelChecksumMismatch(f"MODEL_SHA256 mismatch: {model_path} has {actual}")
+        return model_path
+    bucket, key = model_s3
+    path = cache_dir / Path(key).name
+    if path.is_file() and sha256 and sha256_file(path) == sha256:
         return path  # a warm /tmp: hashed once, not downloaded again
-    download_model(bucket, key, path, settings.model_sha256)
+    download_model(bucket, key, path, sha256)
     logger.info("model downloaded", extra={"fields": {"bucket": bucket, "key": key}})
     return path
 

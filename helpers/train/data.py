@@ -11,11 +11,12 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from helpers.data import dataset as fridge_data
+from helpers.data.records import Record
 from helpers.data.synthetic import is_synthetic, make_synthetic_voc
 from helpers.paths import THUMBNAILS_DIR
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import PREPROCESS
-from helpers.runtime.preprocess import decode_for_model
+from helpers.runtime.decode import decode_for_model
 from helpers.train.config import TrainConfig
 from helpers.train.transforms import train_transform, valid_transform
 
@@ -59,9 +60,9 @@ def collate(batch):
 @dataclasses.dataclass
 class PreparedData:
     source: fridge_data.DataSource
-    train: list[fridge_data.Record]  # every training image of an epoch (repeats included)
-    valid_real: list[fridge_data.Record]  # the unseen real images
-    valid_synthetic: list[fridge_data.Record]  # secondary: composites of the hold-out photos
+    train: list[Record]  # every training image of an epoch (repeats included)
+    valid_real: list[Record]  # the unseen real images
+    valid_synthetic: list[Record]  # secondary: composites of the hold-out photos
     n_holdout_photos: int = 0
     photos: bool = False  # whether the object photos are part of this run's real images
 
@@ -95,7 +96,7 @@ class PreparedData:
         )
 
 
-def is_object_photo(record: fridge_data.Record) -> bool:
+def is_object_photo(record: Record) -> bool:
     return record.image_path.parent == THUMBNAILS_DIR
 
 

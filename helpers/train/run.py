@@ -17,7 +17,6 @@ import dataclasses
 import datetime
 import json
 import logging
-import os
 import resource
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from lightning.pytorch.loggers import CSVLogger
 from helpers.paths import quick_mode, split_file
 from helpers.provenance import TRAINING_CODE, code_digests
 from helpers.runtime.classmap import ClassMap
+from helpers.runtime.cpus import available_cpus
 from helpers.train.backbones import PretrainedWeightsMissing
 from helpers.train.callbacks import BestCheckpoint, EpochReport, ValidateFromMiddleEpoch
 from helpers.train.config import TrainConfig, resolve_model
@@ -91,7 +91,7 @@ def train(config: TrainConfig) -> RunSummary | None:
 def training_threads(config: TrainConfig) -> int:
     """config.threads, else every CPU, shared among the processes of a CPU multi-device run."""
     processes_here = config.devices if config.accelerator == "cpu" and isinstance(config.devices, int) else 1
-    return config.threads or max(1, (os.cpu_count() or 1) // processes_here)
+    return config.threads or max(1, available_cpus() // processes_here)
 
 
 def new_module(config: TrainConfig, model_name: str, class_map: ClassMap, data: PreparedData) -> DetectorModule:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers.data.dataset import AnnotationError
 from helpers.data.formats import coco, voc, yolo
 from helpers.data.formats.common import Annotations, BadData
+from helpers.data.records import AnnotationError
 
 FORMATS = ("voc", "coco", "yolo")
 LAYOUTS = (

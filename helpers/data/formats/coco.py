@@ -11,7 +11,6 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from helpers.data.dataset import AnnotationError, Record
 from helpers.data.formats.common import (
     Annotations,
     BadData,
@@ -21,6 +20,35 @@ from helpers.data.formats.common import (
     pixel_box,
     relative_image,
 )
+from helpers.data.records import AnnotationError, Record
+
+
+def xywh(box) -> list[float]:
+    """An xyxy box as COCO's [x, y, width, height]."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return [x1, y1, x2 - x1, y2 - y1]
+
+
+def coco_instances(images, class_names) -> dict:
+    """A COCO instances dataset, the one COCO writer: `images` holds (file_name, width, height, xyxy
+    boxes, category ids) per image; ids count from 1 in order, category i + 1 is class_names[i]."""
+    entries, annotations = [], []
+    for image_id, (file_name, width, height, boxes, category_ids) in enumerate(images, 1):
+        entries.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
+        for box, category in zip(boxes, category_ids):
+            bbox = xywh(box)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(category),
+                    "bbox": bbox,
+                    "area": bbox[2] * bbox[3],
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": i, "name": name} for i, name in enumerate(class_names, 1)]
+    return {"images": entries, "annotations": annotations, "categories": categories}
 
 
 def instances_files(root: Path) -> list[Path]:

@@ -7,10 +7,11 @@ import contextlib
 import dataclasses
 from pathlib import Path
 
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from helpers.data.dataset import AnnotationError, Record
+from helpers.data.records import AnnotationError, Record
 from helpers.runtime.classmap import ClassMap
+from helpers.runtime.decode import exif_orientation, upright_size
 
 #: Overshoot clipped without complaint: exports round normalised or float coordinates past the edge.
 EDGE_SLACK = 1.0
@@ -59,9 +60,7 @@ def image_size(path: Path) -> tuple[int, int]:
     boxes must be in. Only the header is read."""
     try:
         with Image.open(path) as image:
-            width, height = image.size
-            if image.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):
-                width, height = height, width
+            width, height = upright_size(*image.size, exif_orientation(image))
     except UnidentifiedImageError:
         raise AnnotationError(f"{path}: image does not open (not a format Pillow reads)") from None
     except (OSError, SyntaxError, ValueError) as err:  # truncated, unreadable, corrupt header

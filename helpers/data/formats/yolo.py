@@ -9,10 +9,11 @@ from pathlib import Path
 
 import yaml
 
-from helpers.data.dataset import AnnotationError, Record
 from helpers.data.formats.common import Annotations, BadData, class_names, image_size, pixel_box
+from helpers.data.records import AnnotationError, Record
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: The image files a YOLO export holds (Ultralytics reads no GIF); others in images/ are not dataset images.
+YOLO_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 NAME_FILES = ("data.yaml", "data.yml", "classes.txt", "labels/classes.txt")
 
 
@@ -66,7 +67,7 @@ def read_record(image: Path, label: Path, classes: tuple[str, ...], names_file: 
 def read(root: Path, bad: BadData) -> Annotations:
     classes, names_file = read_class_names(root)
     images_dir, labels_dir = root / "images", root / "labels"
-    images = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    images = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in YOLO_IMAGE_SUFFIXES and p.is_file())
     records, labelled = [], set()
     for image in images:
         label = labels_dir / image.relative_to(images_dir).with_suffix(".txt")

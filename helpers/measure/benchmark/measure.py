@@ -38,8 +38,10 @@ from helpers.runtime import handler as lambda_handler
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
 from helpers.runtime.contract import ModelContract
+from helpers.runtime.decode import decode_for_model, decode_image
+from helpers.runtime.kernel import load_kernel
 from helpers.runtime.model import Detector
-from helpers.runtime.preprocess import decode_for_model, decode_image, kernel, preprocess, preprocess_numpy
+from helpers.runtime.preprocess import preprocess, preprocess_numpy
 from helpers.train.data import DetectionDataset, collate
 from helpers.train.models import LITE0_MODEL, MODEL_NAMES, build_detector
 from helpers.train.module import load_checkpoint
@@ -175,7 +177,7 @@ def _environment() -> str:
     return (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"torch {torch.__version__}, onnxruntime {ort.__version__}, numpy {np.__version__}, "
-        f"letterbox kernel {'loaded' if kernel() else 'NOT built'} ({native.compiler_version(native.host_arch())})"
+        f"letterbox kernel {'loaded' if load_kernel() else 'NOT built'} ({native.compiler_version(native.host_arch())})"
     )
 
 

@@ -179,7 +179,7 @@ def served(detector, threshold: float, max_detections: int = 100) -> Callable[[b
 
     def detect(data: bytes) -> Detections:
         decoded = decode_for_model(data, detector.config.image_size, pad_fill=detector.config.pad_fill)
-        return detector.predict(decoded, threshold, max_detections)[0]
+        return detector.predict(decoded, threshold, max_detections).detections
 
     return detect
 

@@ -8,6 +8,7 @@ import pytest
 from helpers.data import dataset as fridge_data
 from helpers.data.formats.voc import parse_voc
 from helpers.data.records import AnnotationError
+from helpers.data.splits import FoldSpec, three_parts
 from helpers.data.synthetic import SYNTHETIC_TAG, make_synthetic_voc
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES
@@ -52,17 +53,6 @@ def test_malformed_annotations_raise_clear_errors_naming_the_file(tmp_path, edit
     with pytest.raises(AnnotationError, match=message) as info:
         parse_voc(voc / "annotations", voc / "images")
     assert "10.xml" in str(info.value)
-
-
-def test_split_is_seeded_disjoint_and_complete(sample_records):
-    train, valid = fridge_data.split(sample_records, 0.3, seed=1)
-    train2, valid2 = fridge_data.split(sample_records, 0.3, seed=1)
-    assert [r.image_path for r in valid] == [r.image_path for r in valid2]
-    assert len(valid) == 2 and len(train) == 4
-    names = {r.image_path for r in train} | {r.image_path for r in valid}
-    assert len(names) == 6
-    other = [fridge_data.split(sample_records, 0.3, seed=s)[1] for s in range(10)]
-    assert len({tuple(r.image_path for r in v) for v in other}) > 1
 
 
 def test_class_map_round_trips_and_reads_the_icevision_form():
@@ -121,10 +111,7 @@ def test_fridge_dataset_comes_from_the_url_variable_and_is_recorded(tmp_path, mo
     monkeypatch.setenv(fridge_data.URL_VARIABLE, archive.as_uri())
     source = fridge_data.resolve_dataset("fridge", tmp_path / "cache")
     assert (source.name, source.url, source.fallback_reason) == ("fridge", archive.as_uri(), None)
-    assert len(source.records) == 128 and source.default_valid_fraction == 0.2
-    assert not source.uses_synthetic
-    train, valid = fridge_data.split(source.records, source.default_valid_fraction, seed=42)
-    assert (len(train), len(valid)) == (102, 26)  # IceVision's RandomSplitter 80/20
+    assert len(source.records) == 128 and not source.uses_synthetic
     assert source.summary()["boxes"] == 256 and source.describe() == f"fridge ({archive.as_uri()})"
 
 
@@ -171,18 +158,15 @@ def test_a_photo_without_a_box_is_an_error_naming_it(tmp_path):
         fridge_data.object_photos(folder)
 
 
-def test_hold_out_photos_are_seeded_per_class_and_never_appear_in_training_composites(tmp_path):
+def test_validation_and_test_photos_never_appear_in_training_composites(tmp_path):
     from helpers.data.synthetic import source_photos
 
-    photos = fridge_data.object_photos()
-    training, holdout = fridge_data.split_object_photos(photos, 0.2, seed=42)
+    parts = three_parts(fridge_data.object_photos(), FoldSpec(), lambda r: r.labels[0], lambda r: r.image_path.name)
     names = lambda records: {r.image_path.name for r in records}  # noqa: E731
-    assert not names(training) & names(holdout) and len(training) + len(holdout) == len(photos) == 134
-    assert fridge_data.class_counts(holdout) == Counter(can=6, carton=6, milk_bottle=7, water_bottle=7)
-    assert names(fridge_data.split_object_photos(photos, 0.2, seed=42)[1]) == names(holdout)
-    assert names(fridge_data.split_object_photos(photos, 0.2, seed=43)[1]) != names(holdout)
-    make_synthetic_voc(tmp_path, 30, seed=1, photos=training)
-    assert source_photos(tmp_path) and source_photos(tmp_path) <= names(training)
+    assert fridge_data.class_counts(parts.test) == Counter(can=7, carton=7, milk_bottle=8, water_bottle=7)
+    make_synthetic_voc(tmp_path, 30, seed=1, photos=parts.train)
+    assert source_photos(tmp_path) and source_photos(tmp_path) <= names(parts.train)
+    assert not source_photos(tmp_path) & (names(parts.valid) | names(parts.test))
 
 
 @pytest.mark.parametrize("margin", [None, 0.15], ids=["whole-photo", "object-with-margin"])

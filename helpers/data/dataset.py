@@ -10,7 +10,6 @@ import hashlib
 import json
 import math
 import os
-import random
 import shutil
 import sys
 import urllib.request
@@ -81,36 +80,8 @@ def object_photos(folder: Path = THUMBNAILS_DIR) -> list[Record]:
     return records
 
 
-def split_object_photos(
-    photos: list[Record], holdout_fraction: float = 0.2, seed: int = 0
-) -> tuple[list[Record], list[Record]]:
-    """-> (training photos, hold-out photos), a seeded split within each class (every class is
-    tested). Hold-out photos are unseen real images: no training image or composite may use them."""
-    training, holdout = [], []
-    for label in FRIDGE_CLASSES:
-        of_class = [r for r in photos if r.labels == [label]]
-        random.Random(f"{seed}-{label}").shuffle(of_class)
-        n_holdout = round(len(of_class) * holdout_fraction)
-        holdout += of_class[:n_holdout]
-        training += of_class[n_holdout:]
-    return sorted(training, key=lambda r: r.image_path.name), sorted(holdout, key=lambda r: r.image_path.name)
-
-
 def class_counts(records: list[Record]) -> Counter:
     return Counter(label for r in records for label in r.labels)
-
-
-def split(records: list[Record], valid_fraction: float = 0.2, seed: int = 42):
-    """Seeded random split (IceVision's RandomSplitter default 80/20); at least one of each."""
-    if len(records) < 2:
-        raise ValueError("need at least 2 records to split")
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    n_valid = min(len(records) - 1, max(1, round(len(records) * valid_fraction)))
-    valid_ids = set(order[:n_valid])
-    train = [r for i, r in enumerate(records) if i not in valid_ids]
-    valid = [r for i, r in enumerate(records) if i in valid_ids]
-    return train, valid
 
 
 def download(
@@ -168,11 +139,6 @@ class DataSource:
     def uses_synthetic(self) -> bool:
         """Only the 6-image sample needs the synthetic set; real datasets train on themselves."""
         return self.name == "sample"
-
-    @property
-    def default_valid_fraction(self) -> float:
-        """IceVision's RandomSplitter 80/20; the 6-image sample keeps 2 images for validation."""
-        return 0.3 if self.name == "sample" else 0.2
 
     def describe(self) -> str:
         """One line for metadata: what was used, and why if it is not what was asked for."""
@@ -238,13 +204,15 @@ class Split:
     notebooks read it instead of recomputing the split.
 
     With the sample, the real images are the fridge photos (`root`) and the object photos
-    (`photos_root`); their file names do not collide. `valid` lists every unseen real image: the
-    hold-out object photos and the fridge validation images."""
+    (`photos_root`); their file names do not collide. Three disjoint parts (helpers.data.splits):
+    `train`; `valid`, which chose the checkpoint and the served threshold; `test`, which chose nothing
+    and is what every result is reported on. No training image or composite shows a valid or test photo."""
 
     dataset: str
     root: Path  # the real images' folder (images/ + annotations/)
     train: tuple[str, ...]  # real training images (synthetic composites are not listed)
-    valid: tuple[str, ...]  # unseen real images: no training image or composite shows them
+    valid: tuple[str, ...]  # the selection record's images: checkpoint and served threshold
+    test: tuple[str, ...]  # the report's images: they chose nothing
     synthetic_holdout: Path | None = None  # VOC folder of synthetic images made from the hold-out photos
     photos_root: Path | None = None  # the object photos with boxes.csv, when the run used them
 
@@ -257,6 +225,7 @@ class Split:
             "photos_root": self.photos_root and shown(self.photos_root),
             "train": list(self.train),
             "valid": list(self.valid),
+            "test": list(self.test),
             "synthetic_holdout": holdout,
         }
         path.write_text(json.dumps(record, indent=1))
@@ -276,13 +245,15 @@ class Split:
             located(record["root"]),
             tuple(record["train"]),
             tuple(record["valid"]),
+            tuple(record["test"]),
             path.parent / record["synthetic_holdout"] if record["synthetic_holdout"] else None,
             located(record["photos_root"]) if record.get("photos_root") else None,
         )
 
     def real(self, part: str = "all") -> list[Record]:
-        """The real records of "train", "valid" or "all" (train then valid), in the split's order."""
-        names = {"train": self.train, "valid": self.valid, "all": self.train + self.valid}[part]
+        """The real records of "train", "valid", "test" or "all" (in that order), in the split's order."""
+        parts = {"train": self.train, "valid": self.valid, "test": self.test}
+        names = parts[part] if part in parts else self.train + self.valid + self.test
         records = load(self.root, skip_bad=True).records  # whatever the format; the split lists no bad image
         records += object_photos(self.photos_root) if self.photos_root else []
         by_name = {r.image_path.name: r for r in records}
@@ -295,8 +266,12 @@ class Split:
         return parse_voc(self.synthetic_holdout / "annotations", self.synthetic_holdout / "images")
 
     def evaluation(self) -> list[Record]:
-        """What an exported model is judged on: the unseen real images (hold-out photos and fridge
-        validation images). The synthetic hold-out is not part of it."""
+        """What a model is judged on: the test images (object photos and fridge photos that chose
+        nothing). The synthetic hold-out is not part of it."""
+        return self.real("test")
+
+    def validation(self) -> list[Record]:
+        """The images that chose the checkpoint and the served threshold: the selection record's."""
         return self.real("valid")
 
 

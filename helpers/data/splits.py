@@ -73,3 +73,13 @@ def small_set_parts(
     rest = [item for i, item in enumerate(order) if i % spec.folds != spec.fold]
     n_valid = min(n_valid, max(0, len(rest) - 1))
     return Parts(*(sorted(part, key=name) for part in (rest[n_valid:], rest[:n_valid], test)))
+
+
+def rarest_class(items: Sequence, labels: Callable = lambda record: record.labels) -> Callable[[object], Hashable]:
+    """A stratum for multi-object images: each image's rarest class over `items`, so that rare classes
+    reach every part."""
+    counts: dict[Hashable, int] = {}
+    for item in items:
+        for label in labels(item):
+            counts[label] = counts.get(label, 0) + 1
+    return lambda item: min(labels(item), key=lambda label: (counts[label], str(label)), default="")

@@ -257,3 +257,37 @@ def paired_difference(
     estimates = {name: a[name] - b[name] for name in a}
     sa, sb = _resampled(first, weights), _resampled(second, weights)
     return _intervals(estimates, {name: sa[name] - sb[name] for name in sa}, first.images, resamples, seed, confidence)
+
+
+#: The figures reported first, everywhere: on the test images at the served threshold, with intervals.
+HEADLINE = ("map", "map_50", "recall", "precision")
+
+
+def reported_figures(predictions, targets, class_names: tuple[str, ...], threshold: float, names) -> dict:
+    """The report of a model on test images (the form summary.json, `helpers evaluate` and the
+    accuracy tool share): each figure with its 95% bootstrap interval over images, per class too,
+    and the boxes found per image (by file name) at the served threshold."""
+    stats = image_statistics(predictions, targets, class_names, threshold)
+    intervals = bootstrap(stats)
+    found, kept = int(stats.found.sum()), int(stats.kept.sum())
+    return {
+        "images": stats.images,
+        "boxes": int(stats.truth.sum()),
+        "threshold": threshold,
+        **{name: intervals[name].estimate for name in HEADLINE},
+        "found": found,
+        "false": kept - found,
+        "intervals": {name: [interval.low, interval.high] for name, interval in intervals.figures.items()},
+        "per_class": {
+            name: intervals[f"ap_50/{name}"].estimate for name in class_names if f"ap_50/{name}" in intervals.figures
+        },
+        "found_per_image": {
+            name: f"{int(stats.found[i].sum())}/{int(stats.truth[i].sum())}" for i, name in enumerate(names)
+        },
+    }
+
+
+def with_interval(figures: dict, name: str, digits: int = 3) -> str:
+    """'0.912 [0.85, 0.97]': a reported figure and its interval, as every report prints it."""
+    low, high = figures["intervals"][name]
+    return f"{figures[name]:.{digits}f} [{low:.2f}, {high:.2f}]"

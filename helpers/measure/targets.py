@@ -18,17 +18,21 @@ MET, NOT_MET, NOT_MEASURABLE = "yes", "**no**", "not measurable"
 MIN_EVALUATION_IMAGES = 20
 FP32_MAP50_FLOOR = 0.3
 
-#: Training goals on 2 CPUs (helpers accuracy), judged per run on its unseen real images at its
-#: served threshold.
+#: Training goals on 2 CPUs (helpers accuracy), on the test images (which chose nothing) at the
+#: served threshold (chosen on validation): mAP as the mean over the 5 folds, recall and precision per run.
 QUICK_MAX_SECONDS = 180
-QUICK_MIN_MAP_50 = 0.7
-QUICK_MIN_RECALL, QUICK_MIN_PRECISION = 0.75, 0.7
+QUICK_MIN_MAP_50 = 0.85
+QUICK_MIN_RECALL, QUICK_MIN_PRECISION = 0.85, 0.8
 FULL_MAX_CPU_MINUTES = 20
-FULL_MIN_MAP_50, FULL_MIN_MAP = 0.85, 0.55
+FULL_MIN_MAP_50, FULL_MIN_MAP = 0.92, 0.6
+#: Robustness (helpers evaluate): recall under each perturbation within this of the clean recall, and
+#: at most this many false detections per image with no fridge object.
+MAX_RECALL_DROP = 0.1
+MAX_FALSE_PER_EMPTY_IMAGE = 0.1
 
-#: The bound: what the bundled data's quick recipe must reach on its unseen real images at the served
-#: threshold, 3 boxes under the worst of three seeds (3 fewer found; 3 more false), rounded down to a
-#: multiple of 0.05. The tests and the notebooks judge by it; a user's own data is reported, not judged.
+#: The bound: what the bundled data's quick recipe (CI's seed and fold) must reach on its test images at
+#: the served threshold, set from its measured test figures minus two boxes (see QUICK_SAMPLE_MINIMUM's
+#: note in docs/decisions.md). The tests and the notebooks judge by it; a user's own data is reported.
 QUICK_SAMPLE_MINIMUM = {"recall": 0.75, "precision": 0.65}
 
 Goal = tuple[str, str, str]  # (goal, the run's figure, MET / NOT_MET / NOT_MEASURABLE)

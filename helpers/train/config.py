@@ -9,6 +9,7 @@ import sys
 
 from torchvision.models import detection
 
+from helpers.data.splits import FoldSpec
 from helpers.paths import DATA_CACHE_DIR, run_artifacts
 from helpers.provenance import TRAINING_CODE, code_digests, digest
 from helpers.runtime.config import PREPROCESS, PreprocessConfig
@@ -34,27 +35,32 @@ class TrainConfig:
     head_lr_factor: float | None = None  # the FPN and heads' rate as a fraction of lr; None: resolve_head_lr_factor
     warmup_steps: int = 100
     # With the sample only (offline, 6 real images): the 134 object photos join as real single-object
-    # images; `photo_holdout` of each class is held out as unseen (by photo, seeded per class), the rest
-    # train as photos and as objects pasted into the synthetic composites.
+    # images. Photos and images are split three ways (helpers.data.splits): fold `fold` of `folds` is
+    # the test part, `valid_fraction` of the rest (per class) validates; only training photos are pasted
+    # into the synthetic composites.
     n_synthetic: int = 200
     synthetic_objects: tuple[int, int] = (1, 3)  # objects per synthetic image (min, max)
     synthetic_margin: float | None = 0.15  # object pasted with this margin; None: the whole photo
     real_repeats: int = 10  # each fridge training image this often per epoch
     photo_repeats: int = 2  # each training object photo this often per epoch
-    photo_holdout: float = 0.2
     photo_min_scale: float = 0.5  # scale jitter: a photo's letterbox side drawn from [this, 1] x image_size
-    valid_fraction: float | None = None  # None: the dataset's default (80/20; 2 of the 6 sample images)
+    fold: int = 0  # which fold is the test part
+    folds: int = 5  # the test part is a fifth of each class
+    valid_fraction: float = 0.15  # of what the test part leaves, per class: chooses checkpoint and threshold
     image_size: int = PREPROCESS.image_size  # the letterbox side: part of the train/serve contract
     out_dir: str = str(run_artifacts(quick=False).train_dir)
     data_cache: str = str(DATA_CACHE_DIR)
     seed: int = 42
     threads: int = 0  # 0 = all CPUs (shared among the processes of a CPU multi-device run)
     # Lightning's multi-device settings, passed to its Trainer. batch_size is per device: the effective
-    # batch is batch_size x devices x num_nodes (README: scaling the learning rate with it).
+    # batch is batch_size x devices x num_nodes (docs/training.md: scaling the learning rate with it).
     accelerator: str = "cpu"
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
+
+    def fold_spec(self) -> FoldSpec:
+        return FoldSpec(self.fold, self.folds, self.valid_fraction, self.seed)
 
     def as_record(self) -> dict:
         """The configuration as summary.json holds it (tuples become lists), for comparison."""

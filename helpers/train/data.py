@@ -12,6 +12,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from helpers.data import dataset as fridge_data
 from helpers.data.records import Record
+from helpers.data.splits import rarest_class, small_set_parts, three_parts
 from helpers.data.synthetic import is_synthetic, make_synthetic_voc
 from helpers.paths import THUMBNAILS_DIR
 from helpers.runtime.classmap import ClassMap
@@ -61,9 +62,9 @@ def collate(batch):
 class PreparedData:
     source: fridge_data.DataSource
     train: list[Record]  # every training image of an epoch (repeats included)
-    valid_real: list[Record]  # the unseen real images
-    valid_synthetic: list[Record]  # secondary: composites of the hold-out photos
-    n_holdout_photos: int = 0
+    valid_real: list[Record]  # validation: chooses the checkpoint and the served threshold
+    test_real: list[Record]  # test: chooses nothing; what the run is reported on
+    valid_synthetic: list[Record]  # secondary: composites of the validation photos
     photos: bool = False  # whether the object photos are part of this run's real images
 
     def summary(self) -> dict:
@@ -72,11 +73,12 @@ class PreparedData:
             "train_images": len(self.train),
             "train_synthetic_images": sum(map(is_synthetic, self.train)),
             "train_object_photos": sum(map(is_object_photo, self.train)),
-            "valid_real_images": [r.image_path.name for r in self.valid_real],
-            "valid_real_boxes": sum(len(r.boxes) for r in self.valid_real),
             "train_real_images": list(self.real_train_names),
+            "valid_real_images": names(self.valid_real),
+            "valid_real_boxes": sum(len(r.boxes) for r in self.valid_real),
+            "test_real_images": names(self.test_real),
+            "test_real_boxes": sum(len(r.boxes) for r in self.test_real),
             "valid_synthetic_images": len(self.valid_synthetic),
-            "synthetic_holdout_object_photos": self.n_holdout_photos,
         }
 
     @property
@@ -90,10 +92,19 @@ class PreparedData:
             self.source.name,
             self.source.root,
             self.real_train_names,
-            tuple(r.image_path.name for r in self.valid_real),
+            tuple(names(self.valid_real)),
+            tuple(names(self.test_real)),
             synthetic_dir(train_dir, "valid") if self.valid_synthetic else None,
             THUMBNAILS_DIR if self.photos else None,
         )
+
+
+def names(records: list[Record]) -> list[str]:
+    return [r.image_path.name for r in records]
+
+
+def record_name(record: Record) -> str:
+    return record.image_path.name
 
 
 def is_object_photo(record: Record) -> bool:
@@ -106,35 +117,39 @@ def synthetic_dir(train_dir: str | Path, part: str) -> Path:
 
 
 def prepare_data(config: TrainConfig) -> PreparedData:
-    """Resolve the dataset and split it (seeded). With the sample, the object photos join: per class
-    `photo_holdout` of them are unseen (evaluated with the 2 fridge validation images), the others
-    train as photos (`photo_repeats` times) and as objects in `n_synthetic` composites under
-    out_dir/synthetic. The synthetic hold-out (a tenth as many images, at least 20) pastes only
-    hold-out photos: a secondary figure."""
+    """Resolve the dataset and split it three ways (config.fold_spec(), helpers.data.splits): by image,
+    stratified by each image's rarest class. With the sample, the 6 fridge photos rotate through test
+    and validation (small_set_parts) and the object photos join, split per class; training photos train
+    as photos (`photo_repeats` times) and as objects in `n_synthetic` composites under out_dir/synthetic.
+    The synthetic hold-out (a tenth as many images, at least 20) pastes only validation photos."""
     source = fridge_data.resolve_dataset(config.dataset, Path(config.data_cache), config.skip_bad)
-    fraction = config.valid_fraction if config.valid_fraction is not None else source.default_valid_fraction
-    real_train, real_valid = fridge_data.split(source.records, fraction, config.seed)
+    spec = config.fold_spec()
     if not source.uses_synthetic:
-        return PreparedData(source, real_train, real_valid, [])
-    training_photos, holdout_photos = fridge_data.split_object_photos(
-        fridge_data.object_photos(THUMBNAILS_DIR), config.photo_holdout, config.seed
-    )
-    train = real_train * config.real_repeats + training_photos * config.photo_repeats
-    valid = holdout_photos + real_valid
+        parts = three_parts(source.records, spec, rarest_class(source.records), record_name)
+        if not parts.train or not parts.valid or not parts.test:
+            raise ValueError(
+                f"{source.describe()}: {len(source.records)} images cannot make train, validation and test parts "
+                f"(fold {spec.fold} of {spec.folds}, valid_fraction {spec.valid_fraction})"
+            )
+        return PreparedData(source, parts.train, parts.valid, parts.test, [])
+    fridge = small_set_parts(source.records, spec, record_name)
+    photos = three_parts(fridge_data.object_photos(THUMBNAILS_DIR), spec, lambda r: r.labels[0], record_name)
+    train = fridge.train * config.real_repeats + photos.train * config.photo_repeats
+    valid, test = photos.valid + fridge.valid, photos.test + fridge.test
     if config.n_synthetic <= 0:
-        return PreparedData(source, train, valid, [], len(holdout_photos), True)
+        return PreparedData(source, train, valid, test, [], True)
     synthetic = dict(objects_per_image=tuple(config.synthetic_objects), margin=config.synthetic_margin)
     synthetic_train = make_synthetic_voc(
-        synthetic_dir(config.out_dir, "train"), config.n_synthetic, config.seed, training_photos, **synthetic
+        synthetic_dir(config.out_dir, "train"), config.n_synthetic, config.seed, photos.train, **synthetic
     )
     synthetic_valid = make_synthetic_voc(
         synthetic_dir(config.out_dir, "valid"),
         max(20, config.n_synthetic // 10),
         config.seed + 1,
-        holdout_photos,
+        photos.valid,
         **synthetic,
     )
-    return PreparedData(source, train + synthetic_train, valid, synthetic_valid, len(holdout_photos), True)
+    return PreparedData(source, train + synthetic_train, valid, test, synthetic_valid, True)
 
 
 def loaders(config: TrainConfig, data: PreparedData, class_map: ClassMap) -> tuple[DataLoader, DataLoader]:

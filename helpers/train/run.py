@@ -41,7 +41,7 @@ from helpers.train.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES
 from helpers.train.module import MONITOR, DetectorModule, load_checkpoint, resolve_head_lr_factor
 from helpers.train.roi_align_grad import fast_roi_align_backward
 from helpers.train.summary import RunSummary
-from helpers.train.threshold import choose_served_threshold, evaluate, record_served_threshold
+from helpers.train.threshold import choose_served_threshold, evaluate, record_served_threshold, test_report
 
 #: Lightning's warnings that say nothing about this run: the reused output and log folders (they hold
 #: the synthetic set and the previous run's log; the log warning names an absolute path), a pytree
@@ -62,8 +62,8 @@ class Fitted(NamedTuple):
 
 
 def train(config: TrainConfig) -> RunSummary | None:
-    """Train, keep the best checkpoint (MONITOR), choose and record the served threshold, write
-    class_map.json, split.json and summary.json. None in the other processes of a multi-process run."""
+    """Train, keep the best checkpoint (MONITOR, on validation), choose and record the served threshold
+    (on validation), report on the test images, write class_map.json, split.json and summary.json. None in the other processes of a multi-process run."""
     if config.model is not None and config.model not in MODEL_NAMES:
         raise ValueError(f"unknown model {config.model!r}; choose from {MODEL_NAMES}")
     out_dir = Path(config.out_dir)
@@ -81,9 +81,10 @@ def train(config: TrainConfig) -> RunSummary | None:
     (out_dir / "class_map.json").write_text(class_map.to_json())
     data.split(out_dir).write(split_file(out_dir))
     best = load_checkpoint(fitted.checkpoint.best_model_path)
-    unseen = choose_served_threshold(best, data.valid_real)
-    record_served_threshold(fitted.checkpoint.best_model_path, unseen["served_threshold"])
-    summary = summarize_run(config, data, model_note, fitted, best, unseen)
+    validation = choose_served_threshold(best, data.valid_real)
+    record_served_threshold(fitted.checkpoint.best_model_path, validation["served_threshold"])
+    test = test_report(best, data.test_real, validation["served_threshold"])
+    summary = summarize_run(config, data, model_note, fitted, best, validation, test)
     summary.save(out_dir / "summary.json")
     return summary
 
@@ -145,9 +146,16 @@ def metrics_csv(out_dir: str | Path) -> Path:
 
 
 def summarize_run(
-    config: TrainConfig, data: PreparedData, model_note: str | None, fitted: Fitted, best: DetectorModule, unseen: dict
+    config: TrainConfig,
+    data: PreparedData,
+    model_note: str | None,
+    fitted: Fitted,
+    best: DetectorModule,
+    validation: dict,
+    test: dict,
 ) -> RunSummary:
-    """The run's summary, from its kept checkpoint (`best`, reloaded) and its figures on the unseen images."""
+    """The run's summary, from its kept checkpoint (`best`, reloaded): the test report, and the
+    validation figures that chose the checkpoint and the threshold."""
     trainer, checkpoint, seconds = fitted.trainer, fitted.checkpoint, fitted.seconds
     best_epoch = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["epoch"]
     log = metrics_csv(config.out_dir)
@@ -165,8 +173,9 @@ def summarize_run(
         best_selection_score=float(checkpoint.best_model_score or 0.0),
         best_val_real_map=epoch_history(log)[best_epoch].get("val_real/map"),
         synthetic_holdout_map_50=evaluate(best, data.valid_synthetic)["map_50"] if data.valid_synthetic else None,
-        served_threshold=unseen["served_threshold"],
-        unseen=unseen,
+        served_threshold=validation["served_threshold"],
+        test=test,
+        validation=validation,
         epochs=config.epochs,
         lr=config.lr,
         head_lr_factor=best.hparams.head_lr_factor,
@@ -178,6 +187,7 @@ def summarize_run(
         cpu_seconds=round(fitted.cpu_seconds, 1),
         n_train=len(data.train),
         n_valid_real=len(data.valid_real),
+        n_test_real=len(data.test_real),
         n_valid_synthetic=len(data.valid_synthetic),
         metrics_csv=str(log.resolve()),
     )

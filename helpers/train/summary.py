@@ -26,7 +26,8 @@ class RunSummary:
     best_val_real_map: float | None
     synthetic_holdout_map_50: float | None  # on the kept checkpoint; None without a synthetic hold-out
     served_threshold: float
-    unseen: dict  # the unseen real images, judged first (threshold.choose_served_threshold)
+    test: dict  # the result: the test images at the served threshold, with intervals (threshold.test_report)
+    validation: dict  # the selection record: what chose the threshold (threshold.choose_served_threshold)
     epochs: int
     lr: float
     head_lr_factor: float
@@ -38,6 +39,7 @@ class RunSummary:
     cpu_seconds: float  # all threads of this process (rank 0's only in a multi-process run)
     n_train: int
     n_valid_real: int
+    n_test_real: int
     n_valid_synthetic: int
     metrics_csv: str  # Lightning's CSV log, absolute
 

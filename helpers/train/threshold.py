@@ -1,5 +1,6 @@
-"""After training: eager predictions of the kept checkpoint, its mAP, and the served score threshold
-chosen on the unseen real images, then recorded in the checkpoint (two explicit steps)."""
+"""After training: eager predictions of the kept checkpoint, its mAP, the served score threshold chosen
+on the validation images and recorded in the checkpoint (two explicit steps), and the report on the
+test images at that threshold."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from helpers.evaluate.intervals import reported_figures
 from helpers.evaluate.metrics import (
     THRESHOLD_GRID,
     choose_threshold,
@@ -42,8 +44,8 @@ def evaluate(module: DetectorModule, records) -> dict[str, float]:
 
 
 def choose_served_threshold(module: DetectorModule, unseen) -> dict:
-    """The figures on the unseen real images: mAP, the sweep over THRESHOLD_GRID, the served threshold
-    (metrics.choose_threshold) and its row, and the boxes found per image at it."""
+    """The selection record on the validation images: mAP, the sweep over THRESHOLD_GRID, the served
+    threshold (metrics.choose_threshold) and its row, and the boxes found per image at it."""
     predictions, targets = predict(module, unseen)
     sweep = threshold_sweep(predictions, targets, THRESHOLD_GRID)
     chosen = choose_threshold(sweep)
@@ -67,3 +69,11 @@ def record_served_threshold(checkpoint_path: str | Path, threshold: float) -> No
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     state[RUN_RECORD_KEY]["score_threshold"] = threshold
     torch.save(state, checkpoint_path)
+
+
+def test_report(module: DetectorModule, test_records, threshold: float) -> dict:
+    """The run's result: the test images (which chose nothing) at the served threshold, every figure
+    with its bootstrap interval (helpers.evaluate.intervals.reported_figures)."""
+    predictions, targets = predict(module, test_records)
+    names = [r.image_path.name for r in test_records]
+    return reported_figures(predictions, targets, module.class_map.names, threshold, names)

@@ -13,7 +13,7 @@ same lines:
     {"key": "shelf/broken.jpg", "status": 400, "error": "cannot decode image: ..."}
 
 An image the handler refuses is one error line; the run goes on. `local` resumes: keys already in the
-output are skipped.
+output are skipped, except those whose line is a 5xx (retryable), which are redone.
 """
 
 from __future__ import annotations
@@ -87,15 +87,25 @@ def format_summary(summary: dict) -> str:
     )
 
 
+def retryable(line: dict) -> bool:
+    """A 5xx (S3 unavailable, the function failed) may succeed on another try; a 4xx is the image's own."""
+    return (line.get("status") or 0) >= 500
+
+
 def read_done(out: Path) -> set[str]:
-    """Keys already in `out`; a last line cut short by an interruption is removed, so that it is redone."""
+    """Keys already in `out` for good. A last line cut short by an interruption and the lines of retryable
+    failures are removed, so that those keys are redone and keep one line each."""
     if not out.is_file():
         return set()
     raw = out.read_bytes()
     complete = raw[: raw.rfind(b"\n") + 1]
-    if len(complete) != len(raw):
-        out.write_bytes(complete)
-    return {json.loads(line)["key"] for line in complete.decode().splitlines() if line.strip()}
+    lines = [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
+    kept = [line for line in lines if not retryable(line)]
+    if len(complete) != len(raw) or len(kept) != len(lines):
+        rewritten = out.with_name(out.name + ".tmp")  # replaced in one step: an interruption loses no line
+        rewritten.write_text("".join(json.dumps(line) + "\n" for line in kept))
+        rewritten.replace(out)
+    return {line["key"] for line in kept}
 
 
 # ---- local: the handler in-process ----------------------------------------------------------

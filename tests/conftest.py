@@ -207,3 +207,30 @@ def fridge_zip(tmp_path):
         return archive
 
     return make
+
+
+@pytest.fixture
+def faulty_s3(tiny_model, monkeypatch):
+    """(server, url): tests/s3_faults.FaultyS3 serving the tiny detector at s3_faults.KEY, and the
+    handler's S3 client pointed at it with the handler's own settings (a 1 s read timeout, so that a
+    stall costs seconds). Its retries are real but do not sleep (botocore waits up to 1, 2, 4 s
+    between tries of a throttled request)."""
+    import threading
+
+    import boto3
+    from botocore.config import Config
+    from botocore.retries.standard import ExponentialBackoff
+    from s3_faults import CREDENTIALS, KEY, FaultyS3
+
+    server = FaultyS3({KEY: tiny_model.read_bytes()})
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
+    config = Config(**{**storage.CLIENT_CONFIG, "read_timeout": 1})
+    client = boto3.client("s3", endpoint_url=url, config=config)
+    monkeypatch.setattr(storage, "client", lambda: client)
+    yield server, url
+    server.shutdown()
+    server.server_close()

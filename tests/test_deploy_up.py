@@ -16,7 +16,7 @@ from helpers.tools.local_aws import MotoDeployer, moto_server
 
 REGION = "eu-central-1"
 #: moto 5.2 creates no Function URL or alias from a template (it says so); their parameters are checked.
-pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS.Lambda.(Url|Alias):UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS..Lambda..(Url|Alias) :UserWarning")
 OK_ANSWER = {"detections": [{"label": "carton", "score": 0.9, "box": [1, 2, 3, 4]}], "image": {"width": 4, "height": 4}}
 
 

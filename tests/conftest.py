@@ -234,3 +234,14 @@ def faulty_s3(tiny_model, monkeypatch):
     yield server, url
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def made_up_zip(tmp_path):
+    """What deploy's checks, CloudFormation and moto's Lambda look at in an x86_64 deployment zip: the
+    handler's module and one extension named for x86_64 (not importable: never run)."""
+    path = tmp_path / "lambda.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("helpers/runtime/handler.py", "def handler(event, context):\n    return {}\n")
+        zf.writestr("onnxruntime/capi/onnxruntime_pybind11_state.cpython-312-x86_64-linux-gnu.so", b"")
+    return path

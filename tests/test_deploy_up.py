@@ -5,6 +5,7 @@ smoke request goes through moto's Lambda Invoke, answered by a stand-in for the 
 import copy
 import json
 import urllib.request
+import zipfile
 from unittest import mock
 
 import boto3
@@ -17,6 +18,15 @@ REGION = "eu-central-1"
 #: moto 5.2 creates no Function URL or alias from a template (it says so); their parameters are checked.
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS..Lambda..(Url|Alias) :UserWarning")
 OK_ANSWER = {"detections": [{"label": "carton", "score": 0.9, "box": [1, 2, 3, 4]}], "image": {"width": 4, "height": 4}}
+
+
+@pytest.fixture
+def any_arch_zip(tmp_path):
+    """A made-up zip holding the handler's module and no native code: valid for either architecture."""
+    path = tmp_path / "lambda.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("helpers/runtime/handler.py", "def handler(event, context):\n    return {}\n")
+    return path
 
 
 @pytest.fixture
@@ -46,12 +56,12 @@ def _function(answer: dict, function_error: str | None = None, calls: list | Non
     return invoke
 
 
-def _up_with_smoke(url, monkeypatch, made_up_zip, model, *extra):
+def _up_with_smoke(url, monkeypatch, any_arch_zip, model, *extra):
     """`python -m helpers deploy up` as on AWS (so it smoke-tests), its clients pointed at moto through
     AWS_ENDPOINT_URL, with the moto adapter for the outputs moto 5.2 drops."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", url)
     monkeypatch.setattr(deploy, "Deployer", MotoDeployer)
-    argv = ["up", "--bucket", "artifacts", "--zip", str(made_up_zip), "--model", str(model), "--region", REGION]
+    argv = ["up", "--bucket", "artifacts", "--zip", str(any_arch_zip), "--model", str(model), "--region", REGION]
     return deploy.main([*argv, *extra])
 
 
@@ -77,32 +87,32 @@ def _up_with_smoke(url, monkeypatch, made_up_zip, model, *extra):
     ],
 )
 def test_up_exits_non_zero_with_the_answer_when_the_smoke_request_fails(
-    moto, monkeypatch, capsys, made_up_zip, tiny_model, answer, function_error, expected
+    moto, monkeypatch, capsys, any_arch_zip, tiny_model, answer, function_error, expected
 ):
     from moto.awslambda_simple.models import LambdaSimpleBackend
 
     with mock.patch.object(LambdaSimpleBackend, "invoke", _function(answer, function_error)):
-        code = _up_with_smoke(moto, monkeypatch, made_up_zip, tiny_model)
+        code = _up_with_smoke(moto, monkeypatch, any_arch_zip, tiny_model)
     assert code == 2
     assert capsys.readouterr().err.strip().splitlines() == [expected]
 
 
 def test_up_smoke_tests_the_function_with_a_sample_image_and_exits_0(
-    moto, monkeypatch, capsys, made_up_zip, tiny_model
+    moto, monkeypatch, capsys, any_arch_zip, tiny_model
 ):
     from moto.awslambda_simple.models import LambdaSimpleBackend
 
     calls = []
     with mock.patch.object(LambdaSimpleBackend, "invoke", _function(OK_ANSWER, calls=calls)):
-        assert _up_with_smoke(moto, monkeypatch, made_up_zip, tiny_model) == 0
+        assert _up_with_smoke(moto, monkeypatch, any_arch_zip, tiny_model) == 0
     ((name, event),) = calls
     assert name == "fridge-detector" and set(event) == {"image"}
     assert f"smoke test: {json.dumps(OK_ANSWER)}" in capsys.readouterr().out.splitlines()
     assert boto3.client("lambda", endpoint_url=moto, region_name=REGION).get_function(FunctionName="fridge-detector")
 
 
-def _cli_up(url, made_up_zip, model, *options):
-    argv = ["up", "--bucket", "artifacts", "--zip", str(made_up_zip), "--model", str(model), "--region", REGION]
+def _cli_up(url, any_arch_zip, model, *options):
+    argv = ["up", "--bucket", "artifacts", "--zip", str(any_arch_zip), "--model", str(model), "--region", REGION]
     return deploy.main([*argv, "--endpoint-url", url, "--stack-name", "stk", "--service-name", "svc", *options])
 
 
@@ -123,13 +133,13 @@ OPTIONS = [
 
 
 def test_up_maps_every_option_to_its_template_parameter_and_a_redeploy_changes_nothing(
-    moto, capsys, made_up_zip, tiny_model
+    moto, capsys, any_arch_zip, tiny_model
 ):
-    assert _cli_up(moto, made_up_zip, tiny_model) == 0
+    assert _cli_up(moto, any_arch_zip, tiny_model) == 0
     defaults = _parameters(moto)
     sha = deploy.sha256_file(tiny_model)
     assert defaults["ServiceName"] == "svc" and defaults["CodeBucket"] == defaults["ModelBucket"] == "artifacts"
-    assert defaults["CodeKey"] == f"stk/lambda-{deploy.sha256_file(made_up_zip)[:12]}.zip"
+    assert defaults["CodeKey"] == f"stk/lambda-{deploy.sha256_file(any_arch_zip)[:12]}.zip"
     assert defaults["ModelKey"] == f"stk/tiny-{sha[:12]}.onnx" and defaults["ModelSha256"] == sha
     expected_defaults = {"MemorySize": "2048", "Architecture": "x86_64", "EnableFunctionUrl": "no"}
     expected_defaults |= {"FunctionUrlAuthType": "AWS_IAM", "SnapStart": "no", "ProvisionedConcurrency": "0"}
@@ -137,19 +147,19 @@ def test_up_maps_every_option_to_its_template_parameter_and_a_redeploy_changes_n
     capsys.readouterr()
     # The same inputs again: no change set executed, the uploads reused, exit 0. (moto 5.2 recognises
     # "no changes" only right after a create.)
-    assert _cli_up(moto, made_up_zip, tiny_model) == 0
+    assert _cli_up(moto, any_arch_zip, tiny_model) == 0
     out = capsys.readouterr().out
     assert "no changes: the stack already matches" in out and out.count("already uploaded") == 2
     assert "UPDATE_IN_PROGRESS" not in out
     for options, expected in OPTIONS:
-        assert _cli_up(moto, made_up_zip, tiny_model, *options) == 0
+        assert _cli_up(moto, any_arch_zip, tiny_model, *options) == 0
         assert _parameters(moto) == {**defaults, **expected}, options
     function = boto3.client("lambda", endpoint_url=moto, region_name=REGION).get_function(FunctionName="svc")
     assert function["Configuration"]["MemorySize"] == 2048  # the last deploy set the memory back
 
 
 def test_a_change_set_that_fails_is_one_line_with_its_reason_and_executes_nothing(
-    moto, capsys, made_up_zip, tiny_model
+    moto, capsys, any_arch_zip, tiny_model
 ):
     from moto.cloudformation.models import CloudFormationBackend
 
@@ -163,18 +173,18 @@ def test_a_change_set_that_fails_is_one_line_with_its_reason_and_executes_nothin
         return made
 
     with mock.patch.object(CloudFormationBackend, "create_change_set", failing):
-        assert _cli_up(moto, made_up_zip, tiny_model, "--memory", "100") == 2
+        assert _cli_up(moto, any_arch_zip, tiny_model, "--memory", "100") == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: change set failed: {reason}"]
     stacks = boto3.client("cloudformation", endpoint_url=moto, region_name=REGION).list_stacks()["StackSummaries"]
     assert [s["StackStatus"] for s in stacks if s["StackName"] == "stk"] in ([], ["REVIEW_IN_PROGRESS"])
 
 
 def test_an_update_that_rolls_back_fails_the_command_and_the_stack_keeps_its_parameters(
-    moto, capsys, made_up_zip, tiny_model
+    moto, capsys, any_arch_zip, tiny_model
 ):
     from moto.cloudformation.models import CloudFormationBackend
 
-    assert _cli_up(moto, made_up_zip, tiny_model) == 0
+    assert _cli_up(moto, any_arch_zip, tiny_model) == 0
     before = _parameters(moto)
 
     def rolled_back(self, change_set_name, stack_name=None):
@@ -193,7 +203,7 @@ def test_an_update_that_rolls_back_fails_the_command_and_the_stack_keeps_its_par
 
     capsys.readouterr()
     with mock.patch.object(CloudFormationBackend, "execute_change_set", rolled_back):
-        assert _cli_up(moto, made_up_zip, tiny_model, "--memory", "4096") == 2
+        assert _cli_up(moto, any_arch_zip, tiny_model, "--memory", "4096") == 2
     out, err = capsys.readouterr()
     assert "UPDATE_ROLLBACK_COMPLETE" in out  # the stack's events, printed as they came
     (line,) = err.strip().splitlines()

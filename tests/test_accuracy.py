@@ -11,6 +11,30 @@ def row(trained, tmp_path_factory):
     return accuracy.measure_trained("quick", trained, tmp_path_factory.mktemp("accuracy"))
 
 
+@pytest.fixture
+def made_up_row():
+    """A row of measure_trained's shape with the quick seed-42 figures in BENCHMARKS.md: what the goal
+    and table logic read, without training."""
+    return {
+        "mode": "quick",
+        "model": "fasterrcnn_efficientnet_lite0_fpn",
+        "seed": 42,
+        "config_hash": "00abe9bb6f0b",
+        "dataset": "sample",
+        "train_seconds": 143.0,
+        "cpu_seconds": 276.0,
+        "unseen": {"images": 28, "boxes": 30, "map": 0.506, "map_50": 0.927, "threshold": 0.55}
+        | {"recall": 0.90, "precision": 0.84, "found": 27, "false": 5},
+        "fridge_valid_found": {"11.jpg": "2/2", "13.jpg": "2/2"},
+        "holdout_map_50": 0.755,
+        "served": {
+            "fp32": {"map": 0.507, "map_50": 0.930},
+            "int8_all": {"map": 0.504, "map_50": 0.935},
+            "int8_served": {"map": 0.523, "map_50": 0.941},
+        },
+    }
+
+
 def test_the_row_is_the_run_and_its_served_models(row, trained):
     unseen = trained["unseen"]
     assert row["seed"] == trained["config"]["seed"] and row["train_seconds"] == trained["seconds"]
@@ -28,7 +52,9 @@ def test_the_row_is_the_run_and_its_served_models(row, trained):
         assert row["served"]["fp32"]["map_50"] - row["served"][int8]["map_50"] <= 0.10
 
 
-def test_each_quick_target_is_judged_from_its_figure(row):
+def test_each_quick_target_is_judged_from_its_figure(made_up_row):
+    row = made_up_row
+
     def status(changed_row, goal_prefix):
         return next(s for goal, _, s in accuracy.run_goals(changed_row) if goal.startswith(goal_prefix))
 
@@ -52,7 +78,8 @@ def test_each_quick_target_is_judged_from_its_figure(row):
     assert (status(lost, "INT8"), status(kept, "INT8")) == (NOT_MET, MET)
 
 
-def test_full_mode_is_judged_on_cpu_minutes_and_both_maps(row):
+def test_full_mode_is_judged_on_cpu_minutes_and_both_maps(made_up_row):
+    row = made_up_row
     full = dict(row, mode="full", cpu_seconds=accuracy.FULL_MAX_CPU_MINUTES * 60)
     goals = {goal: s for goal, _, s in accuracy.run_goals(full)}
     assert goals[f"training <= {accuracy.FULL_MAX_CPU_MINUTES} CPU-min"] == MET
@@ -67,7 +94,8 @@ def test_full_mode_is_judged_on_cpu_minutes_and_both_maps(row):
     assert accuracy_goal(0.84, 0.60) == NOT_MET  # nor mAP alone
 
 
-def test_the_table_gives_every_run_and_the_spread_over_seeds(row):
+def test_the_table_gives_every_run_and_the_spread_over_seeds(made_up_row):
+    row = made_up_row
     second = dict(row, seed=7, train_seconds=row["train_seconds"] + 10, unseen=dict(row["unseen"], recall=0.5))
     text = accuracy.markdown([row, second])
     assert f"| quick | {row['model']} | sample | {row['seed']} | {row['train_seconds']:.0f} " in text

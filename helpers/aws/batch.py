@@ -87,24 +87,17 @@ def format_summary(summary: dict) -> str:
     )
 
 
-def retryable(line: dict) -> bool:
-    """A 5xx (S3 unavailable, the function failed) may succeed on another try; a 4xx is the image's own."""
-    return (line.get("status") or 0) >= 500
-
-
 def read_done(out: Path) -> set[str]:
-    """Keys already in `out` for good. A last line cut short by an interruption and the lines of retryable
-    failures are removed, so that those keys are redone and keep one line each."""
+    """Keys done for good in `out`: a cut-off last line and 5xx lines (worth retrying) are dropped, so redone."""
     if not out.is_file():
         return set()
     raw = out.read_bytes()
     complete = raw[: raw.rfind(b"\n") + 1]
     lines = [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
-    kept = [line for line in lines if not retryable(line)]
+    kept = [line for line in lines if (line.get("status") or 0) < 500]  # 5xx: S3 unavailable, the function failed
     if len(complete) != len(raw) or len(kept) != len(lines):
-        rewritten = out.with_name(out.name + ".tmp")  # replaced in one step: an interruption loses no line
-        rewritten.write_text("".join(json.dumps(line) + "\n" for line in kept))
-        rewritten.replace(out)
+        (tmp := out.with_name(out.name + ".tmp")).write_text("".join(json.dumps(line) + "\n" for line in kept))
+        tmp.replace(out)  # one rename: an interruption loses no line
     return {line["key"] for line in kept}
 
 

@@ -35,6 +35,7 @@ def _init(tiny_model, **env):
         ((404, "NoSuchKey"), 0, 404, f"{WHERE} not found"),
         ("deny", 0, 403, f"access denied to {WHERE}"),
         ((503, "ServiceUnavailable"), 0, 503, f"S3 is unavailable for {WHERE} (ServiceUnavailable); retry"),
+        ((503, "SlowDown"), 0, 503, f"S3 is unavailable for {WHERE} (SlowDown); retry"),
         ((500, "InternalError"), 0, 503, f"S3 is unavailable for {WHERE} (InternalError); retry"),
         ((400, "InvalidObjectState"), 0, 500, "internal error"),  # a code outside the table: not the caller's
         ("truncate", 0, 503, f"S3 cannot be reached for {WHERE} (ResponseStreamingError); retry"),

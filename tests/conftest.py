@@ -207,3 +207,41 @@ def fridge_zip(tmp_path):
         return archive
 
     return make
+
+
+@pytest.fixture
+def faulty_s3(tiny_model, monkeypatch):
+    """(server, url): tests/s3_faults.FaultyS3 serving the tiny detector at s3_faults.KEY, and the
+    handler's S3 client pointed at it with the handler's own settings (a 1 s read timeout, so that a
+    stall costs seconds). Its retries are real but do not sleep (botocore waits up to 1, 2, 4 s
+    between tries of a throttled request)."""
+    import threading
+
+    import boto3
+    from botocore.config import Config
+    from botocore.retries.standard import ExponentialBackoff
+    from s3_faults import CREDENTIALS, KEY, FaultyS3
+
+    server = FaultyS3({KEY: tiny_model.read_bytes()})
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
+    config = Config(**{**storage.CLIENT_CONFIG, "read_timeout": 1})
+    client = boto3.client("s3", endpoint_url=url, config=config)
+    monkeypatch.setattr(storage, "client", lambda: client)
+    yield server, url
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def made_up_zip(tmp_path):
+    """What deploy's checks, CloudFormation and moto's Lambda look at in an x86_64 deployment zip: the
+    handler's module and one extension named for x86_64 (not importable: never run)."""
+    path = tmp_path / "lambda.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("helpers/runtime/handler.py", "def handler(event, context):\n    return {}\n")
+        zf.writestr("onnxruntime/capi/onnxruntime_pybind11_state.cpython-312-x86_64-linux-gnu.so", b"")
+    return path

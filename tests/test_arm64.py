@@ -10,8 +10,8 @@ from helpers.local import arm64, emulation
 from helpers.runtime import handler as h
 
 
-def test_equal_responses_compare_equal_and_any_real_difference_is_caught(onnx_model, sample_jpegs):
-    h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING", "METRICS_NAMESPACE": ""})
+def test_equal_responses_compare_equal_and_any_real_difference_is_caught(tiny_model, sample_jpegs):
+    h.init({"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "WARNING", "METRICS_NAMESPACE": ""})
     responses = [
         h.handler({"image": base64.b64encode(data).decode(), "threshold": 0.3}, None) for data in sample_jpegs.values()
     ]
@@ -26,9 +26,9 @@ def test_equal_responses_compare_equal_and_any_real_difference_is_caught(onnx_mo
         assert not arm64.compare_responses(responses, changed)["equal"]
 
 
-def test_cli_says_in_one_line_why_it_cannot_run(capsys, monkeypatch, onnx_model):
+def test_cli_says_in_one_line_why_it_cannot_run(capsys, monkeypatch, tiny_model):
     monkeypatch.setattr(emulation, "QEMU", "qemu-nowhere-static")
-    assert arm64.main(["--model", str(onnx_model)]) == 2
+    assert arm64.main(["--model", str(tiny_model)]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: cannot emulate arm64 here: qemu-nowhere-static not found: install Debian's qemu-user-static"
     )

@@ -169,9 +169,38 @@ def test_each_tool_rewrites_only_its_own_section(tmp_path):
     assert second == first.replace("x86_64, 2 CPUs", "another machine").replace("| first |", "| second |")
 
 
-def test_the_plot_is_drawn_from_the_results(tmp_path):
-    plot(Results.from_json(_results()), tmp_path / "benchmarks.png")
-    assert (tmp_path / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_the_plot_is_drawn_from_the_results(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    results = _results()
+    for i, figures in enumerate(results["inference"].values()):  # distinct heights, to see each bar's source
+        for j, name in enumerate(("torch", "ort_fp32", "ort_int8")):
+            figures[name] = {"p50_ms": 10.0 * i + j + 1, "p90_ms": 99.0}
+    for i, size in enumerate(("0.3 MP", "1 MP", "4 MP", "12 MP")):
+        results["by_size"][size]["total"] = 40.0 + 10 * i
+        results["bytes_to_tensor"][size]["opencv_albumentations"] = {"p50_ms": 5.0 + i, "p90_ms": 99.0}
+    drawn = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k)))
+    plot(Results.from_json(results), tmp_path / "benchmarks.png")
+    with Image.open(tmp_path / "benchmarks.png") as image:
+        assert (image.format, image.size) == ("PNG", (1000, 350))
+    (figure,) = drawn
+    bars, lines = figure.axes
+    heights = [[bar.get_height() for bar in container] for container in bars.containers]
+    assert heights == [
+        [f[name]["p50_ms"] for f in results["inference"].values()] for name in ("torch", "ort_fp32", "ort_int8")
+    ]
+    ours, theirs = (list(line.get_ydata()) for line in lines.get_lines())
+    assert [list(line.get_xdata()) for line in lines.get_lines()] == [[0.3, 1.0, 4.0, 12.0]] * 2
+    assert ours == [40.0, 50.0, 60.0, 70.0]
+    assert theirs == [
+        40.0 - 3.0 - 1.0 + 5.0,
+        50.0 - 4.0 + 6.0,
+        60.0 - 4.0 + 7.0,
+        70.0 - 4.0 + 8.0,
+    ]  # minus decode and preprocess
 
 
 def test_without_the_cross_compiler_the_arm64_zip_is_skipped_up_front_and_the_report_says_so(monkeypatch, tmp_path):

@@ -94,12 +94,12 @@ def _clients(url):
     }
 
 
-def test_deploy_describe_update_teardown_cycle(moto_url, lambda_zip, onnx_model):
+def test_deploy_describe_update_teardown_cycle(moto_url, made_up_zip, tiny_model):
     log = []
     deployer = MotoDeployer("eu-central-1", moto_url, log=log.append)
-    zip_path = Path(lambda_zip["zip"])
+    zip_path = made_up_zip
     outputs = deployer.up(
-        "fridge-test", "fridge-artifacts", zip_path, onnx_model, "x86_64", "fridge-test", MemorySize="2048"
+        "fridge-test", "fridge-artifacts", zip_path, tiny_model, "x86_64", "fridge-test", MemorySize="2048"
     )
     c = _clients(moto_url)
     config = c["lambda"].get_function(FunctionName="fridge-test")["Configuration"]
@@ -108,10 +108,10 @@ def test_deploy_describe_update_teardown_cycle(moto_url, lambda_zip, onnx_model)
     assert config["MemorySize"] == 2048
     module, function = config["Handler"].rsplit(".", 1)
     assert module.replace(".", "/") + ".py" in zipfile.ZipFile(zip_path).namelist()
-    assert function == "handler" and lambda_zip["handler"] == config["Handler"]
+    assert function == "handler" and config["Handler"] == deploy.HANDLER
     env = config["Environment"]["Variables"]
-    assert env["MODEL_BUCKET"] == "fridge-artifacts" and env["MODEL_KEY"].startswith("fridge-test/model-")
-    assert env["MODEL_SHA256"] == deploy.sha256_file(onnx_model)
+    assert env["MODEL_BUCKET"] == "fridge-artifacts" and env["MODEL_KEY"].startswith(f"fridge-test/{tiny_model.stem}-")
+    assert env["MODEL_SHA256"] == deploy.sha256_file(tiny_model)
     assert "SCORE_THRESHOLD" not in env  # unset: the handler serves the threshold the model carries
     role = config["Role"].rsplit("/", 1)[1]
     policy = c["iam"].get_role_policy(RoleName=role, PolicyName="read-model-and-write-logs")["PolicyDocument"]
@@ -127,7 +127,7 @@ def test_deploy_describe_update_teardown_cycle(moto_url, lambda_zip, onnx_model)
     assert outputs["FunctionName"] == "fridge-test" and outputs["FunctionArn"] == config["FunctionArn"]
 
     # Update through a change set: memory changes, the uploads are reused.
-    deployer.up("fridge-test", "fridge-artifacts", zip_path, onnx_model, "x86_64", "fridge-test", MemorySize="3008")
+    deployer.up("fridge-test", "fridge-artifacts", zip_path, tiny_model, "x86_64", "fridge-test", MemorySize="3008")
     assert c["lambda"].get_function(FunctionName="fridge-test")["Configuration"]["MemorySize"] == 3008
     assert any("already uploaded" in line for line in log)
 
@@ -139,31 +139,31 @@ def test_deploy_describe_update_teardown_cycle(moto_url, lambda_zip, onnx_model)
         c["lambda"].get_function(FunctionName="fridge-test")
 
 
-def test_bad_parameters_fail_before_anything_is_created(moto_url, lambda_zip, onnx_model, tmp_path):
+def test_bad_parameters_fail_before_anything_is_created(moto_url, made_up_zip, tiny_model, tmp_path):
     deployer = MotoDeployer("eu-central-1", moto_url, log=lambda _: None)
-    zip_path = Path(lambda_zip["zip"])
+    zip_path = made_up_zip
     before = _clients(moto_url)["s3"].list_buckets()["Buckets"]
     with pytest.raises(deploy.DeployError, match="--bucket"):
-        deployer.up("bad", "", zip_path, onnx_model)
+        deployer.up("bad", "", zip_path, tiny_model)
     with pytest.raises(deploy.DeployError, match="built for x86_64, not arm64"):
-        deployer.up("bad", "bad-bucket", zip_path, onnx_model, architecture="arm64")
+        deployer.up("bad", "bad-bucket", zip_path, tiny_model, architecture="arm64")
     with pytest.raises(deploy.DeployError, match="--arch"):
-        deployer.up("bad", "bad-bucket", zip_path, onnx_model, architecture="sparc")
+        deployer.up("bad", "bad-bucket", zip_path, tiny_model, architecture="sparc")
     big = tmp_path / "big.zip"
     with zipfile.ZipFile(big, "w", zipfile.ZIP_STORED) as zf:
         zf.writestr("helpers/runtime/handler.py", "")
         zf.writestr("blob.bin", os.urandom(51_000_000))
     with pytest.raises(deploy.DeployError, match="at most 50 MB"):
-        deployer.up("bad", "bad-bucket", big, onnx_model)
+        deployer.up("bad", "bad-bucket", big, tiny_model)
     no_handler = tmp_path / "nohandler.zip"
     with zipfile.ZipFile(no_handler, "w") as zf:
         zf.writestr("other.py", "")
     with pytest.raises(deploy.DeployError, match="would not import"):
-        deployer.up("bad", "bad-bucket", no_handler, onnx_model)
+        deployer.up("bad", "bad-bucket", no_handler, tiny_model)
     with pytest.raises(deploy.DeployError, match="model not found"):
         deployer.up("bad", "bad-bucket", zip_path, tmp_path / "missing.onnx")
     with pytest.raises(deploy.DeployError, match="--stack-name"):
-        deployer.up("1-starts-with-a-digit", "bad-bucket", zip_path, onnx_model)
+        deployer.up("1-starts-with-a-digit", "bad-bucket", zip_path, tiny_model)
     assert _clients(moto_url)["s3"].list_buckets()["Buckets"] == before
 
 

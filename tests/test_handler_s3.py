@@ -1,12 +1,12 @@
 """The handler's S3 paths against a local moto server (model download at init, images by reference),
-with the tiny detector: what is tested is the S3 access, not the model."""
+with the tiny detector: what is tested is the S3 access, not the model. S3's error answers (403, 503,
+500, ...) come over real HTTP from a faulting server in tests/test_handler_faults.py."""
 
 import base64
 import os
 
 import boto3
 import pytest
-from botocore.stub import Stubber
 
 from helpers.local.moto_aws import moto_server
 from helpers.runtime import errors, storage
@@ -64,36 +64,6 @@ def test_one_s3_client_serves_the_model_download_and_every_image(s3, tmp_path, l
     for _ in range(2):
         assert "detections" in h.handler({"s3_uri": "s3://models/images/10.jpg"}, lambda_context)
     assert made == [("s3",)]
-
-
-def test_access_denied_is_403(s3, tiny_model, lambda_context, monkeypatch):
-    h.init({"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "WARNING"})
-    client = boto3.client("s3", region_name="eu-central-1")
-    stubber = Stubber(client)  # moto does not enforce IAM: botocore's stubber answers as S3 would
-    stubber.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
-    stubber.activate()
-    monkeypatch.setattr(storage, "client", lambda: client)
-    out = h.handler({"s3_uri": "s3://private/secret.jpg"}, lambda_context)
-    assert out["statusCode"] == 403 and out["error"] == "access denied to s3://private/secret.jpg"
-
-
-@pytest.mark.parametrize(
-    "failure",
-    [
-        lambda client: client.add_client_error("get_object", service_error_code="SlowDown", http_status_code=503),
-        lambda client: client.add_client_error("get_object", service_error_code="InternalError", http_status_code=500),
-    ],
-    ids=["SlowDown", "InternalError"],
-)
-def test_s3_server_errors_are_503_retryable(s3, tiny_model, lambda_context, monkeypatch, failure):
-    h.init({"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "WARNING"})
-    client = boto3.client("s3", region_name="eu-central-1")
-    stubber = Stubber(client)
-    failure(stubber)
-    stubber.activate()
-    monkeypatch.setattr(storage, "client", lambda: client)
-    out = h.handler({"s3_uri": "s3://models/images/10.jpg"}, lambda_context)
-    assert out["statusCode"] == 503 and "retry" in out["error"]
 
 
 def _unreachable_client():

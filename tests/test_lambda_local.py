@@ -17,17 +17,17 @@ needs_312 = pytest.mark.skipif(interpreters.find_python("3.12") is None, reason=
 
 
 @needs_312
-def test_a_bad_setting_is_an_init_error_naming_it(lambda_zip, onnx_model):
-    report = invoke_zip(lambda_zip["zip"], [{"image": "x"}], {"MODEL_PATH": str(onnx_model), "SCORE_THRESHOLD": "abc"})
+def test_a_bad_setting_is_an_init_error_naming_it(lambda_zip, tiny_model):
+    report = invoke_zip(lambda_zip["zip"], [{"image": "x"}], {"MODEL_PATH": str(tiny_model), "SCORE_THRESHOLD": "abc"})
     assert report["init_error"]["errorType"] == "ConfigError"
     assert "SCORE_THRESHOLD" in report["init_error"]["errorMessage"]
     assert report["responses"] == [] and report["cold_init_ms"] is None
 
 
 @needs_312
-def test_a_wrong_handler_string_is_the_runtimes_own_error(lambda_zip, onnx_model):
+def test_a_wrong_handler_string_is_the_runtimes_own_error(lambda_zip, tiny_model):
     report = invoke_zip(
-        lambda_zip["zip"], [{"image": "x"}], {"MODEL_PATH": str(onnx_model)}, handler="helpers.runtime.handler.nope"
+        lambda_zip["zip"], [{"image": "x"}], {"MODEL_PATH": str(tiny_model)}, handler="helpers.runtime.handler.nope"
     )
     assert report["init_error"]["errorType"] == "Runtime.HandlerNotFound"
 

@@ -2,95 +2,17 @@
 of one object) cuts the stream, serves other bytes, stalls or refuses. Each fault is one named init error,
 the model cache is left empty, and the next cold start, with S3 healthy again, succeeds."""
 
-import http.server
 import os
 import subprocess
 import sys
-import threading
-import time
 
-import boto3
 import pytest
-from botocore.config import Config
+from s3_faults import CREDENTIALS, KEY
 
 from helpers.paths import PROJECT_ROOT
-from helpers.runtime import errors, storage
+from helpers.runtime import errors
 from helpers.runtime import handler as h
 from helpers.runtime.checksum import sha256_file
-
-KEY = "/models/fridge/model.onnx"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-central-1"}
-
-
-class FaultyS3(http.server.ThreadingHTTPServer):
-    """One object at KEY; `fault` decides how GET answers: None (healthy), "truncate" (half the bytes
-    under the full Content-Length, then the connection closes), "corrupt" (as many other bytes), "stall"
-    (the headers, then nothing for 3 s), "deny" (403 AccessDenied to HEAD and GET)."""
-
-    daemon_threads = True
-
-    def __init__(self, body: bytes):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.body, self.fault, self.gets = body, None, 0
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):  # quiet
-        pass
-
-    def do_HEAD(self):
-        self._answer(send_body=False)
-
-    def do_GET(self):
-        self.server.gets += 1
-        self._answer(send_body=True)
-
-    def _answer(self, send_body: bool):
-        server = self.server
-        if self.path.split("?")[0] != KEY:
-            self.send_error(404)
-            return
-        if server.fault == "deny":
-            error = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
-            self.send_response(403)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(error) if send_body else 0))
-            self.end_headers()
-            if send_body:
-                self.wfile.write(error)
-            return
-        body = bytes(255 - b for b in server.body) if server.fault == "corrupt" else server.body
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("ETag", '"0123456789abcdef0123456789abcdef"')
-        self.send_header("Content-Type", "binary/octet-stream")
-        self.end_headers()
-        if not send_body:
-            return
-        if server.fault == "truncate":
-            self.wfile.write(body[: len(body) // 2])
-            self.close_connection = True
-        elif server.fault == "stall":
-            self.wfile.write(body[:1024])
-            self.wfile.flush()
-            time.sleep(3)
-        else:
-            self.wfile.write(body)
-
-
-@pytest.fixture
-def faulty_s3(tiny_model, monkeypatch):
-    server = FaultyS3(tiny_model.read_bytes())
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    # The handler's own client settings, with a 1 s read timeout so that a stall costs seconds.
-    config = Config(**{**storage.CLIENT_CONFIG, "read_timeout": 1})
-    client = boto3.client("s3", endpoint_url=url, config=config)
-    monkeypatch.setattr(storage, "client", lambda: client)
-    yield server, url
-    server.shutdown()
 
 
 def _env(tmp_path, sha256):

@@ -46,10 +46,10 @@ def test_build_is_deterministic(built, tmp_path):
 
 
 @needs_312
-def test_zip_under_the_runtime_client_equals_in_process_handler(built, onnx_model, sample_jpegs):
+def test_zip_under_the_runtime_client_equals_in_process_handler(built, tiny_model, sample_jpegs):
     events = [{"image": base64.b64encode(data).decode(), "threshold": 0.01} for data in sample_jpegs.values()]
     events.append({"image": "%%%"})
-    report = invoke_zip(built["zip"], events, {"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING"})
+    report = invoke_zip(built["zip"], events, {"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "WARNING"})
     assert report["python"].startswith("3.12") and report["runtime_client"].endswith("-4.2.2")
     assert report["init_error"] is None and report["failed"] == []
     # numpy, Pillow and onnxruntime were loaded from the unzipped package; nothing from this environment.
@@ -58,7 +58,7 @@ def test_zip_under_the_runtime_client_equals_in_process_handler(built, onnx_mode
     assert "helpers/runtime/_letterbox_kernel.so" in loaded  # preprocessing ran in the zip's kernel
     assert report["libraries_from_dev_environment"] == []
     assert not [p for p in report["libraries"] if "torch" in p or "cv2" in p]
-    h.init({"MODEL_PATH": str(onnx_model), "LOG_LEVEL": "WARNING"})
+    h.init({"MODEL_PATH": str(tiny_model), "LOG_LEVEL": "WARNING"})
     for event, remote in zip(events[:-1], report["responses"]):
         local = h.handler(event, None)
         assert remote["detections"] == local["detections"]

@@ -1,24 +1,52 @@
 """The timer every benchmark figure comes from."""
 
-import time
+import pytest
 
-from helpers.measure.timing import interleaved, percentiles
+from helpers.measure import timing
+from helpers.measure.timing import percentiles
 
 
 def test_percentiles_take_the_median_and_the_sorted_sample_at_90_percent():
     assert percentiles([10.0, 1.0, 9.0, 2.0, 8.0, 3.0, 7.0, 4.0, 6.0, 5.0]) == {"p50_ms": 5.5, "p90_ms": 9.0}
 
 
-def test_interleaved_times_each_contender_without_its_settling_pause():
-    calls = []
-    result = interleaved(
-        {"fast": lambda: calls.append("fast"), "slow": lambda: (calls.append("slow"), time.sleep(0.01))},
+class FakeClock:
+    """time.perf_counter and time.sleep on a clock that moves only when told: exact figures on any host."""
+
+    def __init__(self):
+        self.now, self.sleeps = 0.0, []
+
+    def perf_counter(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def work(self, ms):
+        self.now += ms / 1e3
+
+
+def test_interleaved_times_each_contender_without_its_settling_pause(monkeypatch):
+    clock, calls = FakeClock(), []
+    monkeypatch.setattr(timing, "time", clock)
+    result = timing.interleaved(
+        {"fast": lambda: (calls.append("fast"), clock.work(1)), "slow": lambda: (calls.append("slow"), clock.work(10))},
         repeats=4,
         warmup=1,
         settle_s=0.02,
     )
     assert calls == ["fast", "slow"] * 5  # in turn, round after round
-    assert result["fast"]["p90_ms"] < 5 <= 10 <= result["slow"]["p50_ms"] < 20
+    assert clock.sleeps == [0.02] * 8  # a settling pause before each timed call, none in the warm-up
+    assert result["fast"] == pytest.approx({"p50_ms": 1.0, "p90_ms": 1.0})  # the pauses are not timed
+    assert result["slow"] == pytest.approx({"p50_ms": 10.0, "p90_ms": 10.0})
+
+
+def test_measure_times_each_call_after_the_warm_up(monkeypatch):
+    clock, durations = FakeClock(), iter([50, 50, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    monkeypatch.setattr(timing, "time", clock)
+    result = timing.measure(lambda: clock.work(next(durations)), repeats=10, warmup=2)
+    assert result == pytest.approx({"p50_ms": 5.5, "p90_ms": 9.0, "min_ms": 1.0, "n": 10})
 
 
 def test_op_profile_names_the_graphs_own_operators_with_their_kernel_times(tiny_model, sample_jpegs):

@@ -148,9 +148,9 @@ def test_pipeline_reuses_a_run_only_when_its_configuration_matches(trained):
     assert trained.config == config  # what summary.json records is what the pipeline would train
     assert steps.ensure_trained() == trained  # same configuration: reused, not retrained
     assert (config["model"], config["dataset"], config["batch_size"]) == (LITE0_MODEL, "sample", 2)
-    # CPU-bound: its CPU time (every thread of the process) is most of the wall time or more (a host shared
-    # with other work takes some), and at most wall x CPUs.
-    assert 0.5 * trained.seconds <= trained.cpu_seconds <= trained.seconds * os.cpu_count()
+    # Its CPU time (every thread of the process, tests/test_clocks.py) is measured and at most wall x CPUs;
+    # how much of the wall time it is depends on what else the host runs, so that is not asserted.
+    assert 0 < trained.cpu_seconds <= trained.seconds * os.cpu_count()
 
 
 @pytest.mark.slow

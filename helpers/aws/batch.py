@@ -13,7 +13,7 @@ same lines:
     {"key": "shelf/broken.jpg", "status": 400, "error": "cannot decode image: ..."}
 
 An image the handler refuses is one error line; the run goes on. `local` resumes: keys already in the
-output are skipped.
+output are skipped, except those whose line is a 5xx (retryable), which are redone.
 """
 
 from __future__ import annotations
@@ -89,14 +89,17 @@ def format_summary(summary: dict) -> str:
 
 
 def read_done(out: Path) -> set[str]:
-    """Keys already in `out`; a last line cut short by an interruption is removed, so that it is redone."""
+    """Keys done for good in `out`: a cut-off last line and 5xx lines (worth retrying) are dropped, so redone."""
     if not out.is_file():
         return set()
     raw = out.read_bytes()
     complete = raw[: raw.rfind(b"\n") + 1]
-    if len(complete) != len(raw):
-        out.write_bytes(complete)
-    return {json.loads(line)["key"] for line in complete.decode().splitlines() if line.strip()}
+    lines = [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
+    kept = [line for line in lines if (line.get("status") or 0) < 500]  # 5xx: S3 unavailable, the function failed
+    if len(complete) != len(raw) or len(kept) != len(lines):
+        (tmp := out.with_name(out.name + ".tmp")).write_text("".join(json.dumps(line) + "\n" for line in kept))
+        tmp.replace(out)  # one rename: an interruption loses no line
+    return {line["key"] for line in kept}
 
 
 # ---- local: the handler in-process ----------------------------------------------------------

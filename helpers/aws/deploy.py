@@ -248,10 +248,18 @@ class Deployer:
         return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", []) or []}
 
     def smoke_test(self, function_name: str, image: Path = SAMPLE_DIR / "images" / "10.jpg") -> dict:
-        """One real request through Lambda Invoke (real AWS only: moto's invoke needs Docker)."""
+        """One real request through Lambda Invoke (real AWS only: moto's invoke needs Docker); its answer,
+        or DeployFailed quoting it when the function failed or answered an error status."""
         payload = json.dumps({"image": base64.b64encode(image.read_bytes()).decode()})
         response = self.lambda_.invoke(FunctionName=function_name, Payload=payload.encode())
-        return json.loads(response["Payload"].read())
+        answer = json.loads(response["Payload"].read())
+        if response.get("FunctionError"):
+            failure = f"function error {response['FunctionError']}: {json.dumps(answer)}"
+        elif isinstance(answer, dict) and answer.get("statusCode", 200) == 200:
+            return answer
+        else:  # direct invocations carry statusCode only on errors
+            failure = f"it answered {json.dumps(answer)}"
+        raise DeployFailed(f"smoke test of {function_name} failed: {failure}")
 
     # ---- whole operations -----------------------------------------------------------------
 

@@ -1,0 +1,78 @@
+"""More of the model download at init over real HTTP (tests/s3_faults.py): a missing object, an S3 error
+outside the named ones, a connect timeout, transient 503s that the client's retries absorb, the
+free-space check, and a cached file with the wrong checksum replaced."""
+
+import boto3
+import pytest
+from botocore.config import Config
+from s3_faults import KEY, unanswered_endpoint
+
+from helpers.runtime import errors, storage
+from helpers.runtime import handler as h
+from helpers.runtime.checksum import sha256_file
+
+WHERE = f"s3:/{KEY}"
+
+
+def _env(tmp_path, tiny_model, uri=WHERE):
+    return {
+        "MODEL_S3_URI": uri,
+        "MODEL_SHA256": sha256_file(tiny_model),
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "LOG_LEVEL": "CRITICAL",
+    }
+
+
+@pytest.mark.parametrize(
+    ("uri", "fault", "error", "message"),
+    [
+        ("s3://models/fridge/other.onnx", None, errors.ModelNotFound, "s3://models/fridge/other.onnx not found"),
+        (WHERE, (404, "NoSuchBucket"), errors.ModelNotFound, f"{WHERE} not found"),
+        (WHERE, (400, "InvalidObjectState"), errors.ModelDownloadFailed, f"{WHERE}: 400"),
+        (WHERE, (503, "SlowDown"), errors.ModelDownloadFailed, f"{WHERE}: 503"),  # retries exhausted
+        (WHERE, "huge", errors.ModelCacheFull, f"{WHERE} is 1000000000000000 bytes; .* has less free space"),
+    ],
+)
+def test_each_fault_is_one_named_init_error_and_nothing_is_left(
+    faulty_s3, tiny_model, tmp_path, uri, fault, error, message
+):
+    server, _ = faulty_s3
+    server.fault = fault
+    with pytest.raises(error, match=message):
+        h.init(_env(tmp_path, tiny_model, uri))
+    assert list((tmp_path / "cache").iterdir()) == []
+    assert server.gets == 0  # every one of them is decided by the HEAD, before any byte is fetched
+
+
+@pytest.mark.parametrize("fail_first", [1, 3])
+def test_transient_503s_are_retried_by_the_client_and_the_init_succeeds(faulty_s3, tiny_model, tmp_path, fail_first):
+    server, _ = faulty_s3
+    server.fail_first = fail_first
+    state = h.init(_env(tmp_path, tiny_model))
+    assert sha256_file(state.detector.path) == sha256_file(tiny_model)
+    # The failed HEADs, then the good one of the size check and s3transfer's own, then one GET.
+    assert (server.requests["HEAD"], server.gets) == (fail_first + 2, 1)
+
+
+def test_a_connect_timeout_is_model_download_timeout(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    config = Config(**{**storage.CLIENT_CONFIG, "connect_timeout": 0.2, "retries": {"max_attempts": 1}})
+    with unanswered_endpoint() as url:
+        client = boto3.client("s3", endpoint_url=url, config=config, region_name="eu-central-1")
+        monkeypatch.setattr(storage, "client", lambda: client)
+        with pytest.raises(errors.ModelDownloadTimeout, match=r"no answer within the timeouts \(ConnectTimeoutError\)"):
+            h.init(_env(tmp_path, tiny_model))
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_cached_file_with_the_wrong_checksum_is_replaced_by_the_download(faulty_s3, tiny_model, tmp_path):
+    server, _ = faulty_s3
+    cached = tmp_path / "cache" / "model.onnx"
+    cached.parent.mkdir()
+    cached.write_bytes(b"an older model")
+    state = h.init(_env(tmp_path, tiny_model))
+    assert state.detector.path == cached and cached.read_bytes() == tiny_model.read_bytes()
+    assert server.gets == 1
+    h.init(_env(tmp_path, tiny_model))  # now it matches: a warm /tmp, no second download
+    assert server.gets == 1

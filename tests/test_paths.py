@@ -53,11 +53,12 @@ def test_training_leaves_its_split_next_to_the_checkpoint(trained):
     split = Split.read(layout.split)
     assert list(split.train) == trained.data["train_real_images"]
     assert list(split.valid) == trained.data["valid_real_images"]
-    assert not set(split.train) & set(split.valid)
-    assert [r.image_path.name for r in split.real()] == list(split.train + split.valid)
+    assert list(split.test) == trained.data["test_real_images"]
+    assert not set(split.train) & set(split.valid) and not set(split.test) & set(split.train + split.valid)
+    assert [r.image_path.name for r in split.real()] == list(split.train + split.valid + split.test)
     holdout = split.holdout()
     assert len(holdout) == trained.n_valid_synthetic >= 20
-    assert split.evaluation() == split.real("valid")  # the unseen real images; the synthetic hold-out is secondary
+    assert split.evaluation() == split.real("test")  # the images that chose nothing; the synthetic hold-out is secondary
 
 
 def test_a_run_without_a_split_record_says_so(tmp_path):

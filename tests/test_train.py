@@ -133,11 +133,12 @@ def test_dry_run_resolves_the_data_without_training(tmp_path, capsys):
     assert main(["--dry-run", "--out", str(tmp_path)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["dataset"], report["images"], report["boxes"]) == ("sample", 6, 12)
-    # Unseen: 26 hold-out object photos (20% per class) + 2 of the 6 fridge images; the other 4 fridge
-    # images and 108 object photos train.
-    assert len(report["valid_real_images"]) == 28 and report["valid_real_boxes"] == 30
-    assert len(report["train_real_images"]) == 112 and report["train_object_photos"] > 0
-    assert report["valid_synthetic_images"] >= 20 and report["synthetic_holdout_object_photos"] == 26
+    # Fold 0 of 5: test is a fifth of each class of object photos (29) + 2 of the 6 fridge images;
+    # validation 15% of the rest per class (16) + 1 fridge image; 3 fridge images and 89 photos train.
+    assert len(report["test_real_images"]) == 31 and report["test_real_boxes"] == 33
+    assert len(report["valid_real_images"]) == 17 and report["valid_real_boxes"] == 18
+    assert len(report["train_real_images"]) == 92 and report["train_object_photos"] == 89
+    assert report["valid_synthetic_images"] >= 20
     assert not list(tmp_path.iterdir())  # nothing written, nothing trained
 
 
@@ -156,7 +157,7 @@ def test_pipeline_reuses_a_run_only_when_its_configuration_matches(trained):
 @pytest.mark.slow
 def test_training_on_a_downloaded_fridge_zip_uses_and_records_it(tmp_path, monkeypatch, fridge_zip):
     """--dataset fridge with FRIDGE_DATA_URL pointing at a zip of the official archive's shape: the run
-    trains on its 80/20 split and says so in summary.json, the checkpoint and the ONNX metadata."""
+    trains on its three parts and says so in summary.json, the checkpoint and the ONNX metadata."""
     from helpers.export.onnx_export import export_checkpoint
     from helpers.runtime.model import Detector
     from helpers.train.config import TrainConfig
@@ -170,11 +171,17 @@ def test_training_on_a_downloaded_fridge_zip_uses_and_records_it(tmp_path, monke
     summary = train(config)
     data = summary.data
     assert (data["dataset"], data["url"], data["images"], data["boxes"]) == ("fridge", archive.as_uri(), 128, 256)
-    assert (summary.n_train, summary.n_valid_real, summary.n_valid_synthetic) == (102, 26, 0)
+    assert summary.n_train + summary.n_valid_real + summary.n_test_real == 128 and summary.n_valid_synthetic == 0
+    assert min(summary.n_train, summary.n_valid_real, summary.n_test_real) >= 10
     assert data["train_synthetic_images"] == 0 and not (tmp_path / "run" / "synthetic").exists()
     split = fridge_data.Split.read(tmp_path / "run" / "split.json")  # what export, INT8 and the notebooks read
-    assert (len(split.train), len(split.valid), split.synthetic_holdout) == (102, 26, None)
-    assert split.root.is_relative_to(tmp_path / "cache") and len(split.evaluation()) == 26
+    assert (len(split.train), len(split.valid), len(split.test)) == (
+        summary.n_train,
+        summary.n_valid_real,
+        summary.n_test_real,
+    )
+    assert split.synthetic_holdout is None and split.root.is_relative_to(tmp_path / "cache")
+    assert len(split.evaluation()) == summary.n_test_real
     model = export_checkpoint(summary.checkpoint, tmp_path / "model.onnx")
     assert (
         Detector(model).metadata["data"]
@@ -216,9 +223,9 @@ def test_cpu_ddp_with_two_processes_trains_one_epoch_and_reports_once(tmp_path):
     assert state["epoch"] == 0 and state["global_step"] == summary.optimizer_steps
 
 
-def test_the_split_record_lists_every_unseen_real_image_and_no_training_image_shows_one(tmp_path):
-    """Hold-out photos and fridge validation images appear in no training image or composite, and
-    split.json names each of them (what INT8, the benchmark and the notebooks judge on)."""
+def test_the_split_record_lists_every_part_and_no_training_image_shows_a_test_or_validation_photo(tmp_path):
+    """Validation and test photos appear in no training image or composite, and split.json names each
+    of them: test is what every result is judged on, validation what chose the checkpoint and threshold."""
     from helpers.data.synthetic import source_photos
     from helpers.paths import split_file
     from helpers.train.config import TrainConfig
@@ -228,13 +235,16 @@ def test_the_split_record_lists_every_unseen_real_image_and_no_training_image_sh
     data = prepare_data(config)
     data.split(tmp_path).write(split_file(tmp_path))
     split = fridge_data.Split.read(split_file(tmp_path))
-    unseen = {r.image_path.name for r in split.evaluation()}
-    assert unseen == set(split.valid) == {r.image_path.name for r in data.valid_real}
-    assert len(unseen) == 28 and sum(len(r.boxes) for r in split.evaluation()) == 30
-    assert {"10.jpg", "11.jpg", "12.jpg", "13.jpg", "14.jpg", "15.jpg"} - set(split.train) <= unseen
-    assert not unseen & {r.image_path.name for r in data.train}
-    assert not unseen & source_photos(synthetic_dir(tmp_path, "train"))
-    assert source_photos(synthetic_dir(tmp_path, "valid")) <= unseen  # the synthetic hold-out: unseen objects only
+    test = {r.image_path.name for r in split.evaluation()}
+    valid = {r.image_path.name for r in split.validation()}
+    assert test == set(split.test) == {r.image_path.name for r in data.test_real}
+    assert valid == set(split.valid) == {r.image_path.name for r in data.valid_real}
+    assert len(test) >= 20 and not test & valid
+    assert {"13.jpg", "15.jpg"} <= test and "11.jpg" in valid  # fold 0 of seed 42's fridge photos
+    for unseen in (test, valid):
+        assert not unseen & {r.image_path.name for r in data.train}
+        assert not unseen & source_photos(synthetic_dir(tmp_path, "train"))
+    assert source_photos(synthetic_dir(tmp_path, "valid")) <= valid  # the synthetic hold-out: validation objects
     assert [r.image_path.name for r in split.real("train")] == list(split.train)
 
 

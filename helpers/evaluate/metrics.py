@@ -54,6 +54,13 @@ def found_boxes(prediction: Detections | dict, target: dict, min_score: float, m
 def evaluate_detector(detector, records) -> dict[str, float]:
     """COCO mAP of an ONNX Detector end to end (decode -> letterbox -> ORT -> restore) against the
     records' boxes in original pixels: the accuracy the Lambda will serve."""
+    predictions, targets = served_predictions(detector, records)
+    return mean_average_precision(predictions, targets, detector.class_map.names)
+
+
+def served_predictions(detector, records) -> tuple[list[dict], list[dict]]:
+    """An ONNX Detector's every detection on each record as the Lambda serves it (decode -> letterbox ->
+    ORT -> restore), and the records' boxes, both torchvision-style in original pixels."""
     from helpers.runtime.decode import decode_for_model
 
     predictions, targets = [], []
@@ -73,7 +80,7 @@ def evaluate_detector(detector, records) -> dict[str, float]:
                 "labels": torch.tensor([detector.class_map.id(n) for n in record.labels], dtype=torch.int64),
             }
         )
-    return mean_average_precision(predictions, targets, detector.class_map.names)
+    return predictions, targets
 
 
 def threshold_sweep(predictions: list[Detections | dict], targets: list[dict], thresholds) -> list[dict]:

@@ -2,7 +2,7 @@
 
     artifacts/<mode>/              mode: quick (the default) or full (HELPERS_QUICK=0); HELPERS_ARTIFACTS overrides
         train/                     best.ckpt, summary.json, split.json, class_map.json, synthetic/, logs/
-        model.onnx, model_int8.onnx
+        model.onnx, model_int8.onnx, shipped.json (which of the two ships, and why)
         dist/lambda-<arch>.zip     (+ lambda-<arch>.json, the size report)
         notebooks/, deployment.json
     artifacts/data/                downloaded datasets, one folder per address (both modes)
@@ -15,6 +15,7 @@ paths from here, so what one step writes is where the next one looks.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -70,6 +71,18 @@ class RunArtifacts:
     @property
     def int8(self) -> Path:
         return self.root / "model_int8.onnx"
+
+    @property
+    def ship_decision(self) -> Path:
+        """Which of model.onnx and model_int8.onnx ships, and why (helpers.export.ship)."""
+        return self.root / "shipped.json"
+
+    @property
+    def shipped(self) -> Path:
+        """The model the zip, deploy, serve and batch serve: the one ship_decision names, else model.onnx."""
+        if self.ship_decision.is_file():
+            return self.root / json.loads(self.ship_decision.read_text())["model"]
+        return self.onnx
 
     @property
     def dist_dir(self) -> Path:

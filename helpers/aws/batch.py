@@ -323,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     local = commands.add_parser("local", help="run the handler in-process over a folder or s3://bucket/prefix")
     local.add_argument("source", help="a folder, or s3://bucket/prefix")
-    local.add_argument("--model", type=Path, default=None, help="ONNX model (default: this mode's model.onnx)")
+    local.add_argument(
+        "--model", type=Path, default=None, help="ONNX model (default: the shipped one, helpers.export.ship)"
+    )
     local.add_argument("--out", "--results", dest="out", type=Path, default=Path("results.jsonl"))
     local.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU)")
 
@@ -353,7 +355,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "local":
-            summary = run_local(args.source, args.model or run_artifacts().onnx, args.out, args.workers)
+            summary = run_local(args.source, args.model or run_artifacts().shipped, args.out, args.workers)
             this_run = summary["this_run"]
             print(
                 f"{this_run['images']} images in {this_run['seconds']:.1f} s with {this_run['workers']} worker(s) "

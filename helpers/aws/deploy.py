@@ -321,7 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--service-name", default="fridge-detector")
     parser.add_argument("--bucket", required=True, help="S3 bucket for the zip and the model (created if missing)")
     parser.add_argument("--zip", type=Path, default=layout.zip("x86_64"))
-    parser.add_argument("--model", type=Path, default=layout.onnx)
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=layout.shipped,
+        help="default: the model shipped.json names (helpers.export.ship), else model.onnx",
+    )
     parser.add_argument("--arch", default="x86_64")
     parser.add_argument("--memory", type=int, default=2048)
     parser.add_argument("--function-url", choices=("yes", "no"), default="no")

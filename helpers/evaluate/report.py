@@ -2,13 +2,18 @@
 
     python -m helpers evaluate [--model MODEL.onnx] [--dataset sample|fridge|DIR] [--threshold T] [--out DIR] [--full]
 
-Default: quick mode's model.onnx (full mode's with --full) on the run's unseen real images
-(split.json), at the model's served threshold. Writes to OUT (default artifacts/<mode>/evaluation/):
+Default: the shipped model of quick mode (full mode's with --full) on the run's test images (split.json:
+they chose nothing), at the model's served threshold; every headline figure with its 95% bootstrap
+interval over images. On the run's test images it also measures robustness (recall and precision under
+mirroring, brightness, JPEG re-compression, scaling and EXIF rotation) and false detections on images
+with no fridge object (crops of the fridge photos away from every box). Writes to OUT (default
+artifacts/<mode>/evaluation/):
   predictions.json      COCO results (image_id, category_id, bbox [x, y, w, h], score), every score
   ground_truth.json     the same images and boxes as a COCO dataset (pycocotools loads both)
   per_class.csv         AP, AP@0.5 (pycocotools) and, at the threshold, found / missed / false, recall, precision
   confusion_matrix.png  true class x predicted class at IoU >= 0.5, with a background row and column
   pr_curves.png         precision-recall per class at IoU 0.5 (pycocotools' interpolated curves)
+  robustness.md         the robustness table and the empty images (the run's test images only)
   summary.json          the figures above for the whole set
 """
 
@@ -29,10 +34,13 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from helpers.data.dataset import Split, resolve_dataset
+from helpers.data.empty import empty_records
 from helpers.data.formats.coco import coco_instances, xywh
 from helpers.data.records import AnnotationError, Record
+from helpers.evaluate.intervals import reported_figures, with_interval
 from helpers.evaluate.matching import match_boxes
 from helpers.evaluate.metrics import threshold_sweep
+from helpers.evaluate.robustness import empty_images, format_table, robustness, served
 from helpers.paths import not_found, run_artifacts, shown
 from helpers.runtime.contract import served_threshold
 from helpers.runtime.decode import decode_for_model
@@ -225,12 +233,17 @@ def assess(records, targets, predictions: list[Detections], class_names, thresho
     )
 
 
-def evaluate(detector: Detector, records: list[Record], threshold: float, out: Path, described: str) -> dict:
-    """Run the served pipeline over `records`, write the OUTPUTS into `out`, return the summary."""
+def evaluate(
+    detector: Detector, records: list[Record], threshold: float, out: Path, described: str, robust: bool = False
+) -> dict:
+    """Run the served pipeline over `records`, write the OUTPUTS into `out`, return the summary; with
+    `robust`, the robustness table and the empty images too."""
     if not records:
         raise AnnotationError(f"{described}: no images to evaluate")
     names = detector.class_map.names
-    result = assess(records, targets_of(records, detector), predict_all(detector, records), names, threshold)
+    targets, predictions = targets_of(records, detector), predict_all(detector, records)
+    result = assess(records, targets, predictions, names, threshold)
+    reported = reported_figures(predictions, targets, names, threshold, [r.image_path.name for r in records])
     out.mkdir(parents=True, exist_ok=True)
     (out / "ground_truth.json").write_text(json.dumps(result.ground_truth))
     (out / "predictions.json").write_text(json.dumps(result.results))
@@ -252,38 +265,78 @@ def evaluate(detector: Detector, records: list[Record], threshold: float, out: P
         "map": result.map,
         "map_50": result.map_50,
         **{k: overall[k] for k in ("found", "missed", "false", "recall", "precision")},
+        "intervals": reported["intervals"],
         "confusion": {"labels": [BACKGROUND, *names], "matrix": result.confusion.tolist()},
     }
+    if robust:
+        summary["robustness"] = robustness_of(detector, records, threshold, out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
+def robustness_of(detector: Detector, records: list[Record], threshold: float, out: Path) -> dict:
+    """The robustness table on `records` and the false detections on the empty crops of the 6 fridge
+    photos, written to out/robustness.md; the crops of photos that trained were seen as background in
+    training, so the crops of the test photos are also counted alone."""
+    test_names = {r.image_path.name for r in records}
+    empty = empty_records(out / "empty")
+    unseen_empty = [r for r in empty if r.image_path.name.split("_empty_")[0] + ".jpg" in test_names]
+    detect = served(detector, threshold)
+    table = robustness(detect, records, detector.class_map, threshold, empty=empty)
+    unseen = empty_images(detect, unseen_empty, threshold) if unseen_empty else None
+    text = format_table(table)
+    if unseen:
+        text += f"\n\nEmpty crops of the test photos alone: {unseen.false} false detections on {unseen.images} images."
+    (out / "robustness.md").write_text(text + "\n")
+    return {
+        "rows": [dataclasses.asdict(row) for row in table.rows],
+        "recall_drops": table.recall_drops(),
+        "empty": {
+            "images": table.empty.images,
+            "false": table.empty.false,
+            "per_image": dataclasses.asdict(table.empty.per_image),
+            "test_photo_crops": {"images": unseen.images, "false": unseen.false} if unseen else None,
+        },
+    }
+
+
 def records_to_evaluate(dataset: str | None, full: bool = False) -> tuple[list[Record], str]:
-    """The run's unseen real images (split.json; full mode's with `full`) by default, else every image
-    of `dataset`."""
+    """The run's test images (split.json; full mode's with `full`) by default, else every image of
+    `dataset`."""
     if dataset is None:
         split_path = run_artifacts(quick=False if full else None).split
         if not split_path.is_file():
             raise FileNotFoundError(f"{not_found('split record', split_path)}; or pass --dataset")
-        records = Split.read(split_path).real("valid")
-        return records, f"{len(records)} unseen real images of the run ({shown(split_path)})"
+        records = Split.read(split_path).evaluation()
+        return records, f"{len(records)} test images of the run ({shown(split_path)})"
     source = resolve_dataset(dataset)
     return source.records, f"every image of {source.describe()}"
 
 
 def format_summary(summary: dict) -> str:
-    return (
-        f"{summary['images']}: {summary['boxes']} boxes; COCO mAP {summary['map']:.3f}, mAP@0.5 {summary['map_50']:.3f}; "
+    """One paragraph: the headline figures with their 95% intervals, then robustness when measured."""
+    shown_ = {name: with_interval(summary, name) for name in ("map", "map_50", "recall", "precision")}
+    text = (
+        f"{summary['images']}: {summary['boxes']} boxes; COCO mAP {shown_['map']}, mAP@0.5 {shown_['map_50']}; "
         f"at score >= {summary['threshold']:g}: found {summary['found']}, missed {summary['missed']}, "
-        f"false {summary['false']} (recall {summary['recall']:.2f}, precision {summary['precision']:.2f})"
+        f"false {summary['false']} (recall {shown_['recall']}, precision {shown_['precision']}; 95% intervals)"
     )
+    if "robustness" in summary:
+        drops = summary["robustness"]["recall_drops"]
+        empty = summary["robustness"]["empty"]
+        worst = max(drops, key=drops.get)
+        text += (
+            f"\nrobustness: the largest recall drop is {drops[worst]:+.2f} ({worst}); "
+            f"{empty['false']} false detections on {empty['images']} images with no fridge object"
+        )
+    return text
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     layout = run_artifacts(quick=False if "--full" in argv else None)
     parser = argparse.ArgumentParser(prog="python -m helpers evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=layout.onnx)
+    parser.add_argument("--model", type=Path, default=layout.shipped, help="default: the shipped model")
     parser.add_argument("--dataset", help="sample, fridge or a dataset folder (default: the run's unseen images)")
     parser.add_argument("--threshold", type=float, help="default: the model's served threshold")
     parser.add_argument("--out", type=Path, default=layout.root / "evaluation")
@@ -296,10 +349,11 @@ def main(argv=None) -> int:
         detector = Detector(args.model)
         threshold = served_threshold(args.threshold, None, detector.contract.score_threshold)
         records, described = records_to_evaluate(args.dataset, args.full)
-        summary = evaluate(detector, records, threshold, args.out, described)
+        summary = evaluate(detector, records, threshold, args.out, described, robust=args.dataset is None)
     except (ModelError, AnnotationError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_summary(summary))
-    print(f"wrote {', '.join(OUTPUTS)} to {shown(args.out)}")
+    written = OUTPUTS + (("robustness.md",) if "robustness" in summary else ())
+    print(f"wrote {', '.join(written)} to {shown(args.out)}")
     return 0

@@ -190,7 +190,7 @@ def served_config(model: Path) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--zip", type=Path, help="default: the mode's lambda-x86_64.zip")
-    parser.add_argument("--model", type=Path, help="default: the mode's model.onnx")
+    parser.add_argument("--model", type=Path, help="default: the shipped model (helpers.export.ship)")
     parser.add_argument(
         "--full", action="store_true", help="full mode's artefacts (default: quick, what `make run` builds)"
     )
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
     args = parser.parse_args(argv)
     layout = run_artifacts(quick=quick_unless(args.full))
-    args.zip, args.model = args.zip or layout.zip(), args.model or layout.onnx
+    args.zip, args.model = args.zip or layout.zip(), args.model or layout.shipped
     for what, path in (("zip", args.zip), ("model", args.model)):
         if not path.is_file():
             print(f"error: {not_found(what, path, quick_unless(args.full))}", file=sys.stderr)

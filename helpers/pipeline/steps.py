@@ -180,6 +180,18 @@ class Series:
             recipe=("quantization", QUANTIZATION),
         )
 
+    def ensure_shipped(self) -> Path:
+        """The model that ships, decided on the test images (helpers.export.ship) once per pair of
+        models; the decision (shipped.json) is made again when either model is newer than it."""
+        from helpers.export.ship import ShipDecision, decide
+
+        fp32, int8, record = self.ensure_onnx(), self.ensure_int8(), self.layout().ship_decision
+        if not record.is_file() or record.stat().st_mtime < max(fp32.stat().st_mtime, int8.stat().st_mtime):
+            decide(fp32, int8, self.split().evaluation()).save(record)
+        decision = ShipDecision.load(record)
+        print(f"shipping {decision.model}: {decision.reason}")
+        return self.layout().root / decision.model
+
     def ensure_zip(self, arch: str = "x86_64") -> dict:
         """The Lambda zip (without a model: the model goes to S3) and its size report; an existing
         zip is reused when it was built from the current pins and runtime sources."""
@@ -219,6 +231,10 @@ def ensure_onnx() -> Path:
 
 def ensure_int8() -> Path:
     return _environment().ensure_int8()
+
+
+def ensure_shipped() -> Path:
+    return _environment().ensure_shipped()
 
 
 def ensure_zip(arch: str = "x86_64") -> dict:

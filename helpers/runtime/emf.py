@@ -1,7 +1,7 @@
 """CloudWatch Embedded Metric Format: one JSON log line that CloudWatch turns into metrics.
 
 Written by hand, not with Powertools for AWS Lambda: Powertools would cost more zip size and cold
-import time than the budget allows (docs/decisions-runtime.md), and the format itself is a few lines. Spec:
+import time than the budget allows (docs/decisions.md), and the format itself is a few lines. Spec:
 https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html
 """
 

@@ -69,7 +69,7 @@ def _byte_offsets(src: int, dst: int, pixel_step: int) -> tuple[np.ndarray, np.n
 
 def letterbox_native(function, pixels: np.ndarray, geometry: Letterbox, tensor: np.ndarray, normalise) -> None:
     """Resize + pad + Normalize in C into `tensor`, on this thread (at the model's input size one
-    thread is faster than two: docs/decisions-runtime.md).
+    thread is faster than two: docs/decisions.md).
 
     The kernel reads pixel (y, x) channel c at data + y * row step + x * pixel step + c * channel step,
     the array's own strides, so flipped, transposed, RGBX and broadcast grey views are read in place;

@@ -7,7 +7,7 @@
  * (tests/test_preprocess.py checks all three). Built by helpers.build.native for the host (development) and for the Lambda's
  * architecture (the zip); where it is absent, preprocess.py runs the NumPy path. No libc calls and no
  * allocation: the caller passes a scratch buffer of 2 * 3 * new_width int16. One thread: at the
- * model's input size that is faster than splitting the rows between two (docs/decisions-runtime.md).
+ * model's input size that is faster than splitting the rows between two (docs/decisions.md).
  *
  * Pixel (y, x) channel c is read at src + y * row_step + x * pixel_step + c * channel_step, in bytes and
  * 64-bit, with the steps of the NumPy array it comes from (any sign: flips, transposes, RGBX, grey

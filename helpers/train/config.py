@@ -23,7 +23,7 @@ NOT_FINGERPRINTED = ("out_dir", "data_cache", "threads")
 @dataclasses.dataclass
 class TrainConfig:
     """Defaults are full mode's; `quick()` is the default mode, what CI and `make run` train (about 3 min
-    on 2 CPUs). Why the recipe's figures are what they are: docs/decisions-train.md."""
+    on 2 CPUs). Why the recipe's figures are what they are: docs/decisions.md."""
 
     model: str | None = None  # None: the blog's COCO RetinaNet if its weights download, else Lite0
     weights: str = "auto"

@@ -1,5 +1,5 @@
 """A finished training run's summary (summary.json): written by train(), read by the pipeline, the
-tools and the notebooks."""
+accuracy tool and the notebooks."""
 
 from __future__ import annotations
 

@@ -118,11 +118,33 @@ def test_labels_the_model_does_not_know_are_one_line(tiny_model, tmp_path, capsy
     assert code == 2 and len(err) == 1 and "pizza" in err[0]
 
 
+def test_robustness_and_empty_images_are_measured_and_written(tiny_model, sample_records, tmp_path):
+    from helpers.evaluate.robustness import PERTURBATIONS
+    from helpers.runtime.model import Detector
+
+    out = tmp_path / "evaluation"
+    summary = report.evaluate(Detector(tiny_model), sample_records, 0.3, out, "the sample", robust=True)
+    rows = summary["robustness"]["rows"]
+    assert [row["perturbation"] for row in rows] == list(PERTURBATIONS)
+    clean = rows[0]
+    assert (clean["found"], clean["boxes"]) == (summary["found"], summary["boxes"])  # the clean row is the report
+    assert summary["robustness"]["empty"]["images"] >= 20
+    # Every empty crop comes from a sample photo, all of which are "test" here: counted alone too.
+    assert summary["robustness"]["empty"]["test_photo_crops"]["images"] == summary["robustness"]["empty"]["images"]
+    text = (out / "robustness.md").read_text()
+    assert all(f"| {name} " in text for name in PERTURBATIONS) and "Empty images:" in text
+    low, high = summary["intervals"]["recall"]
+    assert low <= summary["recall"] <= high
+
+
 @pytest.mark.slow
-def test_the_trained_model_on_its_unseen_images(onnx_model, trained, tmp_path):
-    """The default set: the quick run's unseen real images, at the model's served threshold."""
+def test_the_trained_model_on_its_test_images(onnx_model, trained, tmp_path):
+    """The default set: the quick run's test images, at the model's served threshold, with intervals,
+    robustness and empty images; the figures are the training summary's test report."""
     out = tmp_path / "evaluation"
     assert report.main(["--model", str(onnx_model), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert "unseen real images" in summary["images"] and summary["image_count"] >= 20
-    assert 0.0 < summary["map_50"] <= 1.0 and summary["found"] > 0
+    assert "test images" in summary["images"] and summary["image_count"] == trained.test["images"]
+    assert summary["map_50"] == pytest.approx(trained.test["map_50"], abs=0.01)
+    assert abs(summary["found"] - trained.test["found"]) <= 1
+    assert summary["robustness"]["empty"]["images"] >= 20

@@ -58,7 +58,9 @@ def test_training_leaves_its_split_next_to_the_checkpoint(trained):
     assert [r.image_path.name for r in split.real()] == list(split.train + split.valid + split.test)
     holdout = split.holdout()
     assert len(holdout) == trained.n_valid_synthetic >= 20
-    assert split.evaluation() == split.real("test")  # the images that chose nothing; the synthetic hold-out is secondary
+    assert split.evaluation() == split.real(
+        "test"
+    )  # the images that chose nothing; the synthetic hold-out is secondary
 
 
 def test_a_run_without_a_split_record_says_so(tmp_path):

@@ -64,6 +64,11 @@ def request_ms(detectors: list[Detector], data: bytes, threshold: float, repeats
     return [statistics.median(t) for t in times]
 
 
+def int8_qualifies(fp32_map_50_low: float, int8_map_50: float, speedup: float) -> tuple[bool, bool]:
+    """The rule's two halves: (INT8's mAP@0.5 is within FP32's interval, INT8 is fast enough)."""
+    return fp32_map_50_low <= int8_map_50, speedup >= MIN_SPEEDUP
+
+
 def decide(fp32_path: Path, int8_path: Path, test_records, threads: int = 2) -> ShipDecision:
     """Apply the rule to the two models on the test records (served pipeline, served threshold)."""
     fp32, int8 = Detector(fp32_path, threads=threads), Detector(int8_path, threads=threads)
@@ -75,8 +80,7 @@ def decide(fp32_path: Path, int8_path: Path, test_records, threads: int = 2) -> 
     fp32_interval, difference = bootstrap(stats[0])["map_50"], paired_difference(*stats)["map_50"]
     int8_map_50 = fp32_interval.estimate - difference.estimate
     fp32_ms, int8_ms = request_ms([fp32, int8], test_records[0].image_path.read_bytes(), threshold)
-    accurate = fp32_interval.low <= int8_map_50
-    fast = fp32_ms / int8_ms >= MIN_SPEEDUP
+    accurate, fast = int8_qualifies(fp32_interval.low, int8_map_50, fp32_ms / int8_ms)
     reason = (
         f"INT8's test mAP@0.5 {int8_map_50:.3f} is {'within' if accurate else 'below'} FP32's interval "
         f"[{fp32_interval.low:.3f}, {fp32_interval.high:.3f}] and it serves a request in {int8_ms:.1f} ms "

@@ -69,7 +69,8 @@ class TestFigures:
 
     def shown(self, name: str, digits: int = 3) -> str:
         low, high = self.intervals[name]
-        return f"{getattr(self, name):.{digits}f} [{low:.{digits - 1}f}, {high:.{digits - 1}f}]"
+        bounds = max(2, digits - 1)
+        return f"{getattr(self, name):.{digits}f} [{low:.{bounds}f}, {high:.{bounds}f}]"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -98,16 +98,34 @@ def parity_panel(albumentations_image, other_image, title: str, other_label: str
     return fig
 
 
-def size_bars(report: dict):
-    """Per-package MiB before and after trimming, from a helpers.build.package report."""
+def size_bars(report: dict, unzipped_limit: int | None = None):
+    """Per-package MB (10^6 bytes) before and after trimming, from a helpers.build.package report; with
+    `unzipped_limit` (bytes), a second panel: the totals (pip install, trimmed, zipped) against that limit."""
     names = [n for n in report["per_package_before"] if report["per_package_before"][n] > 200_000]
-    before = [report["per_package_before"][n] / 2**20 for n in names]
-    after = [report["per_package_after"].get(n, 0) / 2**20 for n in names]
-    fig, ax = plt.subplots(figsize=(8, 3), dpi=DPI)
+    before = [report["per_package_before"][n] / 1e6 for n in names]
+    after = [report["per_package_after"].get(n, 0) / 1e6 for n in names]
+    if unzipped_limit is None:
+        fig, ax = plt.subplots(figsize=(8, 3), dpi=DPI)
+    else:
+        fig, (ax, totals) = plt.subplots(1, 2, figsize=(11, 3.2), dpi=DPI, width_ratios=(3, 2))
     y = np.arange(len(names))
     ax.barh(y - 0.2, before, height=0.4, label="pip install")
     ax.barh(y + 0.2, after, height=0.4, label="trimmed")
-    ax.set_yticks(y, names, fontsize=8), ax.set_xlabel("MiB unzipped"), ax.legend(fontsize=8)
-    ax.set_title("Lambda zip contents by package: as pip installs them vs trimmed")
+    ax.set_yticks(y, names, fontsize=8), ax.set_xlabel("MB unzipped"), ax.legend(fontsize=8)
+    ax.set_title("by package: as pip installs them vs trimmed", fontsize=9)
+    if unzipped_limit is not None:
+        rows = {
+            "pip install": sum(report["per_package_before"].values()) / 1e6,
+            "trimmed (unzipped)": report["unzipped_bytes"] / 1e6,
+            "zipped": report["zipped_bytes"] / 1e6,
+        }
+        totals.barh(list(rows), list(rows.values()), color=["tab:blue", "tab:orange", "tab:green"])
+        for i, value in enumerate(rows.values()):
+            totals.text(value, i, f" {value:.0f} MB", va="center", fontsize=8)
+        totals.axvline(unzipped_limit / 1e6, color="red", ls="--")
+        totals.text(unzipped_limit / 1e6, 2.45, " Lambda's unzipped limit", color="red", fontsize=8, ha="right")
+        totals.set_xlim(0, unzipped_limit / 1e6 * 1.1), totals.invert_yaxis()
+        totals.set_xlabel("MB"), totals.tick_params(axis="y", labelsize=8)
+        totals.set_title(f"totals against the {unzipped_limit / 1e6:.0f} MB limit", fontsize=9)
     fig.tight_layout()
     return fig

@@ -17,7 +17,7 @@ from helpers.train.models import BLOG_MODEL, LITE0_MODEL, MODEL_NAMES
 
 def _accuracy(fp32_map, fp32_map50, int8_map, unseen=28):
     return {
-        "images": {"unseen_real": unseen},
+        "images": {"test": unseen},
         "fp32": {"map": fp32_map, "map_50": fp32_map50},
         "int8": {"map": int8_map, "map_50": fp32_map50},
     }

@@ -263,11 +263,11 @@ def _int8_accuracy(models: dict[str, dict]) -> dict[str, dict]:
         if m["split"] is None:
             continue
         print(f"INT8 accuracy {name} ...", flush=True)
-        unseen = m["split"].evaluation()  # the unseen real images; the synthetic hold-out is not judged
+        test = m["split"].evaluation()  # the test images, which chose nothing; the synthetic hold-out is not judged
         figures[name] = {
-            "images": {"unseen_real": len(unseen)},
-            "fp32": evaluate_detector(Detector(m["fp32"]), unseen),
-            "int8": evaluate_detector(Detector(m["int8"]), unseen),
+            "images": {"test": len(test)},
+            "fp32": evaluate_detector(Detector(m["fp32"]), test),
+            "int8": evaluate_detector(Detector(m["int8"]), test),
         }
     return figures
 

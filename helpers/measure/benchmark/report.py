@@ -149,7 +149,7 @@ def _int8_accuracy(results: Results) -> str:
             rows.append(f"| {name} | — | not measured: {how} | — |")
             continue
         rows.append(
-            f"| {name} | {acc.image_count} unseen real | {acc.fp32['map']:.3f} / {acc.fp32['map_50']:.3f} | "
+            f"| {name} | {acc.image_count} test | {acc.fp32['map']:.3f} / {acc.fp32['map_50']:.3f} | "
             f"{acc.int8['map']:.3f} / {acc.int8['map_50']:.3f} |"
         )
     return (

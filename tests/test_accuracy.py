@@ -121,3 +121,16 @@ def test_bad_seeds_and_folds_exit_with_one_clear_line(capsys, argv, message):
         accuracy.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_readme_gets_the_headline_of_every_run(made_up_row, tmp_path):
+    from helpers.measure.markdown import replace_section
+
+    rows = [made_up_row, replace(made_up_row, fold=1, test=replace(made_up_row.test, map_50=0.8))]
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n\n<!-- accuracy:headline:start -->\nold\n<!-- accuracy:headline:end -->\n\nafter\n")
+    replace_section(readme, accuracy.README_SECTION, accuracy.headline(rows))
+    text = readme.read_text()
+    assert "\nold\n" not in text and text.startswith("before") and text.rstrip().endswith("after")
+    assert "| quick fasterrcnn_efficientnet_lite0_fpn, seed 42 | 0.850 ± 0.071 (0.800-0.900) over 2 fold(s) " in text
+    assert "| fold 0: 0.900 [0.80, 0.95], 0.90 [0.80, 0.97] / 0.86 [0.75, 0.95] at 0.55 (31 test images) |" in text

@@ -26,7 +26,7 @@ import torch
 
 from helpers.data import dataset as fridge_data
 from helpers.measure.benchmark.results import Int8Accuracy
-from helpers.measure.markdown import replace_section
+from helpers.measure.markdown import has_section, replace_section
 from helpers.measure.targets import (
     FULL_MAX_CPU_MINUTES,
     FULL_MIN_MAP,
@@ -288,6 +288,25 @@ def markdown(rows: list[AccuracyRow]) -> str:
     return "\n".join(lines)
 
 
+README_SECTION = "accuracy:headline"
+
+
+def headline(rows: list[AccuracyRow]) -> str:
+    """README's accuracy lines: per (mode, model, seed) the mean over folds, and the default fold's
+    figures with their intervals (the committed quick model is seed 42, fold 0)."""
+    lines = ["| run | test mAP@.5, mean ± sd over folds | default fold: mAP@.5, recall / precision at its threshold |"]
+    lines.append("|---|---|---|")
+    for (mode, model, seed), group in _by_run(rows).items():
+        first = min(group, key=lambda r: r.fold)
+        t = first.test
+        lines.append(
+            f"| {mode} {model}, seed {seed} | {_mean_spread([r.test.map_50 for r in group])} over {len(group)} fold(s) "
+            f"| fold {first.fold}: {t.shown('map_50')}, {t.shown('recall', 2)} / {t.shown('precision', 2)} "
+            f"at {t.threshold:.2f} ({t.images} test images) |"
+        )
+    return "\n".join(lines)
+
+
 def _todays_rows(results_path: Path, work: Path) -> list[AccuracyRow]:
     """results.json's rows that describe today's training; the others are dropped, said so."""
     records = json.loads(results_path.read_text()) if results_path.is_file() else []
@@ -319,6 +338,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="42", help="comma-separated training seeds")
     parser.add_argument("--folds", default="0,1,2,3,4", help="comma-separated folds (the test part of each)")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "BENCHMARKS.md")
+    parser.add_argument("--readme", type=Path, default=PROJECT_ROOT / "README.md", help="its accuracy lines")
     args = parser.parse_args(argv)
     runs = [tuple(item.split(":")) for item in args.runs.split(",")]
     if any(len(r) != 2 or r[0] not in ("quick", "full") or r[1] not in SHORT_NAMES for r in runs):
@@ -346,6 +366,8 @@ def main(argv=None) -> int:
                 )
     rows.sort(key=lambda r: (r.mode != "quick", r.model, r.seed != TrainConfig.seed, r.seed, r.fold))
     replace_section(args.out, "training", markdown(rows))  # BENCHMARKS.md's "training" section is this tool's
+    if has_section(args.readme, README_SECTION):
+        replace_section(args.readme, README_SECTION, headline(rows))
     print(markdown(rows))
     return 0
 

@@ -75,7 +75,8 @@ REGION = "eu-central-1"
 @pytest.fixture
 def moto_s3(monkeypatch):
     import boto3
-    from helpers.tools.local_aws import moto_server
+
+    from helpers.local.moto_aws import moto_server
 
     with moto_server(REGION) as url:
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", url)  # the handler's own S3 client, as in Lambda
@@ -179,7 +180,7 @@ class _FailedExecution:
 def test_a_failed_execution_collects_what_its_map_run_wrote_and_exits_1(
     moto_s3, made_up_zip, tiny_model, tmp_path, monkeypatch, capsys
 ):
-    from helpers.tools.local_aws import MotoDeployer
+    from helpers.local.moto_aws import MotoDeployer
 
     url, s3 = moto_s3
     MotoDeployer(REGION, url, log=lambda *_: None).up(

@@ -76,13 +76,15 @@ def test_speed_memory_and_size_goals_use_todays_targets():
     assert status["bytes -> tensor >= 1.0x OpenCV imdecode + albumentations (12 MP)"] == benchmark.MET
 
 
-def test_a_checkpoint_without_enough_unseen_images_is_refused(tmp_path):
+def test_a_checkpoint_without_enough_test_images_is_refused(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "best.ckpt").write_bytes(b"")
     with pytest.raises(BenchmarkRefused, match="no split record"):
         _models(tmp_path / "out", [run / "best.ckpt"], [])
-    Split("sample", SAMPLE_DIR, ("10.jpg", "12.jpg", "14.jpg", "15.jpg"), ("11.jpg", "13.jpg")).write(split_file(run))
+    Split("sample", SAMPLE_DIR, ("10.jpg", "12.jpg", "14.jpg"), ("11.jpg",), ("13.jpg", "15.jpg")).write(
+        split_file(run)
+    )
     with pytest.raises(BenchmarkRefused, match="2 images never trained on; .* at least 20"):
         _models(tmp_path / "out", [run / "best.ckpt"], [])
 

@@ -10,9 +10,9 @@ from unittest import mock
 
 import boto3
 import pytest
-from helpers.tools.local_aws import MotoDeployer, moto_server
 
 from helpers.aws import deploy
+from helpers.local.moto_aws import MotoDeployer, moto_server
 
 REGION = "eu-central-1"
 #: moto 5.2 creates no Function URL or alias from a template (it says so); their parameters are checked.

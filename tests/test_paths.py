@@ -26,7 +26,7 @@ def test_export_package_and_deploy_defaults_point_at_the_same_files(override, tm
         monkeypatch.setenv(paths.ARTIFACTS_VARIABLE, str(tmp_path / "elsewhere"))
     layout = paths.run_artifacts()
     exported, built, deployed = _defaults()
-    assert exported.out == deployed.model == layout.onnx  # export writes what deploy uploads
+    assert exported.out == layout.onnx and deployed.model == layout.shipped  # deploy uploads the model that ships
     assert built.out_dir / f"lambda-{built.arch}.zip" == deployed.zip == layout.zip("x86_64")
     assert exported.checkpoint == layout.checkpoint == Path(steps.train_config().out_dir) / "best.ckpt"
     assert (layout.root == tmp_path / "elsewhere") if override else (layout.root.name == "quick")

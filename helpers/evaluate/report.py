@@ -40,8 +40,15 @@ from helpers.data.records import AnnotationError, Record
 from helpers.evaluate.intervals import reported_figures, with_interval
 from helpers.evaluate.matching import match_boxes
 from helpers.evaluate.metrics import threshold_sweep
-from helpers.evaluate.robustness import empty_images, format_table, robustness, served
-from helpers.paths import not_found, run_artifacts, shown
+from helpers.evaluate.robustness import (
+    MAX_FALSE_PER_EMPTY_IMAGE,
+    MAX_RECALL_DROP,
+    empty_images,
+    format_table,
+    robustness,
+    served,
+)
+from helpers.paths import SAMPLE_DIR, not_found, run_artifacts, shown
 from helpers.runtime.contract import served_threshold
 from helpers.runtime.decode import decode_for_model
 from helpers.runtime.detections import Detections
@@ -278,9 +285,9 @@ def robustness_of(detector: Detector, records: list[Record], threshold: float, o
     """The robustness table on `records` and the false detections on the empty crops of the 6 fridge
     photos, written to out/robustness.md; the crops of photos that trained were seen as background in
     training, so the crops of the test photos are also counted alone."""
-    test_names = {r.image_path.name for r in records}
+    sample_tested = {r.image_path.stem for r in records if r.image_path.parent == SAMPLE_DIR / "images"}
     empty = empty_records(out / "empty")
-    unseen_empty = [r for r in empty if r.image_path.name.split("_empty_")[0] + ".jpg" in test_names]
+    unseen_empty = [r for r in empty if r.image_path.name.split("_empty_")[0] in sample_tested]
     detect = served(detector, threshold)
     table = robustness(detect, records, detector.class_map, threshold, empty=empty)
     unseen = empty_images(detect, unseen_empty, threshold) if unseen_empty else None
@@ -325,9 +332,13 @@ def format_summary(summary: dict) -> str:
         drops = summary["robustness"]["recall_drops"]
         empty = summary["robustness"]["empty"]
         worst = max(drops, key=drops.get)
+        over = [name for name, drop in drops.items() if drop > MAX_RECALL_DROP]
+        per_image = empty["false"] / max(1, empty["images"])
         text += (
             f"\nrobustness: the largest recall drop is {drops[worst]:+.2f} ({worst}); "
-            f"{empty['false']} false detections on {empty['images']} images with no fridge object"
+            f"{len(over)} of {len(drops)} perturbations drop recall by more than {MAX_RECALL_DROP}; "
+            f"{per_image:.2f} false detections per image with no fridge object ({empty['images']} images, "
+            f"target <= {MAX_FALSE_PER_EMPTY_IMAGE})"
         )
     return text
 
@@ -337,7 +348,7 @@ def main(argv=None) -> int:
     layout = run_artifacts(quick=False if "--full" in argv else None)
     parser = argparse.ArgumentParser(prog="python -m helpers evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=layout.shipped, help="default: the shipped model")
-    parser.add_argument("--dataset", help="sample, fridge or a dataset folder (default: the run's unseen images)")
+    parser.add_argument("--dataset", help="sample, fridge or a dataset folder (default: the run's test images)")
     parser.add_argument("--threshold", type=float, help="default: the model's served threshold")
     parser.add_argument("--out", type=Path, default=layout.root / "evaluation")
     parser.add_argument("--full", action="store_true", help="full mode's artefacts (default: quick, as `make run`)")

@@ -27,6 +27,12 @@ Box = tuple[float, float, float, float]
 _EXIF_ORIENTATION = 0x0112
 
 
+#: The targets `helpers evaluate` judges: recall under each perturbation within this of the clean
+#: recall, and at most this many false detections per image with no fridge object.
+MAX_RECALL_DROP = 0.1
+MAX_FALSE_PER_EMPTY_IMAGE = 0.1
+
+
 @dataclasses.dataclass(frozen=True)
 class Perturbed:
     """An image file as a user would send it, and the boxes in its upright (EXIF-applied) pixels."""

@@ -2,9 +2,9 @@
 met, or not measurable, and a goal that cannot be judged says so rather than counting as met.
 
 Two kinds of figure live here. A *goal* is what a run should reach (the tables in BENCHMARKS.md judge
-runs by it); a *bound* is what the tests and notebooks fail below, set under the worst run measured so
-that CI (one seed) fails on a regression, not on seed noise. So the quick precision goal is 0.70 and
-its bound 0.65: both are meant."""
+runs by it); a *bound* is what the tests and notebooks fail below, set two boxes under CI's measured run
+so that a regression fails and the host's noise does not. So the quick precision goal is 0.8 and its
+bound 0.74: both are meant."""
 
 from __future__ import annotations
 
@@ -25,10 +25,8 @@ QUICK_MIN_MAP_50 = 0.85
 QUICK_MIN_RECALL, QUICK_MIN_PRECISION = 0.85, 0.8
 FULL_MAX_CPU_MINUTES = 20
 FULL_MIN_MAP_50, FULL_MIN_MAP = 0.92, 0.6
-#: Robustness (helpers evaluate): recall under each perturbation within this of the clean recall, and
-#: at most this many false detections per image with no fridge object.
-MAX_RECALL_DROP = 0.1
-MAX_FALSE_PER_EMPTY_IMAGE = 0.1
+#: Robustness's targets are judged by `helpers evaluate` (a lower stage), so they live there:
+#: MAX_RECALL_DROP, MAX_FALSE_PER_EMPTY_IMAGE (helpers.evaluate.robustness).
 
 #: The bounds: what the bundled data's quick recipe (CI's seed 42, fold 0) must reach on its 31 test
 #: images (33 boxes) at the served threshold. Measured: 28 found, 7 false (recall 0.848, precision 0.800),
@@ -48,7 +46,7 @@ def _ratio_goal(name: str, ratio: float | None, target: float) -> Goal:
 
 
 def int8_accuracy_goal(model: str, accuracy: Int8Accuracy | None) -> Goal:
-    """INT8 loses <= 1 mAP point, judged only on >= MIN_EVALUATION_IMAGES unseen images and only when the
+    """INT8 loses <= 1 mAP point, judged only on >= MIN_EVALUATION_IMAGES test images and only when the
     FP32 model reaches FP32_MAP50_FLOOR there: 0 vs 0 is not "no loss", it is nothing measured."""
     name = f"INT8 loses <= 1 mAP point ({model})"
     if accuracy is None:

@@ -60,3 +60,12 @@ def test_the_fridge_photos_rotate_through_test():
 def test_impossible_specs_are_refused(spec):
     with pytest.raises(ValueError):
         FoldSpec(**spec)
+
+
+@pytest.mark.parametrize("n", [3, 5, 6])
+def test_a_small_dataset_still_gets_one_validation_and_one_test_image(n):
+    records = fridge_data.load_sample()[:n]
+    for fold in range(5):
+        parts = three_parts(records, FoldSpec(fold=fold), label, name)
+        assert parts.valid and parts.test and parts.train
+        assert sorted(map(name, parts.train + parts.valid + parts.test)) == sorted(map(name, records))

@@ -58,7 +58,18 @@ def three_parts(
         n_valid = round(len(rest) * spec.valid_fraction)
         valid += rest[:n_valid]
         train += rest[n_valid:]
+    _fill_empty(train, valid, test, spec.seed, name)
     return Parts(*(sorted(part, key=name) for part in (train, valid, test)))
+
+
+def _fill_empty(train: list, valid: list, test: list, seed: int, name: Callable) -> None:
+    """A small dataset's strata may leave test or validation empty: each empty part takes one training
+    item (seeded), while at least one item is left to train on."""
+    rng = random.Random(f"{seed}-fill")
+    for part in (test, valid):
+        if not part and len(train) > 1:
+            train.sort(key=name)
+            part.append(train.pop(rng.randrange(len(train))))
 
 
 def small_set_parts(

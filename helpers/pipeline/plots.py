@@ -68,8 +68,8 @@ def plot_history(metrics_csv: str | Path, best_epoch: int | None = None):
     loss_ax.set_xlabel("optimizer step"), loss_ax.set_ylabel("loss (sum of the detector's losses)")
     loss_ax.set_title("training loss"), loss_ax.legend(fontsize=8)
     for key, label in (
-        ("val_real/map_50", "unseen real mAP@.5"),
-        ("val_real/map", "unseen real mAP"),
+        ("val_real/map_50", "validation mAP@.5"),
+        ("val_real/map", "validation mAP"),
     ):
         points = [(n, e[key]) for n, e in epochs.items() if key in e]
         if points:

@@ -21,10 +21,10 @@ from helpers.data.records import Record
 from helpers.evaluate.intervals import Interval, resample_weights
 from helpers.evaluate.metrics import found_boxes
 from helpers.runtime.classmap import ClassMap
+from helpers.runtime.decode import EXIF_ORIENTATION, decode_for_model
 from helpers.runtime.detections import Detections
 
 Box = tuple[float, float, float, float]
-_EXIF_ORIENTATION = 0x0112
 
 
 #: The targets `helpers evaluate` judges: recall under each perturbation within this of the clean
@@ -120,7 +120,7 @@ def exif_rotated(orientation: int = 6) -> Perturbation:
 
     def perturb(image: bytes | Image.Image, boxes: list[Box]) -> Perturbed:
         exif = Image.Exif()
-        exif[_EXIF_ORIENTATION] = orientation
+        exif[EXIF_ORIENTATION] = orientation
         return Perturbed(_png(upright(image).transpose(_STORED[orientation]), exif), list(boxes))
 
     return perturb
@@ -181,7 +181,6 @@ class RobustnessTable:
 def served(detector, threshold: float, max_detections: int = 100) -> Callable[[bytes], Detections]:
     """A helpers.runtime.model.Detector as the handler runs it: bytes -> decode_for_model (EXIF,
     DCT scaling) -> predict at `threshold`, boxes in the upright original's pixels."""
-    from helpers.runtime.decode import decode_for_model
 
     def detect(data: bytes) -> Detections:
         decoded = decode_for_model(data, detector.config.image_size, pad_fill=detector.config.pad_fill)

@@ -22,6 +22,7 @@ COMMANDS = {
         "helpers.measure.benchmark.cli",
         "speed and size, side by side; writes BENCHMARKS.md and README's serving table",
     ),
+    "memory": ("helpers.measure.memory", "latency and cost per MemorySize, measured here or on a deployed function"),
     "soak": ("helpers.measure.soak", "many warm invocations: memory and latency drift"),
     "icevision": ("helpers.baselines.icevision_lane", "the blog's own IceVision recipe on Python 3.8"),
 }

@@ -17,7 +17,12 @@ TRAINING_CODE = (
     "helpers/runtime/pillow_view.py",
     "helpers/runtime/geometry.py",  # the JPEG DCT scaling follows the letterbox's size
 )
-EXPORT_CODE = ("helpers/export/onnx_export.py", "helpers/export/quantize.py", "helpers/runtime/contract.py")
+EXPORT_CODE = (
+    "helpers/export/onnx_export.py",
+    "helpers/export/serving_graph.py",
+    "helpers/export/quantize.py",
+    "helpers/runtime/contract.py",
+)
 
 
 def code_digests(parts: tuple[str, ...]) -> dict[str, str]:

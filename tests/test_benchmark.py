@@ -125,7 +125,63 @@ def _results():
             s: {"jpeg_mb": 1.0, "decode": 3.0, "preprocess": 1.0, "inference": 37.0, "postprocess": 0.3, "total": 42.0}
             for s in sizes
         },
+        "levers": _levers(),
+        "int8_gemm_peak_gops_2_threads": 600.0,
+        "memory": [
+            {
+                "memory_mb": mb,
+                "vcpus": mb / 1769,
+                "quota_cpus": min(2, mb / 1769),
+                "first_ms": 90.0,
+                "p50_ms": 20 * 1769 / min(mb, 3538),
+                "p90_ms": 24 * 1769 / min(mb, 3538),
+                "usd_per_million": 1.0 + mb / 1e4,
+                "peak_rss_mb": 140.0,
+                "fits": mb > 140,
+            }
+            for mb in (128, 512, 1024, 1769, 3538)
+        ],
     }
+
+
+def _levers(shipped_ms=20.0, shipped_map_50=0.88):
+    """The levers section as measure_levers returns it: torchvision's FP32 graph at 0.89 [0.83, 0.96]."""
+    from helpers.measure.benchmark.levers import LEVERS
+
+    def row(name, ms, map_50, int8):
+        figure = {"estimate": map_50, "low": map_50 - 0.06, "high": map_50 + 0.07}
+        return {
+            "lever": name,
+            "end_to_end": {"p50_ms": ms, "p90_ms": ms + 2},
+            "inference": {"p50_ms": ms - 4, "p90_ms": ms - 2},
+            "map_50": figure,
+            "map": figure,
+            "gflop": 4.5,
+            "int8": int8,
+        }
+
+    rows = [row(name, 30.0, 0.89, stride is not None) for name, _, stride in LEVERS]
+    rows[4] = row(LEVERS[4][0], shipped_ms, shipped_map_50, True)
+    return {
+        "rows": rows,
+        "images": 31,
+        "shipped": "lever4_int8.onnx",
+        "ship_reason": "INT8 qualifies",
+        "shipped_lever": LEVERS[4][0],
+    }
+
+
+@pytest.mark.parametrize(
+    ("ms", "map_50", "met"),
+    [(20.0, 0.88, (True, True)), (25.1, 0.88, (False, True)), (20.0, 0.82, (True, False))],
+)
+def test_the_shipped_model_is_judged_by_its_speed_and_todays_interval(ms, map_50, met):
+    results = Results.from_json({**_results(), "levers": _levers(ms, map_50)})
+    status = {goal: verdict for goal, _, verdict in benchmark.goals(results)}
+    speed = status["shipped model end to end <= 25 ms p50 (0.3 MP, 2 threads)"]
+    accuracy = status["shipped test mAP@0.5 within torchvision's graph, FP32's interval"]
+    assert (speed == benchmark.MET, accuracy == benchmark.MET) == met
+    assert status["memory table measured at >= 10 sizes"] == benchmark.NOT_MET  # 5 sizes
 
 
 def test_the_report_has_every_part_and_the_goal_table_is_goals():
@@ -141,8 +197,9 @@ def test_the_report_has_every_part_and_the_goal_table_is_goals():
         "## Training step",
         "## INT8 accuracy",
         "## The Lambda zip",
+        "## Serving levers",
         "## End-to-end handler latency by input size",
-        "## Estimated cost per 1M requests",
+        "## Latency and cost by memory size",
     ]
     goal_table = text.split("| goal | measured | met |\n|---|---|---|\n", 1)[1].split("\n\n", 1)[0]
     assert goal_table.splitlines() == [
@@ -219,22 +276,6 @@ def test_without_the_cross_compiler_the_arm64_zip_is_skipped_up_front_and_the_re
     del results["zips"]["arm64"]
     text = markdown(Results.from_json({**results, "skipped": skipped}), "benchmarks.png")
     assert "Not measured in this run: the arm64 zip (no C compiler for arm64" in text
-
-
-def test_memory_choice_is_the_cheapest_size_within_the_latency_budget():
-    """Notebook 05's rule. With 1-thread 60 ms and 2-thread 40 ms: below one vCPU (1769 MB) latency grows
-    as memory shrinks, so 1024 MB is over a 100 ms budget (60 x 1769/1024 = 104 ms); 2048 MB costs more
-    than 1769 MB at the same latency; with no size within the budget, the fastest (smallest on a tie)."""
-    from helpers.measure.benchmark.report import choose_memory, memory_options
-
-    options = memory_options(60.0, 40.0)
-    by_size = {o["memory_mb"]: o for o in options}
-    assert by_size[1024]["latency_ms"] > 100
-    assert by_size[2048]["latency_ms"] == by_size[1769]["latency_ms"] == 60.0
-    assert by_size[2048]["usd_per_million"] > by_size[1769]["usd_per_million"]
-    assert choose_memory(options, 100.0)["memory_mb"] == 1769
-    assert choose_memory(options, 1e9) == min(options, key=lambda o: o["usd_per_million"])
-    assert choose_memory(options, 1.0)["memory_mb"] == 3538
 
 
 def test_the_readme_serving_table_is_written_between_its_markers_only(tmp_path):

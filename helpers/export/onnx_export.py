@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import torch
 
+from helpers.export.serving_graph import SERVING_GRAPH, ServingGraph, apply_proposals, tracing_merge
 from helpers.paths import not_found, run_artifacts
 from helpers.provenance import EXPORT_CODE, code_digests
 from helpers.runtime.contract import META_PREFIX, ModelContract
@@ -53,6 +54,7 @@ def export_onnx(
     min_score: float = MIN_SCORE,
     data_used: str = "unknown",
     training_run: str = "unknown",
+    graph: ServingGraph = SERVING_GRAPH,
 ) -> Path:
     """Export with opset 17 through the TorchScript exporter (dynamo=False: the dynamo exporter
     fails on torchvision's batched NMS), write the metadata the runtime reads, and validate it
@@ -60,16 +62,18 @@ def export_onnx(
 
     The graph keeps detections down to `min_score` (the detector is changed in place) so that the
     serving threshold, not a value frozen at export, decides what users see; the contract's
-    score_threshold (chosen on unseen images after training) is the handler's default.
+    score_threshold (chosen on the validation images after training) is the handler's default. `graph`:
+    the proposal count and level merge served (helpers.export.serving_graph), also set in place.
     """
     set_serving_thresholds(detector, min_score)
+    apply_proposals(detector, graph)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(*contract.input_shape)
     wrapper = _ExportWrapper(detector).eval()  # the exporter restores the wrapper's mode afterwards
     # torchvision detectors trigger dozens of TracerWarnings that are expected for a fixed input
     # size; parity with PyTorch (helpers.export.compare.parity) is what proves the trace right.
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), tracing_merge(graph):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             wrapper,
@@ -89,6 +93,7 @@ def export_onnx(
         "data": data_used,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "min_score": str(min_score),
+        "serving_graph": graph.describe(),
         "training_run": training_run,  # the training configuration's fingerprint (TrainConfig.fingerprint)
         "code": json.dumps(code_digests(EXPORT_CODE), sort_keys=True),  # the export code it was made by
     }
@@ -133,7 +138,9 @@ def write_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
         entry.key, entry.value = full_key, value
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, min_score: float = MIN_SCORE) -> Path:
+def export_checkpoint(
+    checkpoint: str | Path, out: str | Path, min_score: float = MIN_SCORE, graph: ServingGraph = SERVING_GRAPH
+) -> Path:
     from helpers.train.module import load_checkpoint
 
     module = load_checkpoint(checkpoint)
@@ -147,6 +154,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, min_score: float 
         min_score,
         run.data_used,
         run.training_run,
+        graph,
     )
 
 

@@ -40,9 +40,15 @@ QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Relu"]
 #: image stay in float: Lite0's stem, stages 0-1 and stage 2's first expansion, where INT8 lost the
 #: most accuracy and saved no measurable time.
 FLOAT_MAX_STRIDE = 4
+
+
 #: The recipe, as a quantised model records it (metadata "quantization"): a model made by another
 #: recipe is made again rather than reused (helpers.pipeline.steps).
-QUANTIZATION = f"static QDQ int8, per-channel, {'/'.join(QUANTIZED_OPS)}, float up to stride {FLOAT_MAX_STRIDE}"
+def quantization_recipe(float_max_stride: int = FLOAT_MAX_STRIDE) -> str:
+    return f"static QDQ int8, per-channel, {'/'.join(QUANTIZED_OPS)}, float up to stride {float_max_stride}"
+
+
+QUANTIZATION = quantization_recipe()
 
 
 def high_resolution_nodes(model: onnx.ModelProto, input_name: str, max_stride: int = FLOAT_MAX_STRIDE) -> list[str]:
@@ -70,10 +76,15 @@ def high_resolution_nodes(model: onnx.ModelProto, input_name: str, max_stride: i
     return selected
 
 
-def quantize_int8(model_path: str | Path, out_path: str | Path, calibration_inputs: list[np.ndarray]) -> Path:
+def quantize_int8(
+    model_path: str | Path,
+    out_path: str | Path,
+    calibration_inputs: list[np.ndarray],
+    float_max_stride: int = FLOAT_MAX_STRIDE,
+) -> Path:
     """Static QDQ INT8, per channel, Conv/Gemm/MatMul (NMS and box decoding stay float), calibrated on
     real preprocessed images (dynamic quantisation made these detectors slower). The layers at stride
-    <= FLOAT_MAX_STRIDE stay float.
+    <= float_max_stride stay float (1: every layer runs in INT8).
 
     Relu is listed too, not to run it in INT8 but so the quantiser folds each Relu into the range of
     the Conv before it; left out, every Conv + Relu keeps Dequantize -> float Relu -> Quantize between
@@ -100,12 +111,12 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, calibration_inpu
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             op_types_to_quantize=QUANTIZED_OPS,
-            nodes_to_exclude=high_resolution_nodes(onnx.load(str(prepared)), input_name),
+            nodes_to_exclude=high_resolution_nodes(onnx.load(str(prepared)), input_name, float_max_stride),
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )
     # Carry the contract over: the quantised graph serves the same inputs and outputs.
     model = onnx.load(str(out_path))
-    write_metadata(model, read_metadata(model_path) | {"quantization": QUANTIZATION})
+    write_metadata(model, read_metadata(model_path) | {"quantization": quantization_recipe(float_max_stride)})
     save_validated(model, out_path, read_contract(model_path))
     return out_path

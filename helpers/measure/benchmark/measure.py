@@ -29,6 +29,8 @@ from helpers.evaluate.metrics import evaluate_detector
 from helpers.export.onnx_export import export_checkpoint, export_onnx
 from helpers.export.quantize import calibration_inputs, quantize_int8
 from helpers.local.invoke import invoke_zip
+from helpers.measure import lambda_share
+from helpers.measure.benchmark.levers import int8_gemm_peak_gops, measure_levers
 from helpers.measure.benchmark.results import Results
 from helpers.measure.targets import MIN_EVALUATION_IMAGES
 from helpers.measure.timing import SETTLE_S, interleaved, measure, percentiles
@@ -199,6 +201,8 @@ def _trained_model(checkpoint: Path, out_dir: Path) -> tuple[str, dict]:
     calibration = calibration_inputs(split, module.preprocess, limit=SERVED_CALIBRATION_IMAGES)
     return name, {
         "module": module.model.eval(),
+        "checkpoint": Path(checkpoint),
+        "calibration": calibration,
         "fp32": fp32,
         "trained": f"trained ({shown(Path(checkpoint).parent)})",
         "split": split,
@@ -367,7 +371,26 @@ def run(out_dir: Path, checkpoints: list[Path], repeats: int, skipped: dict[str,
     results["cold_init"] = _cold_init(models, out_dir / "dist" / "lambda-x86_64.zip", image_bytes)
 
     serving = next((n for n, m in models.items() if m["trained"]), LITE0_MODEL)
+    shipped = _levers(results, models.get(LITE0_MODEL), image_bytes, out_dir / "levers", repeats)
     print(f"latency by image size ({serving}) ...", flush=True)
     results["serving_model"] = serving
-    results["by_size"] = _by_size(models[serving]["fp32"], photos, repeats)
+    results["by_size"] = _by_size(shipped or models[serving]["fp32"], photos, repeats)
+    if shipped and (why := lambda_share.available()) is None:
+        results["memory"] = lambda_share.sweep(shipped, records[0].image_path)
+    else:
+        skipped["memory table"] = why if shipped else "no trained checkpoint given"
     return Results.from_json(results)
+
+
+def _levers(results: dict, lite0: dict | None, jpeg: bytes, out_dir: Path, repeats: int) -> Path | None:
+    """The serving levers and the int8 ceiling into `results`; the shipped model's path (None untrained)."""
+    results["int8_gemm_peak_gops_2_threads"] = int8_gemm_peak_gops(2)
+    if not (lite0 and lite0["trained"]):
+        return None
+    print("serving levers ...", flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    levers = measure_levers(
+        lite0["checkpoint"], lite0["module"], lite0["split"], lite0["calibration"], jpeg, out_dir, repeats
+    )
+    results["levers"] = levers
+    return out_dir / levers["shipped"]

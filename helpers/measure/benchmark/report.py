@@ -12,60 +12,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from helpers.measure.benchmark.results import Results
+from helpers.measure.benchmark.serving_report import levers_section, memory_section
 from helpers.measure.markdown import has_section, replace_section
 from helpers.measure.targets import FP32_MAP50_FLOOR, MIN_EVALUATION_IMAGES, goals
-
-LAMBDA_PRICE = {  # AWS list prices, us-east-1 on-demand, unchanged since Dec 2020 as far as we know;
-    # this machine is offline and cannot re-check them: verify on aws.amazon.com/lambda/pricing
-    "date": "list prices as of Dec 2020 (not re-checked offline)",
-    "x86_64_gb_second_usd": 0.0000166667,
-    "arm64_gb_second_usd": 0.0000133334,
-    "per_million_requests_usd": 0.20,
-}
-VCPU_MB = 1769  # Lambda allocates CPU in proportion to memory: 1 vCPU at 1,769 MB
-
-
-def estimated_latency_ms(latency_1thread_ms: float, latency_2threads_ms: float, memory_mb: int) -> float:
-    """Assumption: below 1,769 MB latency grows in proportion to the missing CPU share; from 1,769 MB the
-    1-thread latency applies, from 3,538 MB (2 vCPU) the 2-thread latency."""
-    if memory_mb >= 2 * VCPU_MB:
-        return latency_2threads_ms
-    if memory_mb >= VCPU_MB:
-        return latency_1thread_ms
-    return latency_1thread_ms * VCPU_MB / memory_mb
-
-
-def estimated_cost_per_million(
-    latency_1thread_ms: float, latency_2threads_ms: float, memory_mb: int, arch: str = "x86_64"
-) -> float:
-    """USD per 1M requests at `memory_mb`, billed per 1 ms of estimated_latency_ms."""
-    billed_seconds = np.ceil(estimated_latency_ms(latency_1thread_ms, latency_2threads_ms, memory_mb)) / 1e3
-    compute = billed_seconds * memory_mb / 1024 * LAMBDA_PRICE[f"{arch}_gb_second_usd"]
-    return 1e6 * compute + LAMBDA_PRICE["per_million_requests_usd"]
-
-
-MEMORY_SIZES = (1024, 1536, 1769, 2048, 3008, 3538, 4096)  # MB
-
-
-def memory_options(latency_1thread_ms: float, latency_2threads_ms: float, sizes=MEMORY_SIZES) -> list[dict]:
-    """Estimated latency and cost per 1M requests at each memory size (the model of estimated_latency_ms)."""
-    return [
-        {
-            "memory_mb": memory,
-            "latency_ms": estimated_latency_ms(latency_1thread_ms, latency_2threads_ms, memory),
-            "usd_per_million": estimated_cost_per_million(latency_1thread_ms, latency_2threads_ms, memory),
-        }
-        for memory in sizes
-    ]
-
-
-def choose_memory(options: list[dict], latency_budget_ms: float) -> dict:
-    """The cheapest size whose estimated latency is within the budget (the smaller size on a tie);
-    the fastest size when none is."""
-    within = [o for o in options if o["latency_ms"] <= latency_budget_ms]
-    if not within:
-        return min(options, key=lambda o: (o["latency_ms"], o["memory_mb"]))
-    return min(within, key=lambda o: (o["usd_per_million"], o["memory_mb"]))
 
 
 def _table(header: str, rows: list[str]) -> str:
@@ -198,30 +147,10 @@ def _by_size(results: Results) -> str:
         )
     header = "| input | JPEG MB | decode | preprocess | inference | postprocess | total ms | bytes -> tensor: ours / OpenCV + albumentations ms |"
     return (
-        f"## End-to-end handler latency by input size (in process, {results.serving_model})\n\n"
+        f"## End-to-end handler latency by input size (in process, {results.levers.get('shipped', results.serving_model)})\n\n"
         "Decode (JPEG DCT scaling for photos at least twice the model size, see decode_for_model) and "
         "preprocess are the handler's own; the last column is what OpenCV imdecode + albumentations take "
         "for the same bytes -> tensor, measured interleaved with ours (table above).\n\n" + _table(header, rows)
-    )
-
-
-def _cost(results: Results) -> str:
-    """The serving model's ORT FP32 inference at 1 and 2 threads plus the handler's own work on 0.3 MP."""
-    serving = results.serving_model
-    overhead = results.by_size["0.3 MP"].total - results.by_size["0.3 MP"].inference
-    one = results.inference_of(serving, 1).ort_fp32.p50_ms + overhead
-    two = results.inference_of(serving, 2).ort_fp32.p50_ms + overhead
-    rows = [
-        f"| {o['memory_mb']} | {o['latency_ms']:.0f} | {o['usd_per_million']:.2f} |"
-        for o in memory_options(one, two, (1024, 1769, 2048, 3538, 4096))
-    ]
-    return (
-        f"## Estimated cost per 1M requests ({serving}, 0.3 MP images)\n\n"
-        f"Prices: us-east-1 on-demand, {LAMBDA_PRICE['date']} (x86_64 ${LAMBDA_PRICE['x86_64_gb_second_usd']}/GB-s, "
-        f"${LAMBDA_PRICE['per_million_requests_usd']} per 1M requests). Assumption: Lambda gives 1 vCPU per 1,769 MB; below that "
-        "latency grows in proportion; 1-thread latency from 1,769 MB, 2-thread latency from 3,538 MB. Latency = "
-        "measured ORT FP32 inference + measured decode/pre/postprocess.\n\n"
-        + _table("| memory MB | est. latency ms | USD per 1M requests |", rows)
     )
 
 
@@ -239,7 +168,13 @@ def markdown(results: Results, plot_name: str) -> str:
         _cold_init,
     )
     return "\n\n".join(
-        [*(part(results) for part in parts), _by_size(results), _cost(results), f"![latency]({plot_name})"]
+        [
+            *(part(results) for part in parts),
+            levers_section(results),
+            _by_size(results),
+            memory_section(results),
+            f"![latency]({plot_name})",
+        ]
     )
 
 

@@ -160,6 +160,13 @@ class Results:
     cold_init: dict[str, ColdInit] = field(default_factory=dict)
     serving_model: str | None = None
     by_size: dict[str, Request] = field(default_factory=dict)  # "0.3 MP" -> the request's timings
+    # The serving levers (helpers.measure.benchmark.levers.measure_levers: rows, images, shipped, ...).
+    levers: dict = field(default_factory=dict)
+    int8_gemm_peak_gops_2_threads: float | None = None
+    memory: list[dict] = field(default_factory=list)  # helpers.measure.lambda_share.sweep's rows
+
+    def lever(self, name: str) -> dict | None:
+        return next((row for row in self.levers.get("rows", []) if row["lever"] == name), None)
 
     def inference_of(self, model: str, threads: int) -> Inference | None:
         return next((row for row in self.inference if (row.model, row.threads) == (model, threads)), None)
@@ -183,6 +190,9 @@ class Results:
             cold_init={name: ColdInit.from_json(v) for name, v in data.get("cold_init", {}).items()},
             serving_model=data.get("serving_model"),
             by_size={size: Request.from_json(v) for size, v in data.get("by_size", {}).items()},
+            levers=data.get("levers", {}),
+            int8_gemm_peak_gops_2_threads=data.get("int8_gemm_peak_gops_2_threads"),
+            memory=data.get("memory", []),
         )
 
     def to_json(self) -> dict:
@@ -204,4 +214,7 @@ class Results:
             "cold_init": {k: v.to_json() for k, v in self.cold_init.items()},
             "serving_model": self.serving_model,
             "by_size": {k: v.to_json() for k, v in self.by_size.items()},
+            "levers": self.levers,
+            "int8_gemm_peak_gops_2_threads": self.int8_gemm_peak_gops_2_threads,
+            "memory": self.memory,
         }

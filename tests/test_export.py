@@ -11,7 +11,7 @@ import torch
 from onnx import TensorProto, helper
 
 from helpers.export.compare import SCORE_TOLERANCE, compare_detections, parity, tie_explained
-from helpers.export.onnx_export import export_onnx, save_validated, write_metadata
+from helpers.export.onnx_export import export_onnx, prepare_for_serving, save_validated, write_metadata
 from helpers.export.quantize import high_resolution_nodes, quantize_int8
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, FRIDGE_CLASSES, PREPROCESS, PreprocessConfig
@@ -21,7 +21,7 @@ from helpers.runtime.detections import Detections
 from helpers.runtime.model import Detector, ModelError
 from helpers.runtime.preprocess import preprocess
 from helpers.train.backbones import WEIGHTS_RECORD
-from helpers.train.models import BLOG_MODEL, build_detector, set_serving_thresholds
+from helpers.train.models import BLOG_MODEL, build_detector
 from helpers.train.module import load_checkpoint
 
 
@@ -73,7 +73,7 @@ def _assert_parity(rows, min_paired=1.0):
 
 def test_parity_trained_model_on_every_sample_image(onnx_model, trained, sample_inputs):
     module = load_checkpoint(trained.checkpoint)
-    set_serving_thresholds(module.model, 0.0)  # the fixture was exported with min_score=0
+    prepare_for_serving(module.model, 0.0)  # the fixture was exported with min_score=0
     rows = parity(module.model, onnx_model, sample_inputs, threshold=0.0)
     _assert_parity(rows, MIN_PAIRED_BARELY_TRAINED)
     detections = sum(r["detections_torch"] for r in rows)
@@ -87,7 +87,7 @@ def test_blank_and_uniform_images_do_not_break_the_graph(onnx_model, trained):
     """Tracing bakes shapes in: an image without proposals once hit Reshape(0, -1) in ONNX Runtime."""
     detector = Detector(onnx_model)
     module = load_checkpoint(trained.checkpoint)
-    set_serving_thresholds(module.model, 0.0)
+    prepare_for_serving(module.model, 0.0)
     side = detector.config.image_size
     inputs = [np.zeros((1, 3, side, side), np.float32)]
     inputs += [preprocess(np.full((200, 300, 3), value, np.uint8), detector.config)[0] for value in (0, 255)]

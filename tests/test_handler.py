@@ -16,6 +16,7 @@ from PIL import Image
 from torchvision.ops import box_iou
 
 from helpers.export.compare import match_detections
+from helpers.export.onnx_export import prepare_for_serving
 from helpers.runtime import errors, kernel, settings
 from helpers.runtime import handler as h
 from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, MAX_IMAGE_BYTES
@@ -23,7 +24,6 @@ from helpers.runtime.decode import decode_image
 from helpers.runtime.detections import Detections
 from helpers.runtime.postprocess import restore_boxes
 from helpers.runtime.preprocess import preprocess
-from helpers.train.models import set_serving_thresholds
 from helpers.train.module import load_checkpoint
 
 THRESHOLD = 0.0  # the real fixture model keeps every detection (min_score=0)
@@ -106,7 +106,7 @@ def rest_v1(body, is_base64=False, content_type="application/json"):
 
 def test_detections_equal_the_pytorch_model(state, trained, sample_records, lambda_context):
     module = load_checkpoint(trained.checkpoint)
-    set_serving_thresholds(module.model, THRESHOLD)  # as the fixture's export did
+    prepare_for_serving(module.model, THRESHOLD)  # as the fixture's export did
     compared = 0
     for record in sample_records:
         data = record.image_path.read_bytes()

@@ -65,8 +65,7 @@ def export_onnx(
     score_threshold (chosen on the validation images after training) is the handler's default. `graph`:
     the proposal count and level merge served (helpers.export.serving_graph), also set in place.
     """
-    set_serving_thresholds(detector, min_score)
-    apply_proposals(detector, graph)
+    prepare_for_serving(detector, min_score, graph)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(*contract.input_shape)
@@ -100,6 +99,16 @@ def export_onnx(
     write_metadata(model, metadata)
     save_validated(model, path, contract)
     return path
+
+
+def prepare_for_serving(
+    detector: torch.nn.Module, min_score: float = MIN_SCORE, graph: ServingGraph = SERVING_GRAPH
+) -> torch.nn.Module:
+    """The eager model computing what its exported graph computes (changed in place, returned):
+    detections kept down to `min_score`, the graph's proposal count. Parity is judged against it."""
+    set_serving_thresholds(detector, min_score)
+    apply_proposals(detector, graph)
+    return detector
 
 
 def save_validated(model: onnx.ModelProto, path: Path, contract: ModelContract) -> None:

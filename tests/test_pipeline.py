@@ -70,7 +70,7 @@ def test_an_edited_training_source_file_changes_the_fingerprint_and_is_named(tmp
 def test_a_changed_parameter_trains_and_exports_again_the_same_ones_reuse(tmp_path, capsys):
     first = steps.Series(quick=True, epochs=1, artifacts=tmp_path)
     summary = first.ensure_trained()
-    assert "training" in capsys.readouterr().err  # said before it started
+    assert "training" in capsys.readouterr().out  # said before it started
     onnx_path = first.ensure_onnx()
     assert training_run_of(onnx_path) == summary.config_hash
 
@@ -89,7 +89,7 @@ def test_a_changed_parameter_trains_and_exports_again_the_same_ones_reuse(tmp_pa
     assert f"holds config hash {summary.config_hash}" in err
     assert "parameters changed: lr;" in err and "training code changed: helpers/train/run.py" in err
     assert changed.ensure_onnx() == onnx_path and training_run_of(onnx_path) == retrained.config_hash
-    assert "made from another training run" in capsys.readouterr().err
+    assert "made from another training run" in capsys.readouterr().out
 
     # An export made by other export code is made again, and the note names the file.
     model = onnx.load(str(onnx_path))
@@ -97,7 +97,7 @@ def test_a_changed_parameter_trains_and_exports_again_the_same_ones_reuse(tmp_pa
     write_metadata(model, {"code": json.dumps(code | {"helpers/export/onnx_export.py": "0" * 12})})
     onnx.save(model, str(onnx_path))
     assert changed.ensure_onnx() == onnx_path and json.loads(recorded(onnx_path, "code")) == code
-    assert "made by other export code (helpers/export/onnx_export.py)" in capsys.readouterr().err
+    assert "made by other export code (helpers/export/onnx_export.py)" in capsys.readouterr().out
 
     # INT8 made by an earlier quantisation recipe (same training run) is made again, not reused.
     int8_path = changed.ensure_int8()
@@ -107,7 +107,7 @@ def test_a_changed_parameter_trains_and_exports_again_the_same_ones_reuse(tmp_pa
     onnx.save(model, str(int8_path))
     capsys.readouterr()
     assert changed.ensure_int8() == int8_path and recorded(int8_path, "quantization") == QUANTIZATION
-    assert "made by another quantization recipe" in capsys.readouterr().err
+    assert "made by another quantization recipe" in capsys.readouterr().out
 
 
 def test_a_notebook_opened_without_the_environment_runs_quick_and_the_variable_still_decides(monkeypatch):

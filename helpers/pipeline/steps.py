@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 from pathlib import Path
 
 from helpers.data.dataset import DATASET_CHOICES, Split
@@ -31,7 +30,7 @@ _ANNOUNCED: set[tuple[str, str]] = set()
 #: all of them, in a fraction of the time (docs/decisions.md).
 SERVED_CALIBRATION_IMAGES = 16
 #: What a training run costs on 2 CPUs, said before one starts.
-TRAINING_TIME = {True: "about 2½ minutes (quick mode)", False: "about 6½ minutes offline (full mode)"}
+TRAINING_TIME = {True: "about 2 minutes (quick mode)", False: "about 9 minutes offline (full mode)"}
 
 
 def _from_project_root(path: str | Path) -> str:
@@ -115,7 +114,6 @@ class Series:
         print(
             f"training {config.model or 'the default model'} (config hash {fingerprint}; {why}): "
             f"{TRAINING_TIME[self.quick]}",
-            file=sys.stderr,
             flush=True,
         )
         return train(config)
@@ -145,17 +143,16 @@ class Series:
         if not path.is_file():
             return make(path)
         if training_run_of(path) != fingerprint:
-            print(f"note: {shown(path)} was made from another training run; making it again", file=sys.stderr)
+            print(f"note: {shown(path)} was made from another training run; making it again")
             return make(path)
         code = changed_files(json.loads(recorded(path, "code") or "null"), code_digests(EXPORT_CODE))
         if code:
             print(
-                f"note: {shown(path)} was made by other export code ({', '.join(code)}); making it again",
-                file=sys.stderr,
+                f"note: {shown(path)} was made by other export code ({', '.join(code)}); making it again"
             )
             return make(path)
         if recipe and recorded(path, recipe[0]) != recipe[1]:
-            print(f"note: {shown(path)} was made by another {recipe[0]} recipe; making it again", file=sys.stderr)
+            print(f"note: {shown(path)} was made by another {recipe[0]} recipe; making it again")
             return make(path)
         return path
 

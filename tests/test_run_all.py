@@ -1,6 +1,7 @@
 """run-all: a failing notebook is named; parameters are injected as papermill does; committed notebooks are clean."""
 
 import json
+import os
 import re
 
 import nbformat
@@ -92,3 +93,18 @@ def test_the_whole_series_runs_on_a_users_coco_export(tmp_path, monkeypatch, cap
     assert (artifacts / "dist" / "lambda-x86_64.zip").is_file()
     assert json.loads((artifacts / "deployment.json").read_text())["function"]["Runtime"] == "python3.12"
     assert sorted(p.name for p in (artifacts / "notebooks").glob("*.ipynb")) == list(SERIES)
+
+
+@pytest.mark.parametrize(
+    ("argv", "quick"), [([], True), (["--full"], False), (["--full", "--set", "QUICK=True"], True)]
+)
+def test_the_mode_reaches_every_notebooks_quick_parameter_and_the_commands(argv, quick, monkeypatch, tmp_path):
+    from helpers.pipeline import run_all
+
+    monkeypatch.setenv("HELPERS_QUICK", "1")  # main sets it; restored afterwards
+    passed = []
+    monkeypatch.setattr(run_all, "run_notebook", lambda source, out, parameters=None: passed.append(parameters) or 0.0)
+    monkeypatch.setattr(run_all, "summary", lambda layout: [])
+    assert main([*argv, "--set", f"ARTIFACTS={tmp_path}"]) == 0
+    assert len(passed) == len(SERIES) and all(p["QUICK"] is quick for p in passed)
+    assert os.environ["HELPERS_QUICK"] == ("1" if quick else "0")

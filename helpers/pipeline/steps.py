@@ -147,9 +147,7 @@ class Series:
             return make(path)
         code = changed_files(json.loads(recorded(path, "code") or "null"), code_digests(EXPORT_CODE))
         if code:
-            print(
-                f"note: {shown(path)} was made by other export code ({', '.join(code)}); making it again"
-            )
+            print(f"note: {shown(path)} was made by other export code ({', '.join(code)}); making it again")
             return make(path)
         if recipe and recorded(path, recipe[0]) != recipe[1]:
             print(f"note: {shown(path)} was made by another {recipe[0]} recipe; making it again")

@@ -29,13 +29,12 @@ def test_the_gather_merge_equals_torchvisions_merge(levels):
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory):
-    """A Lite0 detector (random head) exported as torchvision traces it, with the Gather merge alone,
-    and as served (the Gather merge and SERVING_GRAPH's proposals)."""
+    """A Lite0 detector (random head) exported as torchvision traces it and with the Gather merge alone."""
     torch.manual_seed(0)
     model, _ = build_detector(LITE0_MODEL, len(FRIDGE_CLASSES) + 1, PREPROCESS.image_size, weights="none")
     contract = ModelContract(ClassMap(FRIDGE_CLASSES), PREPROCESS)
     out = tmp_path_factory.mktemp("graphs")
-    specs = {"torchvision": TORCHVISION_GRAPH, "gather": ServingGraph(proposals=None), "served": SERVING_GRAPH}
+    specs = {"torchvision": TORCHVISION_GRAPH, "gather": ServingGraph(proposals=None)}
     return {
         name: export_onnx(model.eval(), out / f"{name}.onnx", contract, LITE0_MODEL, "none", 0.0, graph=graph)
         for name, graph in specs.items()
@@ -77,10 +76,11 @@ def _pooled_rois(path, tensor) -> int:
     return sum(len(rows) for rows in session.run(pooled, {session.get_inputs()[0].name: tensor}))
 
 
-def test_the_served_graph_records_and_pools_its_proposal_count(graphs, sample_records):
-    assert recorded(graphs["served"], "serving_graph") == SERVING_GRAPH.describe()
+def test_the_served_graph_records_and_pools_its_proposal_count(graphs, onnx_model, sample_records):
+    """onnx_model: the trained model exported as `make run` exports it (the default graph)."""
+    assert recorded(onnx_model, "serving_graph") == SERVING_GRAPH.describe()
     assert recorded(graphs["torchvision"], "serving_graph") == TORCHVISION_GRAPH.describe()
     for record in sample_records:
         tensor, _ = preprocess(decode_for_model(record.image_path.read_bytes()))
-        assert _pooled_rois(graphs["served"], tensor) == SERVING_GRAPH.proposals
+        assert _pooled_rois(onnx_model, tensor) == SERVING_GRAPH.proposals
         assert _pooled_rois(graphs["gather"], tensor) == 150  # the Lite0 detector's own test setting

@@ -25,8 +25,8 @@ LATENCY_BUDGET_MS = 100.0
 def memory_table(rows: list[dict]) -> str:
     """The rows as a markdown table, one line per size."""
     lines = [
-        "| memory MB | vCPUs | first request ms | p50 ms | p90 ms | USD per 1M requests | peak RSS MB |",
-        "|---|---|---|---|---|---|---|",
+        "| memory MB | vCPUs | first request ms | p50 ms | p90 ms | USD per 1M requests | peak RSS MB | periods throttled |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         share = r.get("vcpus")
@@ -35,7 +35,7 @@ def memory_table(rows: list[dict]) -> str:
         rss = f"{r['peak_rss_mb']:.0f}" + ("" if r["fits"] else " (does not fit)")
         lines.append(
             f"| {r['memory_mb']} | {vcpus} | {r['first_ms']:.0f} | {r['p50_ms']:.0f} | {r['p90_ms']:.0f} "
-            f"| {r['usd_per_million']:.2f} | {rss} |"
+            f"| {r['usd_per_million']:.2f} | {rss} | {r.get('throttled_periods', '-')} |"
         )
     return "\n".join(lines)
 

@@ -45,8 +45,8 @@ def apply_proposals(detector: torch.nn.Module, graph: ServingGraph) -> None:
 def gather_merge_levels(levels: torch.Tensor, unmerged_results: list[torch.Tensor]) -> torch.Tensor:
     """torchvision's _onnx_merge_levels with the same result: each RoI's pooled features, from the level
     it was assigned to, in RoI order. torchvision scatters every level into a zero tensor through an
-    index expanded to N x C x 7 x 7 (ScatterElements, 3 ms of a 25 ms request); here the levels are
-    concatenated and one Gather of N rows puts them back in order."""
+    index expanded to N x C x 7 x 7 (ScatterElements, slow on CPU: docs/decisions.md); here the levels
+    are concatenated and one Gather of N rows puts them back in order."""
     order = torch.cat([torch.where(levels == level)[0] for level in range(len(unmerged_results))])
     position = torch.zeros_like(order).scatter(0, order, torch.arange(order.numel(), dtype=order.dtype))
     return torch.cat(unmerged_results)[position]

@@ -106,5 +106,5 @@ def test_the_mode_reaches_every_notebooks_quick_parameter_and_the_commands(argv,
     monkeypatch.setattr(run_all, "run_notebook", lambda source, out, parameters=None: passed.append(parameters) or 0.0)
     monkeypatch.setattr(run_all, "summary", lambda layout: [])
     assert main([*argv, "--set", f"ARTIFACTS={tmp_path}"]) == 0
-    assert len(passed) == len(SERIES) and all(p["QUICK"] is quick for p in passed)
+    assert len(passed) == len(SERIES) and all(p.get("QUICK", True) is quick for p in passed)
     assert os.environ["HELPERS_QUICK"] == ("1" if quick else "0")

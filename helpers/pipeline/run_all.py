@@ -169,15 +169,17 @@ def main(argv=None) -> int:
         parser.error(
             f"--set {', '.join(unknown)}: no notebook has such a parameter (known: {', '.join(sorted(defined))})"
         )
-    values = {"QUICK": not args.full, **values}  # the notebooks' QUICK; --set QUICK=... wins
-    os.environ["HELPERS_QUICK"] = "1" if values["QUICK"] else "0"  # for the commands the notebooks run
+    if args.full:  # the notebooks say QUICK = True; --set QUICK=... wins over --full
+        values = {"QUICK": False, **values}
+    quick = values.get("QUICK", True)
+    os.environ["HELPERS_QUICK"] = "1" if quick else "0"  # for the commands the notebooks run
     from helpers.pipeline import steps
 
-    layout = steps.Series(quick=values["QUICK"], artifacts=values.get("ARTIFACTS")).layout()
+    layout = steps.Series(quick=quick, artifacts=values.get("ARTIFACTS")).layout()
     out_dir = layout.notebooks_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     print(
-        f"running {len(SERIES)} notebooks in {'quick' if values['QUICK'] else 'full'} mode -> {shown(layout.root)}",
+        f"running {len(SERIES)} notebooks in {'quick' if quick else 'full'} mode -> {shown(layout.root)}",
         flush=True,
     )
     for index, name in enumerate(SERIES, 1):

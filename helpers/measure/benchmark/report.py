@@ -132,7 +132,8 @@ def _cold_init(results: Results) -> str:
         "Cold start of the x86_64 zip under AWS's runtime client (awslambdaric, isolated CPython 3.12, a local "
         "Runtime API; median of 3; in AWS add the S3 model download). Cold init runs from the interpreter's start "
         "to its first request for an event (Lambda's Init Duration); the handler's own part (model and ONNX "
-        "session) is its InitMs metric:\n\n" + _table(header, rows)
+        "session) is its InitMs metric. Each model as it is served: FP32, except the trained model's shipped "
+        f"file when the run decided one ({results.levers.get('shipped', 'none decided')}):\n\n" + _table(header, rows)
     )
 
 

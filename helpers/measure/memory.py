@@ -25,7 +25,7 @@ LATENCY_BUDGET_MS = 100.0
 def memory_table(rows: list[dict]) -> str:
     """The rows as a markdown table, one line per size."""
     lines = [
-        "| memory MB | vCPUs | first request ms | p50 ms | p90 ms | USD per 1M requests | peak RSS MB | periods throttled |",
+        "| memory MB | vCPUs | first request ms | p50 ms | p90 ms | USD per 1M requests | peak RSS MiB | periods throttled |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

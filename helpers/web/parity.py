@@ -38,6 +38,7 @@ from helpers.data.dataset import SAMPLE_DIR
 from helpers.evaluate.matching import greedy_pairs, iou_matrix
 from helpers.paths import THUMBNAILS_DIR, not_found, quick_unless, shown
 from helpers.runtime import handler
+from helpers.runtime.contract import served_threshold
 from helpers.runtime.decode import decode_for_model
 from helpers.runtime.detections import Detections
 from helpers.runtime.model import Detector
@@ -194,20 +195,26 @@ def _summary(rows: list[dict], folder: Path) -> dict:
     }
 
 
-def measure(model: Path, images: list[Path], threshold: float | None = None) -> dict:
+def measure(model: Path, images: list[Path], threshold: float | None = None, browser=None) -> dict:
     """The parity figures of `model` in Chromium against the handler, on `images` (default threshold:
-    the model's served one). -> {"summary": ..., "images": [per-image rows]}."""
-    from playwright.sync_api import sync_playwright
+    the model's served one; `browser`: a Playwright Chromium to use, else one is launched).
+    -> {"model", "threshold", "summary", "images": [per-image rows]}."""
+    if browser is None:
+        from playwright.sync_api import sync_playwright
 
+        with sync_playwright() as playwright:
+            launched = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=list(CHROMIUM_FLAGS))
+            try:
+                return measure(model, images, threshold, launched)
+            finally:
+                launched.close()
     native = Detector(model)
-    threshold = native.contract.score_threshold if threshold is None else threshold
+    threshold = served_threshold(threshold, None, native.contract.score_threshold)
     handler.init({"MODEL_PATH": str(model), "LOG_LEVEL": "WARNING", "METRICS_NAMESPACE": ""})
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
+    with tempfile.TemporaryDirectory() as tmp:
         folder = build(model, Path(tmp) / "web")
-        server = static_server(folder)
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=list(CHROMIUM_FLAGS))
+        server, page = static_server(folder), browser.new_page()
         try:
-            page = browser.new_page()
             page.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html")
             ask = lambda path: page.evaluate(  # noqa: E731
                 _DETECT_JS, [base64.b64encode(path.read_bytes()).decode(), threshold, MAX_DETECTIONS]
@@ -216,7 +223,7 @@ def measure(model: Path, images: list[Path], threshold: float | None = None) -> 
             rows = [compare_image(path, ask(path), native, threshold) for path in images]
             summary = _summary(rows, folder)
         finally:
-            browser.close()
+            page.close()
             server.shutdown()
             server.server_close()
     return {"model": shown(model), "threshold": threshold, "summary": summary, "images": rows}

@@ -152,6 +152,30 @@ def test_the_tiny_detector_in_chromium_matches_the_handler_on_every_shipped_imag
     assert set(summary["download_bytes"]) == {"page", "onnxruntime", "kernel", "model"}
 
 
+def test_exif_rotation_png_and_grey_jpeg_decode_in_the_browser_as_pillow_does(playwright, tiny, tmp_path):
+    """Beyond the shipped JPEGs: an EXIF-rotated JPEG comes out upright in the shape Pillow gives, a PNG
+    decodes to the same pixels exactly, a grey JPEG to three equal channels; the model input is the
+    runtime's for each and the detections the handler's."""
+    from PIL import Image
+
+    photos = sorted((SAMPLE_DIR / "images").glob("*.jpg"))
+    rotated, png, grey = tmp_path / "rotated.jpg", tmp_path / "picture.png", tmp_path / "grey.jpg"
+    with Image.open(photos[0]) as image:
+        exif = image.getexif()
+        exif[0x0112] = 6  # rotate 90 degrees clockwise to show upright
+        image.save(rotated, quality=90, exif=exif)
+    with Image.open(photos[1]) as image:
+        image.save(png)
+    with Image.open(photos[2]) as image:
+        image.convert("L").save(grey, quality=90)
+    report = parity.measure(tiny, [rotated, png, grey], threshold=0.0, browser=playwright)
+    rows = {row["image"]: row for row in report["images"]}
+    assert rows["rotated.jpg"]["size"] == "666x499"  # upright: the stored 499x666 turned a quarter
+    assert all("max" in row["decode"] for row in rows.values())  # Pillow's upright shape each time
+    assert rows["picture.png"]["decode"]["max"] == 0
+    assert report["summary"]["tensor_max_abs_diff"] == 0.0 and report["summary"]["agreeing_fraction"] == 1.0
+
+
 def test_the_trained_model_in_chromium_gives_the_handlers_detections(playwright, onnx_model):
     """The real detector: the same model input bit for bit, and at least 99% of the detections paired
     with the handler's at IoU >= 0.99 and score within 0.01, every other one explained."""

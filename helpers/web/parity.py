@@ -139,18 +139,21 @@ def compare_image(path: Path, answer: dict, native: Detector, threshold: float) 
     browser, lambda_ = _detections(answer["detections"], names), _detections(served["detections"], names)
     outputs = native.session.run(native.output_names, {native.input_name: browser_tensor})
     reference = to_detections(*outputs, geometry, threshold, MAX_DETECTIONS)
-    pairs = agreeing(browser, lambda_)
+    pairs, overlapping = agreeing(browser, lambda_), pair(browser, lambda_)
     unpaired = [("browser", i, browser) for i in sorted(set(range(len(browser))) - {i for i, _ in pairs})]
     unpaired += [("lambda", j, lambda_) for j in sorted(set(range(len(lambda_))) - {j for _, j in pairs})]
     return {
         "image": path.name,
+        "size": f"{width}x{height}",
         "tensor_max_abs_diff": float(np.abs(browser_tensor - python_tensor).max()),
         "decode": _decode_figures(rgb, data),
         "detections_browser": len(browser),
         "detections_lambda": len(lambda_),
         "agreeing": len(pairs),
-        "score_max_abs_diff": max(
-            (abs(browser.scores[i] - lambda_.scores[j]) for i, j in pair(browser, lambda_)), default=0.0
+        # over the pairs at IoU >= MIN_IOU, whatever their scores
+        "score_max_abs_diff": max((abs(browser.scores[i] - lambda_.scores[j]) for i, j in overlapping), default=0.0),
+        "box_max_abs_diff_px": max(
+            (np.abs(browser.boxes[i] - lambda_.boxes[j]).max() for i, j in overlapping), default=0.0
         ),
         "unpaired": [
             {
@@ -174,7 +177,12 @@ def _summary(rows: list[dict], folder: Path) -> dict:
         for item in row["unpaired"]:
             reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
     decodes = [r["decode"] for r in rows if "max" in r["decode"]]
-    median = lambda key, stage: float(np.median([r[key][stage] for r in rows]))  # noqa: E731
+    sizes = sorted({r["size"] for r in rows})
+
+    def medians(key: str, stages: tuple[str, ...]) -> dict:  # per image size: the photos, the thumbnails
+        of = lambda size, stage: float(np.median([r[key][stage] for r in rows if r["size"] == size]))  # noqa: E731
+        return {size: {stage: round(of(size, stage), 2) for stage in stages} for size in sizes}
+
     return {
         "images": len(rows),
         "tensor_max_abs_diff": max(r["tensor_max_abs_diff"] for r in rows),
@@ -186,11 +194,10 @@ def _summary(rows: list[dict], folder: Path) -> dict:
         "agreeing": agreeing_count,
         "agreeing_fraction": agreeing_count / total if total else 1.0,
         "score_max_abs_diff": max(r["score_max_abs_diff"] for r in rows),
+        "box_max_abs_diff_px": float(max(r["box_max_abs_diff_px"] for r in rows)),
         "unpaired_by_reason": reasons,
-        "median_ms_browser": {
-            s: median("timings_browser_ms", s) for s in ("decode", "letterbox", "inference", "total")
-        },
-        "median_ms_lambda": {s: median("timings_lambda_ms", s) for s in ("decode", "preprocess", "inference", "total")},
+        "median_ms_browser": medians("timings_browser_ms", ("decode", "letterbox", "inference", "total")),
+        "median_ms_lambda": medians("timings_lambda_ms", ("decode", "preprocess", "inference", "total")),
         "download_bytes": folder_bytes(folder),
     }
 

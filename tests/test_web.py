@@ -220,3 +220,16 @@ def test_the_web_command_refuses_a_missing_model_in_one_line():
         [sys.executable, "-m", "helpers", "web", "--model", "/nonexistent.onnx"], capture_output=True, text=True
     )
     assert (result.returncode, result.stderr.splitlines()) == (2, ["error: model not found: /nonexistent.onnx"])
+
+
+def test_onnxruntime_web_is_pinned_exactly_with_every_package_hashed():
+    """The page runs exactly the ONNX Runtime Web the parity was measured with: one exact pin in
+    web/package.json, resolved in web/package-lock.json with integrity hashes for every package."""
+    web = build.PROJECT_ROOT / "web"
+    manifest = json.loads((web / "package.json").read_text())
+    lock = json.loads((web / "package-lock.json").read_text())
+    assert manifest["dependencies"] == {"onnxruntime-web": "1.31.1"}
+    assert lock["packages"][""]["dependencies"] == manifest["dependencies"]
+    assert lock["packages"]["node_modules/onnxruntime-web"]["version"] == "1.31.1"
+    installed = {name: entry for name, entry in lock["packages"].items() if name}
+    assert installed and all(entry["integrity"].startswith("sha512-") for entry in installed.values())

@@ -103,6 +103,22 @@ def test_the_static_folder_opens_from_a_static_server_and_detects_what_the_handl
     page.close()
 
 
+def test_a_model_onnxruntime_web_cannot_read_is_one_line_on_the_page(playwright, make_tiny_model, tmp_path):
+    """The tiny detector as the onnx package writes it (IR version 14; ONNX Runtime Web 1.31 reads up
+    to 13): the page says so in the browser panel instead of failing silently."""
+    server = parity.static_server(build.build(make_tiny_model(0.3), tmp_path / "web"))
+    page = playwright.new_page()
+    try:
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        page.wait_for_function("document.getElementById('browser-error').textContent !== ''")
+        assert "Unsupported model IR version: 14" in page.text_content("#browser-error")
+        assert page.evaluate("window.fridge") is None
+    finally:
+        page.close()
+        server.shutdown()
+        server.server_close()
+
+
 #: (height, width): shrinks and enlargements in each direction, a side of one pixel, odd sides, the
 #: model's own size (no resize), and a long strip.
 SIZES = [(666, 499), (150, 113), (1, 1), (1, 700), (700, 1), (384, 384), (383, 385), (1000, 37), (97, 2500), (2, 3)]

@@ -55,6 +55,7 @@ CHROMIUM_FLAGS = ("--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-
 #: base64 so that Python compares them value by value.
 _DETECT_JS = """async ([data, threshold, limit]) => {
   const detector = await window.fridge;
+  if (!detector) throw new Error(document.getElementById("browser-error").textContent);
   const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
   const result = await detector.detect(new Blob([bytes]), threshold, limit);
   const encode = (array) => {

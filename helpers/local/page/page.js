@@ -114,9 +114,13 @@ async function start() {
   const about = [];
   let detector = null;
   if (build) {
-    const { Detector } = await import("./detector.js");
-    detector = await Detector.load();
     $("browser-panel").hidden = false;
+    try {
+      const { Detector } = await import("./detector.js");
+      detector = await Detector.load();
+    } catch (err) { // e.g. a model this ONNX Runtime Web cannot read: the Lambda panel still works
+      $("browser-error").textContent = `the model does not load in this browser: ${err.message || err}`;
+    }
     classes = build.classes;
     setThreshold(build.score_threshold);
     about.push(`In this browser: ${build.model}, served threshold ${build.score_threshold}.`);

@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test setup test-fast lint icevision lock
+.PHONY: run test setup test-fast lint icevision lock web
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,9 +52,16 @@ run: setup
 
 # Tests in a random order (pytest-randomly: none may depend on another's state), then the notebooks,
 # whose cells run in order.
-test: setup
+test: setup web
 	HELPERS_QUICK=1 $(BIN)/python -m pytest tests $(ARGS)
 	HELPERS_QUICK=1 $(BIN)/python -m pytest notebooks --nbval-lax -p no:randomly $(ARGS)
+
+# ONNX Runtime Web for the in-browser detector (python -m helpers web), from web/package-lock.json
+# (pinned, with integrity hashes) into web/node_modules; reinstalled when the lock changes.
+web: web/node_modules/.package-lock.json
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --ignore-scripts
 
 # The development loop (not one of the two user commands): no training, no zip builds, no notebooks,
 # no lane; about a minute.

@@ -13,6 +13,8 @@ COMMANDS = {
     "package": ("helpers.build.package", "build the Lambda .zip"),
     "invoke": ("helpers.local.invoke", "invoke a built zip under the real runtime client"),
     "serve": ("helpers.local.serve", "the zip's handler behind a local Function URL, with a demo page"),
+    "web": ("helpers.web.build", "the model in the browser: one static folder (page, WASM kernel, ONNX Runtime Web)"),
+    "web-parity": ("helpers.web.parity", "the browser's detections against the handler's, in Chromium"),
     "arm64": ("helpers.local.arm64", "the arm64 zip under emulation vs x86_64"),
     "deploy": ("helpers.aws.deploy", "deploy / tear down the CloudFormation stack"),
     "batch": ("helpers.aws.batch", "batch inference: local, or a Step Functions stack"),

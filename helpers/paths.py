@@ -95,6 +95,11 @@ class RunArtifacts:
         return self.dist_dir / f"lambda-{arch}.json"
 
     @property
+    def web(self) -> Path:
+        """The static folder that runs the shipped model in the browser (helpers.web.build)."""
+        return self.root / "web"
+
+    @property
     def notebooks_dir(self) -> Path:
         return self.root / "notebooks"
 

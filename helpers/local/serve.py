@@ -1,13 +1,15 @@
 """Try the model: the built zip's handler behind a local Function URL, with a one-page demo at `/`.
 
-    python -m helpers serve [--full] [--zip ZIP] [--model MODEL.onnx] [--workers N] [--port 8000]
+    python -m helpers serve [--full] [--zip ZIP] [--model MODEL.onnx] [--web DIR] [--workers N] [--port 8000]
 
 POST any path with the raw image bytes (or the JSON request body) and get what the deployed function
 answers: the same statuses and bodies, since each request becomes a Function URL event (payload 2.0,
 binary bodies base64-encoded) handled by the zip's own handler under AWS's runtime client. N runtime
 clients (default: the CPUs here) long-poll one local Runtime API, as N concurrent execution environments
 of one function do, so N requests run at once and more wait their turn. GET /config says which model
-serves and its served threshold (the page's slider starts there).
+serves and its served threshold (the page's slider starts there). The page (page/) is served from the
+static build when there is one (`python -m helpers web`, default: the mode's web/ folder): it then also
+runs the model in the browser and shows those detections beside the handler's.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import mimetypes
 import sys
 import tempfile
 import threading
@@ -32,7 +35,9 @@ from helpers.runtime.config import MAX_IMAGE_BYTES
 from helpers.runtime.contract import served_threshold
 from helpers.runtime.cpus import available_cpus
 
-PAGE = Path(__file__).with_name("serve_page.html")
+#: The demo page's files; a static build (helpers.web.build) is this folder plus the model, the kernel
+#: and ONNX Runtime Web.
+PAGE_DIR = Path(__file__).with_name("page")
 HANDLER = "helpers.runtime.handler.handler"
 #: Function URLs take request bodies up to 6 MB.
 MAX_BODY_BYTES = MAX_IMAGE_BYTES
@@ -113,10 +118,13 @@ class _FrontHandler(BaseHTTPRequestHandler):
         self._send(status, json.dumps({"error": message}).encode())
 
     def do_GET(self):
-        if self.path in ("/", "/index.html"):
-            return self._send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
-        if self.path == "/config":
+        path = urlsplit(self.path).path
+        if path == "/config":
             return self._send(200, json.dumps(self.server.config).encode())
+        folder = self.server.page.resolve()
+        file = (folder / (path.lstrip("/") or "index.html")).resolve()
+        if file.is_relative_to(folder) and file.is_file():
+            return self._send(200, file.read_bytes(), mimetypes.guess_type(file.name)[0] or "application/octet-stream")
         self._error(404, "GET / for the demo page, GET /config, or POST an image")
 
     def do_POST(self):
@@ -141,9 +149,9 @@ class _FrontHandler(BaseHTTPRequestHandler):
 class FrontServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, api: ServingRuntimeApi, config: dict):
+    def __init__(self, port: int, api: ServingRuntimeApi, config: dict, page: Path = PAGE_DIR):
         super().__init__(("127.0.0.1", port), _FrontHandler)
-        self.api, self.config = api, config
+        self.api, self.config, self.page = api, config, page
 
 
 class Pool:
@@ -194,11 +202,13 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--full", action="store_true", help="full mode's artefacts (default: quick, what `make run` builds)"
     )
+    parser.add_argument("--web", type=Path, help="the static build to serve (default: the mode's web/ when built)")
     parser.add_argument("--workers", type=int, default=available_cpus(), help="runtime clients (concurrency)")
     parser.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
     args = parser.parse_args(argv)
     layout = run_artifacts(quick=quick_unless(args.full))
     args.zip, args.model = args.zip or layout.zip(), args.model or layout.shipped
+    page = args.web or (layout.web if (layout.web / "config.json").is_file() else PAGE_DIR)
     for what, path in (("zip", args.zip), ("model", args.model)):
         if not path.is_file():
             print(f"error: {not_found(what, path, quick_unless(args.full))}", file=sys.stderr)
@@ -214,10 +224,10 @@ def main(argv=None) -> int:
         return 2
     try:
         pool.wait_ready()
-        front = FrontServer(args.port, pool.api, config)
+        front = FrontServer(args.port, pool.api, config, page)
         print(
             f"serving {shown(args.zip)} with {config['model']} on http://127.0.0.1:{front.server_address[1]}/ "
-            f"({args.workers} runtime clients); Ctrl-C stops",
+            f"({args.workers} runtime clients, page {shown(page)}); Ctrl-C stops",
             flush=True,
         )
         front.serve_forever()

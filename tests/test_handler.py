@@ -16,7 +16,7 @@ from PIL import Image
 from torchvision.ops import box_iou
 
 from helpers.export.compare import match_detections
-from helpers.runtime import errors, kernel, settings
+from helpers.runtime import errors, events, kernel, settings
 from helpers.runtime import handler as h
 from helpers.runtime.config import DEFAULT_SCORE_THRESHOLD, MAX_IMAGE_BYTES
 from helpers.runtime.decode import decode_image
@@ -382,6 +382,22 @@ def test_an_init_failing_in_a_request_is_a_json_500_and_the_next_request_tries_a
     monkeypatch.setenv("METRICS_NAMESPACE", "")
     out = h.handler(event, lambda_context)
     assert out["statusCode"] == 200 and len(json.loads(out["body"])["detections"]) == 3  # the default 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "data"),
+    [
+        ("++8=", b"\xfb\xef"),  # the standard alphabet
+        ("//8=", b"\xff\xff"),
+        ("--8=", b"\xfb\xef"),  # the URL-safe one, told apart by either of its two characters
+        ("__8=", b"\xff\xff"),
+        ("-_8=", b"\xfb\xff"),
+        (" ++8\n= ", b"\xfb\xef"),  # whitespace (MIME line breaks) is dropped
+    ],
+)
+def test_base64_in_either_alphabet_decodes_to_the_same_bytes(text, data):
+    assert events.parse({"image": text}) == events.Request(image=data)
+    assert events.parse(http_v2(text, is_base64=True, content_type="image/jpeg")) == events.Request(image=data)
 
 
 @pytest.mark.parametrize(

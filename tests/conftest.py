@@ -2,12 +2,17 @@ import os
 import zipfile
 
 import pytest
+from hypothesis import Phase, settings
 
 from helpers.build import interpreters, native
 from helpers.data import dataset as fridge_data
 from helpers.runtime import handler, storage
 
 os.environ.setdefault("HELPERS_QUICK", "1")
+
+# `make mutation` (--hypothesis-profile=mutation): a mutant that fails a property test is killed by the
+# first failing example; shrinking it to the smallest would only spend the mutant's time budget.
+settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 #: Fixtures that train, build a Lambda zip or run the IceVision lane: tests using them are `slow`
 #: (left out of `make test-fast`; `make test` runs everything).

@@ -18,11 +18,12 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 
 class FaultyS3(http.server.ThreadingHTTPServer):
     """`objects` maps a path (/bucket/key) to its bytes; a missing one is 404 NoSuchKey. `fault` decides
-    how every request answers: None (healthy), "truncate" (half the bytes under the full Content-Length,
-    then the connection closes), "corrupt" (as many other bytes), "stall" (the headers and 1 KiB, then
-    nothing for 3 s), "deny" (403 AccessDenied), "huge" (HEAD announces a petabyte), or (status, code)
-    (that S3 error). The first `fail_first` requests answer 503 SlowDown whatever the fault.
-    `requests` counts the requests by method."""
+        how every request answers: None (healthy), "truncate" (half the bytes under the full Content-Length,
+        then the connection closes), "corrupt" (as many other bytes), "stall" (the headers and 1 KiB, then
+        nothing for 3 s), "deny" (403 AccessDenied), "huge" (HEAD announces a petabyte), "grown" (HEAD announces
+    one byte more than GET sends, as when the object is replaced between them), or (status, code)
+        (that S3 error). The first `fail_first` requests answer 503 SlowDown whatever the fault.
+        `requests` counts the requests by method."""
 
     daemon_threads = True
 
@@ -73,7 +74,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = server.objects[path]
         body = bytes(255 - b for b in body) if fault == "corrupt" else body
         self.send_response(200)
-        self.send_header("Content-Length", str(10**15 if fault == "huge" and not send_body else len(body)))
+        announced = {"huge": 10**15, "grown": len(body) + 1}.get(fault, len(body)) if not send_body else len(body)
+        self.send_header("Content-Length", str(announced))
         self.send_header("ETag", '"0123456789abcdef0123456789abcdef"')
         self.send_header("Content-Type", "binary/octet-stream")
         self.end_headers()

@@ -209,3 +209,39 @@ def test_a_failed_execution_collects_what_its_map_run_wrote_and_exits_1(
     assert "execution FAILED; results from s3://photos/batch-results/run-9/manifest.json" in stdout
     summary = json.loads((tmp_path / "aws.jsonl.summary.json").read_text())
     assert summary["execution_status"] == "FAILED" and summary["errors_by_status"] == {"400": 1, "None": 2}
+
+
+def test_an_execution_that_fails_before_its_map_run_is_one_line_exit_1_and_leaves_the_results_alone(
+    moto_s3, made_up_zip, tiny_model, tmp_path, monkeypatch, capsys
+):
+    """No map run means no manifest to collect: `run` says so in one line, names the execution, and
+    leaves an earlier results file as it was."""
+    from helpers.local.moto_aws import MotoDeployer
+
+    url, s3 = moto_s3
+    MotoDeployer(REGION, url, log=lambda *_: None).up(
+        "fridge-detector", "artifacts", made_up_zip, tiny_model, "x86_64", "fridge-detector"
+    )
+    aws = ["--endpoint-url", url, "--region", REGION]
+    deploy = ["deploy", *aws, "--input-bucket", "photos", "--input-prefix", "shelf/", "--results-bucket", "photos"]
+    assert batch.main([*deploy, "--child-execution-type", "STANDARD"]) == 0
+    s3.put_object(Bucket="photos", Key="shelf/a.jpg", Body=SAMPLE_IMAGES[0].read_bytes())
+    # moto's documented switch: every execution it starts is FAILED at once, with no map run.
+    monkeypatch.setenv("SF_EXECUTION_HISTORY_TYPE", "FAILURE")
+    monkeypatch.setattr(batch, "POLL_SECONDS", 0)
+    out = tmp_path / "aws.jsonl"
+    _write(out, [_line("shelf/a.jpg", 200)])
+    earlier = out.read_text()
+    capsys.readouterr()
+
+    assert batch.main(["run", *aws, "--bucket", "photos", "--prefix", "shelf/", "--out", str(out)]) == 1
+
+    captured = capsys.readouterr()
+    [started] = captured.out.splitlines()
+    execution = started.removeprefix("started ")
+    assert execution.startswith(f"arn:aws:states:{REGION}:123456789012:execution:")
+    # stderr: the progress bar (it never moved), then the error as its last line; no traceback.
+    message = f"error: execution {execution} FAILED before its map run started: no results to collect, nothing written to {out}"
+    *bar, last = [line for line in captured.err.splitlines() if line.strip()]
+    assert last == message and all(line.startswith("images: 0img") for line in bar), captured.err
+    assert out.read_text() == earlier and not (tmp_path / "aws.jsonl.summary.json").exists()

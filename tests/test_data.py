@@ -69,6 +69,48 @@ def test_class_map_round_trips_and_reads_the_icevision_form():
         class_map.name(5)
 
 
+@pytest.mark.parametrize(
+    "obj",
+    [
+        ["background", "carton", "milk_bottle", "water_bottle", "can"],  # a plain list; background dropped
+        ["carton", "milk_bottle", "water_bottle", "can"],
+        {"classes": ["carton", "milk_bottle", "water_bottle", "can"]},  # our own form
+    ],
+)
+def test_class_map_reads_a_list_and_our_json_form(obj):
+    class_map = ClassMap.from_obj(obj)
+    assert class_map.names == FRIDGE_CLASSES and class_map.num_classes == 5
+    assert class_map == ClassMap(FRIDGE_CLASSES) and class_map != list(FRIDGE_CLASSES)
+    assert repr(class_map) == "ClassMap(['carton', 'milk_bottle', 'water_bottle', 'can'])"
+
+
+BAD_IDS = "class map ids must be 0..n with background = 0: "
+NOT_A_MAP = "class map must be a list, {'classes': [...]} or {name: id}"
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ({"background": 0, "carton": 2}, BAD_IDS + "{'background': 0, 'carton': 2}"),  # a gap in the ids
+        ({"carton": 0, "can": 1}, BAD_IDS + "{'carton': 0, 'can': 1}"),  # no background at 0
+        ({"carton": "1"}, NOT_A_MAP),  # ids that are not integers
+        ({}, NOT_A_MAP),
+        ("carton", NOT_A_MAP),
+        (None, NOT_A_MAP),
+    ],
+)
+def test_a_class_map_of_another_shape_is_refused_with_its_reason(obj, message):
+    with pytest.raises(ValueError) as info:
+        ClassMap.from_obj(obj)
+    assert str(info.value) == message
+
+
+def test_an_unknown_class_name_names_the_known_ones():
+    with pytest.raises(KeyError) as info:
+        ClassMap(FRIDGE_CLASSES).id("milk")
+    assert info.value.args == ("unknown class 'milk'; known: ['carton', 'milk_bottle', 'water_bottle', 'can']",)
+
+
 def test_download_verifies_and_extracts_a_local_zip(tmp_path, fridge_zip):
     archive = fridge_zip(n_images=6)
     digest = fridge_data.sha256_file(archive)

@@ -159,6 +159,36 @@ def test_model_without_metadata_needs_a_class_map(tmp_path):
         Detector(tmp_path / "garbage.onnx")
 
 
+def test_the_contract_is_written_as_these_metadata_entries_and_read_back_whole():
+    contract = ModelContract(ClassMap(FRIDGE_CLASSES), PREPROCESS, score_threshold=0.45)
+    assert contract.to_metadata() == {
+        "preprocess": PREPROCESS.to_json(),
+        "classes": '["carton", "milk_bottle", "water_bottle", "can"]',
+        "input": '{"name": "images", "shape": [1, 3, 384, 384], "type": "tensor(float)"}',
+        "outputs": '["boxes", "scores", "labels"]',
+        "contract": "input images float32 [1, 3, 384, 384] letterboxed+normalised; outputs boxes float32 [N,4] "
+        "xyxy input pixels, scores float32 [N], labels int64 [N] (1..C), after score threshold and NMS",
+        "score_threshold": "0.45",
+    }
+    assert "score_threshold" not in dataclasses.replace(contract, score_threshold=None).to_metadata()
+    renamed = ModelContract(
+        ClassMap(["can"]), PreprocessConfig(image_size=320), input_name="x", output_names=("b", "s", "l")
+    )
+    for written in (contract, renamed, dataclasses.replace(renamed, score_threshold=0.0)):
+        assert ModelContract.from_metadata(written.to_metadata()) == written
+
+
+def test_metadata_without_the_contract_keys_reads_as_the_defaults_or_needs_a_class_map():
+    classes = ClassMap(FRIDGE_CLASSES)
+    assert ModelContract.from_metadata({"classes": json.dumps(FRIDGE_CLASSES)}) == ModelContract(classes)
+    assert ModelContract.from_metadata({}, classes=classes) == ModelContract(classes)
+    other = ClassMap(["can"])  # a class map given wins over the metadata's
+    assert ModelContract.from_metadata({"classes": '["carton"]'}, classes=other).classes == other
+    with pytest.raises(ValueError) as info:
+        ModelContract.from_metadata({"outputs": '["boxes", "scores", "labels"]'})
+    assert str(info.value) == "no class names in the model metadata; pass a class_map.json"
+
+
 def test_an_export_is_saved_only_when_it_meets_its_contract(tmp_path):
     """What follows every export and quantisation: checker, contract read back, load, one blank run."""
     contract = ModelContract(ClassMap(FRIDGE_CLASSES), PREPROCESS, score_threshold=0.45)

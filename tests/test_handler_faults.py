@@ -9,8 +9,9 @@ import pytest
 from conftest import TINY_LABELS
 
 from helpers.runtime import handler as h
+from helpers.runtime import storage
 from helpers.runtime.config import FRIDGE_CLASSES, MAX_DETECTIONS_LIMIT
-from helpers.runtime.errors import S3Unavailable
+from helpers.runtime.errors import PayloadTooLarge, S3Unavailable
 
 IMAGE = "/photos/shelf/10.jpg"
 WHERE = "s3://photos/shelf/10.jpg"
@@ -59,6 +60,14 @@ def test_an_s3_image_over_the_size_limit_is_413_and_its_body_is_not_read(s3_imag
     _init(tiny_model, MAX_IMAGE_BYTES="1000")  # S3 images may be 10x the inline limit
     answer = h.handler({"s3": {"bucket": "photos", "key": "shelf/10.jpg"}}, lambda_context)
     assert answer["statusCode"] == 413 and answer["error"] == f"{WHERE} is {size} bytes; limit 10000"
+
+
+def test_an_s3_image_of_exactly_the_limit_is_read_and_one_byte_over_is_not(s3_image):
+    size = len(s3_image.objects[IMAGE])
+    assert storage.read_image("photos", "shelf/10.jpg", size) == s3_image.objects[IMAGE]
+    with pytest.raises(PayloadTooLarge) as info:
+        storage.read_image("photos", "shelf/10.jpg", size - 1)
+    assert str(info.value) == f"{WHERE} is {size} bytes; limit {size - 1}"
 
 
 def test_a_503_with_raise_retryable_is_raised_for_the_caller_to_retry(s3_image, tiny_model, lambda_context):

@@ -2,6 +2,7 @@
 of one object) cuts the stream, serves other bytes, stalls or refuses. Each fault is one named init error,
 the model cache is left empty, and the next cold start, with S3 healthy again, succeeds."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -24,23 +25,31 @@ def _env(tmp_path, sha256):
     }
 
 
+WHERE = f"s3:/{KEY}"
+
+
 @pytest.mark.parametrize(
-    ("fault", "error", "message"),
+    ("fault", "error", "message", "gets"),
     [
-        ("truncate", errors.ModelDownloadTruncated, "broke off"),
-        ("corrupt", errors.ModelChecksumMismatch, "MODEL_SHA256 mismatch"),
-        ("stall", errors.ModelDownloadTimeout, "stopped sending"),
-        ("deny", errors.ModelAccessDenied, "access denied to s3://models/fridge/model.onnx"),
+        # A stream that breaks off or stalls is tried twice (storage._transfer_config), not s3transfer's 5 times.
+        ("truncate", errors.ModelDownloadTruncated, f"{WHERE}: the stream broke off (IncompleteReadError)", 2),
+        ("corrupt", errors.ModelChecksumMismatch, f"MODEL_SHA256 mismatch: {WHERE} has {{corrupted}}", 1),
+        ("stall", errors.ModelDownloadTimeout, f"{WHERE}: S3 stopped sending (ReadTimeoutError)", 2),
+        ("deny", errors.ModelAccessDenied, f"access denied to {WHERE}", 0),
+        ("grown", errors.ModelDownloadTruncated, f"{WHERE}: {{size}} of {{announced}} bytes arrived", 1),
     ],
 )
 def test_each_download_fault_is_a_named_init_error_leaving_nothing_and_the_next_init_succeeds(
-    faulty_s3, tiny_model, tmp_path, fault, error, message
+    faulty_s3, tiny_model, tmp_path, fault, error, message, gets
 ):
     server, _ = faulty_s3
     env = _env(tmp_path, sha256_file(tiny_model))
     server.fault = fault
-    with pytest.raises(error, match=message):
+    with pytest.raises(error) as info:
         h.init(env)
+    size, corrupted = tiny_model.stat().st_size, hashlib.sha256(bytes(255 - b for b in tiny_model.read_bytes()))
+    assert str(info.value) == message.format(size=size, announced=size + 1, corrupted=corrupted.hexdigest())
+    assert server.gets == gets
     assert list((tmp_path / "cache").iterdir()) == []  # no partial file, no s3transfer temp file
     server.fault = None
     state = h.init(env)

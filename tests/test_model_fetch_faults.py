@@ -2,6 +2,8 @@
 outside the named ones, a connect timeout, transient 503s that the client's retries absorb, the
 free-space check, and a cached file with the wrong checksum replaced."""
 
+import socket
+
 import boto3
 import pytest
 from botocore.config import Config
@@ -76,3 +78,30 @@ def test_a_cached_file_with_the_wrong_checksum_is_replaced_by_the_download(fault
     assert server.gets == 1
     h.init(_env(tmp_path, tiny_model))  # now it matches: a warm /tmp, no second download
     assert server.gets == 1
+
+
+def test_a_refused_connection_is_model_download_failed_naming_the_cause(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with socket.socket() as closed:  # a port nobody listens on: the connect is refused at once
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    config = Config(**{**storage.CLIENT_CONFIG, "retries": {"max_attempts": 1}})
+    client = boto3.client("s3", endpoint_url=url, config=config, region_name="eu-central-1")
+    monkeypatch.setattr(storage, "client", lambda: client)
+    with pytest.raises(errors.ModelDownloadFailed) as info:
+        h.init(_env(tmp_path, tiny_model))
+    assert str(info.value) == (
+        f'{WHERE}: EndpointConnectionError: Could not connect to the endpoint URL: "{url}/models/fridge/model.onnx"'
+    )
+
+
+def test_a_cache_folder_is_made_parents_and_all_and_a_model_path_taken_is_not_called_a_full_disk(
+    faulty_s3, tiny_model, tmp_path
+):
+    env = {**_env(tmp_path, tiny_model), "MODEL_CACHE_DIR": str(tmp_path / "tmp" / "models" / "fridge")}
+    assert h.init(env).detector.path == tmp_path / "tmp" / "models" / "fridge" / "model.onnx"
+    (tmp_path / "blocked" / "model.onnx" / "old").mkdir(parents=True)  # a folder where the model goes
+    with pytest.raises(IsADirectoryError):  # an OSError that is not a full disk stays itself
+        h.init({**env, "MODEL_CACHE_DIR": str(tmp_path / "blocked")})
+    assert [p.name for p in (tmp_path / "blocked").iterdir()] == ["model.onnx"]  # the partial file removed

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers.aws.deploy import Deployer, DeployError
+from helpers.aws.result_lines import collect_result_writer, result_line
 from helpers.paths import PROJECT_ROOT, not_found, run_artifacts
 from helpers.runtime.config import SERVED_IMAGE_SUFFIXES
 from helpers.runtime.s3uri import parse_s3_prefix
@@ -42,20 +43,11 @@ class BatchInputError(ValueError):
     """Input that cannot be batched (missing folder, empty prefix, unreadable model): exit 2."""
 
 
+class BatchFailed(RuntimeError):
+    """The execution ended without a map run, so without results to collect: exit 1."""
+
+
 # ---- result lines ---------------------------------------------------------------------------
-
-
-def result_line(key: str, response: dict) -> dict:
-    """One output line from the handler's direct response (success, or a 4xx/5xx error body)."""
-    if "error" in response:
-        return {"key": key, "status": response.get("statusCode"), "error": response["error"]}
-    return {
-        "key": key,
-        "status": 200,
-        "detections": response["detections"],
-        "image": response["image"],
-        "latency_ms": response.get("timings_ms", {}).get("total"),
-    }
 
 
 def summarize(lines: list[dict]) -> dict:
@@ -233,26 +225,6 @@ def batch_stack(clients: _Clients, stack_name: str) -> dict:
     return {**parameters, "StateMachineArn": arn}
 
 
-def collect_result_writer(s3, bucket: str, manifest_key: str) -> list[dict]:
-    """The lines of a Distributed Map run from its ResultWriter output: manifest.json names the
-    SUCCEEDED_n / FAILED_n / PENDING_n files, each a JSON array of child executions with their Input
-    (here {"Key": ...}) and Output (the handler's response) as JSON strings, or Error and Cause."""
-    manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
-    lines = []
-    for status, files in manifest.get("ResultFiles", {}).items():
-        for file in files:
-            for entry in json.loads(
-                s3.get_object(Bucket=manifest["DestinationBucket"], Key=file["Key"])["Body"].read()
-            ):
-                key = json.loads(entry["Input"])["Key"]
-                if status == "SUCCEEDED":
-                    lines.append(result_line(key, json.loads(entry["Output"])))
-                else:
-                    reason = ": ".join(filter(None, [entry.get("Error"), entry.get("Cause")])) or status
-                    lines.append({"key": key, "status": None, "error": f"{status}: {reason}"})
-    return lines
-
-
 def run_on_aws(
     clients: _Clients, stack_name: str, bucket: str, prefix: str, out: Path, progress: bool = True, log=print
 ) -> dict:
@@ -279,7 +251,7 @@ def run_on_aws(
     counts: dict = {}
     while True:
         description = clients.stepfunctions.describe_execution(executionArn=execution)
-        runs = clients.stepfunctions.list_map_runs(executionArn=execution)["mapRuns"]
+        runs = clients.stepfunctions.list_map_runs(executionArn=execution).get("mapRuns", [])
         if runs:
             counts = clients.stepfunctions.describe_map_run(mapRunArn=runs[0]["mapRunArn"])["itemCounts"]
             bar.total = counts["total"]
@@ -296,8 +268,12 @@ def run_on_aws(
     elif runs:  # a failed run still writes what it has: <ResultsPrefix>/<map run id>/manifest.json
         manifest_bucket = stack["ResultsBucket"]
         manifest_key = f"{stack['ResultsPrefix']}/{runs[0]['mapRunArn'].rsplit(':', 1)[1]}/manifest.json"
-    else:
-        raise RuntimeError(f"execution {description['status']}: {description.get('cause') or description.get('error')}")
+    else:  # e.g. the ItemReader could not list the prefix, or the execution was stopped or timed out first
+        reason = ": ".join(filter(None, [description.get("error"), description.get("cause")]))
+        raise BatchFailed(
+            f"execution {execution} {description['status']} before its map run started"
+            f"{f' ({reason})' if reason else ''}: no results to collect, nothing written to {out}"
+        )
     lines = collect_result_writer(clients.s3, manifest_bucket, manifest_key)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -387,9 +363,9 @@ def main(argv=None) -> int:
             counted = summary["map_run_item_counts"].get("total")
             if counted is not None and counted != summary["images"]:
                 print(f"note: the map run counted {counted} items; its result files hold {summary['images']}")
-    except (BatchInputError, DeployError) as err:
+    except (BatchInputError, DeployError, BatchFailed) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(err, BatchFailed) else 2
     print(format_summary(summary))
     Path(f"{args.out}.summary.json").write_text(json.dumps(summary, indent=2))
     return 0 if summary.get("execution_status", "SUCCEEDED") == "SUCCEEDED" else 1

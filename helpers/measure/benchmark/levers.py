@@ -51,19 +51,23 @@ def model_gflop(module: torch.nn.Module, graph: ServingGraph) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def int8_gemm_peak_gops(threads: int, n: int = 2048, repeats: int = 10) -> float:
-    """ONNX Runtime's uint8 x int8 MatMulInteger n^3 throughput (int32 accumulate), the int8 ceiling."""
-    a = helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])
-    b = helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])
-    c = helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])
-    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["c"])], "gemm", [a, b], [c])
+def gemm_peak(threads: int, int8: bool = False, n: int = 2048, repeats: int = 10) -> float:
+    """ONNX Runtime's n^3 matrix product throughput, the ceiling of a conv-heavy graph here: fp32 MatMul
+    in GFLOP/s, or with int8=True uint8 x int8 MatMulInteger (int32 accumulate) in GOP/s."""
+    rng = np.random.default_rng(0)
+    if int8:
+        op, types = "MatMulInteger", (TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32)
+        a, b = rng.integers(0, 255, (n, n), dtype=np.uint8), rng.integers(-127, 127, (n, n), dtype=np.int8)
+    else:
+        op, types = "MatMul", (TensorProto.FLOAT,) * 3
+        a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    values = [helper.make_tensor_value_info(name, kind, [n, n]) for name, kind in zip("abc", types)]
+    graph = helper.make_graph([helper.make_node(op, ["a", "b"], ["c"])], "gemm", values[:2], values[2:])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    feeds = {"a": rng.integers(0, 255, (n, n), dtype=np.uint8), "b": rng.integers(-127, 127, (n, n), dtype=np.int8)}
-    best = measure(lambda: session.run(None, feeds), repeats)["min_ms"]
+    best = measure(lambda: session.run(None, {"a": a, "b": b}), repeats)["min_ms"]
     return 2 * n**3 / (best / 1e3) / 1e9
 
 

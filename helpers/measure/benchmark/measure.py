@@ -18,7 +18,6 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 import torch
-from onnx import TensorProto, helper
 from PIL import Image
 
 from helpers.baselines import blog
@@ -30,10 +29,10 @@ from helpers.export.onnx_export import export_checkpoint, export_onnx
 from helpers.export.quantize import calibration_inputs, quantize_int8
 from helpers.local.invoke import invoke_zip
 from helpers.measure import lambda_share
-from helpers.measure.benchmark.levers import int8_gemm_peak_gops, measure_levers
+from helpers.measure.benchmark.levers import gemm_peak, measure_levers
 from helpers.measure.benchmark.results import Results
 from helpers.measure.targets import MIN_EVALUATION_IMAGES
-from helpers.measure.timing import SETTLE_S, interleaved, measure, percentiles
+from helpers.measure.timing import SETTLE_S, interleaved, percentiles
 from helpers.paths import SAMPLE_DIR, shown, split_file
 from helpers.pipeline.steps import SERVED_CALIBRATION_IMAGES
 from helpers.runtime import handler as lambda_handler
@@ -155,21 +154,6 @@ def training_step_comparison(records, repeats: int, threads: int = 2) -> dict[st
             if round_index:
                 samples[name].append(elapsed_ms)
     return {name: percentiles(values) for name, values in samples.items()}
-
-
-def gemm_peak_gflops(threads: int, n: int = 2048, repeats: int = 10) -> float:
-    """ONNX Runtime fp32 MatMul n^3 throughput: the ceiling for a conv-heavy fp32 model here."""
-    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])
-    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])
-    c = helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", [a, b], [c])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    feeds = {"a": np.random.rand(n, n).astype(np.float32), "b": np.random.rand(n, n).astype(np.float32)}
-    best = measure(lambda: session.run(None, feeds), repeats)["min_ms"]
-    return 2 * n**3 / (best / 1e3) / 1e9
 
 
 # ---- the models ----------------------------------------------------------------------------------
@@ -364,7 +348,7 @@ def run(out_dir: Path, checkpoints: list[Path], repeats: int, skipped: dict[str,
     results["inference"] = _inference(models, tensor, repeats)
     print("training step ...", flush=True)
     results["training_step"] = training_step_comparison(records, repeats)
-    results["gemm_peak_gflops_2_threads"] = gemm_peak_gflops(2)
+    results["gemm_peak_gflops_2_threads"] = gemm_peak(2)
     results["int8_accuracy"] = _int8_accuracy(models)
 
     shipped = _levers(results, models.get(LITE0_MODEL), image_bytes, out_dir / "levers", repeats)
@@ -386,7 +370,7 @@ def run(out_dir: Path, checkpoints: list[Path], repeats: int, skipped: dict[str,
 
 def _levers(results: dict, lite0: dict | None, jpeg: bytes, out_dir: Path, repeats: int) -> Path | None:
     """The serving levers and the int8 ceiling into `results`; the shipped model's path (None untrained)."""
-    results["int8_gemm_peak_gops_2_threads"] = int8_gemm_peak_gops(2)
+    results["int8_gemm_peak_gops_2_threads"] = gemm_peak(2, int8=True)
     if not (lite0 and lite0["trained"]):
         return None
     print("serving levers ...", flush=True)

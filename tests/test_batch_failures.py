@@ -177,9 +177,9 @@ class _FailedExecution:
         return {"itemCounts": {"total": 4, "succeeded": 2, "failed": 1, "timedOut": 0, "aborted": 0, "pending": 1}}
 
 
-def test_a_failed_execution_collects_what_its_map_run_wrote_and_exits_1(
-    moto_s3, made_up_zip, tiny_model, tmp_path, monkeypatch, capsys
-):
+def _deployed_batch_stack(moto_s3, made_up_zip, tiny_model) -> tuple:
+    """The detector's stack and the batch stack over s3://photos/shelf/ on the moto server: (s3, the
+    endpoint and region arguments every batch command takes)."""
     from helpers.local.moto_aws import MotoDeployer
 
     url, s3 = moto_s3
@@ -189,6 +189,13 @@ def test_a_failed_execution_collects_what_its_map_run_wrote_and_exits_1(
     aws = ["--endpoint-url", url, "--region", REGION]
     deploy = ["deploy", *aws, "--input-bucket", "photos", "--input-prefix", "shelf/", "--results-bucket", "photos"]
     assert batch.main([*deploy, "--child-execution-type", "STANDARD"]) == 0
+    return s3, aws
+
+
+def test_a_failed_execution_collects_what_its_map_run_wrote_and_exits_1(
+    moto_s3, made_up_zip, tiny_model, tmp_path, monkeypatch, capsys
+):
+    s3, aws = _deployed_batch_stack(moto_s3, made_up_zip, tiny_model)
     s3.put_object(Bucket="photos", Key="shelf/a.jpg", Body=b"x")
     _result_files(s3, "batch-results/run-9")  # where a failed run's manifest is: <ResultsPrefix>/<map run id>/
     fake = _FailedExecution("run-9")
@@ -216,15 +223,7 @@ def test_an_execution_that_fails_before_its_map_run_is_one_line_exit_1_and_leave
 ):
     """No map run means no manifest to collect: `run` says so in one line, names the execution, and
     leaves an earlier results file as it was."""
-    from helpers.local.moto_aws import MotoDeployer
-
-    url, s3 = moto_s3
-    MotoDeployer(REGION, url, log=lambda *_: None).up(
-        "fridge-detector", "artifacts", made_up_zip, tiny_model, "x86_64", "fridge-detector"
-    )
-    aws = ["--endpoint-url", url, "--region", REGION]
-    deploy = ["deploy", *aws, "--input-bucket", "photos", "--input-prefix", "shelf/", "--results-bucket", "photos"]
-    assert batch.main([*deploy, "--child-execution-type", "STANDARD"]) == 0
+    s3, aws = _deployed_batch_stack(moto_s3, made_up_zip, tiny_model)
     s3.put_object(Bucket="photos", Key="shelf/a.jpg", Body=SAMPLE_IMAGES[0].read_bytes())
     # moto's documented switch: every execution it starts is FAILED at once, with no map run.
     monkeypatch.setenv("SF_EXECUTION_HISTORY_TYPE", "FAILURE")

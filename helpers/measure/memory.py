@@ -54,14 +54,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _deployed(args, sizes) -> list[dict]:
-    import boto3
-
     from helpers.aws.deploy import Deployer
 
     deployer = Deployer(args.region)
     function = deployer.outputs(args.stack_name)["FunctionName"]
-    client = boto3.client("lambda", region_name=deployer.region)
-    return deployed_sweep.sweep(client, function, sizes or deployed_sweep.SWEEP_SIZES, args.requests, args.image)
+    return deployed_sweep.sweep(
+        deployer.lambda_, function, sizes or deployed_sweep.SWEEP_SIZES, args.requests, args.image
+    )
 
 
 def _local(args, sizes) -> list[dict]:

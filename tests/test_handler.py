@@ -456,6 +456,73 @@ def test_base64_in_either_alphabet_decodes_to_the_same_bytes(text, data):
 
 
 @pytest.mark.parametrize(
+    ("event", "proxy"),
+    [
+        ({"requestContext": {}, "body": "x"}, True),  # API Gateway v1/v2
+        ({"httpMethod": "POST", "body": "x", "image": "eA=="}, True),  # v1's own key: its body is the request
+        ({"version": "2.0", "image": "eA=="}, True),
+        ({"body": "x"}, True),  # a bare HTTP-style body (console test events)
+        ({"body": "x", "image": "eA=="}, False),  # a direct request that also carries "body"
+        ({"version": "1.0", "image": "eA=="}, False),
+        ({"image": "eA=="}, False),
+        ("body", False),
+    ],
+)
+def test_which_events_are_http_proxy_events(event, proxy):
+    assert events.is_proxy(event) is proxy
+
+
+@pytest.mark.parametrize(
+    ("event", "parsed"),
+    [
+        ({"image": "eA==", "threshold": 0, "max_detections": 10_000}, events.Request(b"x", None, 0.0, 10_000)),
+        ({"image": "eA==", "threshold": "1", "max_detections": "1"}, events.Request(b"x", None, 1.0, 1)),
+        ({"s3_uri": "s3://b/k/1.jpg", "threshold": 0.5}, events.Request(s3=("b", "k/1.jpg"), threshold=0.5)),
+        ({"s3": {"bucket": "b", "key": 7}, "max_detections": 2}, events.Request(s3=("b", "7"), max_detections=2)),
+        ({"s3": {"bucket": "b", "key": "k"}, "raise_retryable": True}, events.Request(s3=("b", "k"), raise_retryable=True)),
+        # A JSON body with a header of any case (and a leading space), the query string under the body's own.
+        (
+            {"requestContext": {}, "headers": {"Content-Type": "application/json; charset=utf-8"},
+             "queryStringParameters": {"threshold": "0.9", "max_detections": "4"},
+             "body": ' {"s3_uri": "s3://b/k", "threshold": 0.1}'},
+            events.Request(s3=("b", "k"), threshold=0.1, max_detections=4),
+        ),
+        ({"version": "2.0", "body": "raw", "queryStringParameters": {"max_detections": "3"}}, events.Request(b"raw", max_detections=3)),
+    ],
+)  # fmt: skip
+def test_each_event_shape_is_parsed_into_its_request(event, parsed):
+    assert events.parse(event) == parsed
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"image": "eA==", "threshold": 1.01}, "threshold must be within [0, 1], got 1.01"),
+        ({"image": "eA==", "threshold": -0.01}, "threshold must be within [0, 1], got -0.01"),
+        ({"image": "eA==", "threshold": [0.5]}, "threshold must be a number, got [0.5]"),
+        ({"image": "eA==", "max_detections": 0}, "max_detections must be an integer in [1, 10000], got 0"),
+        ({"image": "eA==", "max_detections": 10_001}, "max_detections must be an integer in [1, 10000], got 10001"),
+        ({"image": "eA==", "max_detections": "2.0"}, "max_detections must be an integer in [1, 10000], got '2.0'"),
+        ({"s3": "b/k"}, '"s3" must be {"bucket": ..., "key": ...}'),
+        ({"s3": {"key": "k"}}, '"s3" must be {"bucket": ..., "key": ...}'),
+        ({"s3": {"bucket": "b", "key": ""}}, '"s3" must be {"bucket": ..., "key": ...}'),
+        ({"s3_uri": "s3://b/"}, "not an s3://bucket/key URI: 's3://b/'"),
+        ({"image": "eA==", "raise_retryable": "yes"}, "raise_retryable must be true or false, got 'yes'"),
+        ({"image": "eA==", "raise_retryable": 1}, "raise_retryable must be true or false, got 1"),
+        ({"version": "2.0", "body": None}, "empty body: send a JSON request or the image bytes"),
+        ({"version": "2.0", "body": "{}", "queryStringParameters": "a=1"}, "headers and queryStringParameters must be JSON objects"),
+        ({"version": "2.0", "body": "{}"}, 'request needs "image" (base64), "s3" {"bucket", "key"} or "s3_uri"'),
+        ({"version": "2.0", "body": "[]", "headers": {"content-type": "application/json"}}, "JSON body must be an object"),
+        ({"version": "2.0", "body": "{", "headers": {"CONTENT-TYPE": "application/json"}}, "body is not valid JSON"),
+    ],
+)  # fmt: skip
+def test_each_malformed_event_is_refused_with_its_reason(event, message):
+    with pytest.raises(errors.RequestError) as info:
+        events.parse(event)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
     "error, status",
     [
         (errors.RequestError("bad"), 400),

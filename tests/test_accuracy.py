@@ -1,10 +1,11 @@
 """helpers accuracy: the training table on the test images, its spread over folds and its targets."""
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from helpers.measure import accuracy, targets
+from helpers.measure import accuracy, fold_robustness, targets
 from helpers.measure.targets import MET, NOT_MET
 
 
@@ -39,6 +40,7 @@ def made_up_row():
             "int8_all": {"map": 0.504, "map_50": 0.935},
             "int8_served": {"map": 0.503, "map_50": 0.931},
         },
+        robustness={"clean": [33, 30, 5], "mirrored": [33, 29, 5], "jpeg quality 20": [33, 27, 6]},
     )
 
 
@@ -52,6 +54,10 @@ def test_the_row_is_the_run_on_its_test_images_and_its_served_models(row, traine
     # The exported model through the Lambda's Detector measures what training measured with PyTorch.
     assert row.served["fp32"]["map_50"] == pytest.approx(test["map_50"], abs=0.01)
     assert row.served["fp32"]["map"] == pytest.approx(test["map"], abs=0.01)
+    # Robustness counts every test box under each perturbation; the EXIF-rotated copies are served upright.
+    assert {counts[0] for counts in row.robustness.values()} == {test["boxes"]}
+    assert row.robustness["exif-rotated (6)"] == row.robustness["clean"]
+    assert abs(row.robustness["clean"][1] - test["found"]) <= 2  # the served graph's 75 proposals vs 150
 
 
 def _status(row, goal_prefix):
@@ -134,3 +140,34 @@ def test_readme_gets_the_headline_of_every_run(made_up_row, tmp_path):
     assert "\nold\n" not in text and text.startswith("before") and text.rstrip().endswith("after")
     assert "| quick fasterrcnn_efficientnet_lite0_fpn, seed 42 | 0.850 ± 0.071 (0.800-0.900) over 2 fold(s) " in text
     assert "| fold 0: 0.900 [0.80, 0.95], 0.90 [0.80, 0.97] / 0.86 [0.75, 0.95] at 0.55 (31 test images) |" in text
+
+
+def test_robustness_is_judged_as_the_mean_drop_over_folds(made_up_row):
+    def fold(i, jpeg_found):
+        counts = dict(made_up_row.robustness, **{"jpeg quality 20": [33, jpeg_found, 6]})
+        return replace(made_up_row, fold=i, robustness=counts)
+
+    # Clean finds 30 of 33; a drop of 0.1 is 3.3 boxes. 26 and 27 found: drops 4/33 and 3/33, mean 0.106.
+    assert fold_robustness.goal([fold(0, 26), fold(1, 27)])[2] == NOT_MET
+    assert fold_robustness.goal([fold(0, 27), fold(1, 27)])[2] == MET  # 3/33 = 0.091 in both
+    goal, figure, _ = fold_robustness.goal([fold(0, 26), fold(1, 27)])
+    assert figure == "worst mean drop 0.106 (jpeg quality 20); 1 of 2 over"
+    text = accuracy.markdown([fold(0, 26), fold(1, 27)])
+    assert "| jpeg quality 20 | 0.803 (+0.106 / +0.121) |" in text  # mean recall (mean drop / worst fold's)
+    assert f"| quick {made_up_row.model} seed 42, 2 folds | {goal} | {figure} | {NOT_MET} |" in text
+
+
+def test_a_run_already_trained_is_measured_again_without_training(trained, tmp_path, monkeypatch):
+    """measure_run reuses a folder whose summary.json is today's training of that (mode, model, seed, fold)."""
+    out_dir = tmp_path / "quick-lite0-42-fold0"
+    out_dir.mkdir()
+    (out_dir / "summary.json").write_text(Path(trained.checkpoint).with_name("summary.json").read_text())
+    monkeypatch.setattr(accuracy, "train", lambda config: pytest.fail("trained again"))
+    measured = []
+    monkeypatch.setattr(accuracy, "measure_trained", lambda mode, summary, out: measured.append(summary) or summary)
+    assert accuracy.measure_run("quick", "lite0", 42, 0, tmp_path).config_hash == trained.config_hash
+    assert measured and measured[0].checkpoint == trained.checkpoint
+    retrained = []
+    monkeypatch.setattr(accuracy, "train", lambda config: retrained.append(config.fold) or trained)
+    accuracy.measure_run("quick", "lite0", 42, 1, tmp_path)  # fold 1 has no run there: trained
+    assert retrained == [1]

@@ -2,11 +2,13 @@
 `python -m helpers accuracy [--runs quick:lite0,...] [--seeds 42] [--folds 0,1,2,3,4]`.
 
 For every (mode, model, seed, fold) it trains (helpers.train.run.train, the configuration `make run` or
-full mode would use, with that fold as the test part: helpers.data.splits), then reports on the fold's
+full mode would use, with that fold as the test part: helpers.data.splits; a folder that already holds
+that very training is measured again without training), then reports on the fold's
 test images at the served threshold (chosen on the validation images): COCO mAP / mAP@.5, recall and
 precision, each with its 95% bootstrap interval over images; the fridge photos' boxes found there; the
 served ONNX model FP32 against static INT8 through the Lambda's own Detector, calibrated on every
-training image and on the SERVED_CALIBRATION_IMAGES (16, spread over them) that `make run` uses. The
+training image and on the SERVED_CALIBRATION_IMAGES (16, spread over them) that `make run` uses; recall
+under seven perturbations (helpers.measure.fold_robustness). The
 mean and spread over folds are what a user can trust; each is judged against the training targets
 (QUICK_* and FULL_* in helpers.measure.targets). Results accumulate in artifacts/accuracy/results.json (a
 run replaces the same mode, model, seed and fold; a result of another recipe or code version is dropped,
@@ -25,6 +27,7 @@ from pathlib import Path
 import torch
 
 from helpers.data import dataset as fridge_data
+from helpers.measure import fold_robustness
 from helpers.measure.benchmark.results import Int8Accuracy
 from helpers.measure.markdown import has_section, replace_section
 from helpers.measure.targets import (
@@ -95,6 +98,7 @@ class AccuracyRow:
     fridge_test_found: dict[str, str]
     validation_map_50: float
     served: dict[str, dict[str, float]]
+    robustness: dict[str, list[int]]  # perturbation -> [boxes, found, false], served FP32 (fold_robustness)
 
     @classmethod
     def from_json(cls, record: dict) -> AccuracyRow:
@@ -112,8 +116,15 @@ def train_config(mode: str, model: str, seed: int, out_dir: Path, fold: int = 0)
 
 
 def measure_run(mode: str, model: str, seed: int, fold: int, work: Path) -> AccuracyRow:
+    """Train unless the run's folder already holds today's training (same fingerprint), then measure."""
     out_dir = work / f"{mode}-{model}-{seed}-fold{fold}"
-    return measure_trained(mode, train(train_config(mode, model, seed, out_dir, fold)), out_dir)
+    config = train_config(mode, model, seed, out_dir, fold)
+    summary = RunSummary.load(out_dir / "summary.json") if (out_dir / "summary.json").is_file() else None
+    if summary and summary.config_hash == config.fingerprint() and Path(summary.checkpoint).is_file():
+        print(f"{mode} {model} seed {seed} fold {fold}: measuring the run trained {summary.finished}", flush=True)
+    else:
+        summary = train(config)
+    return measure_trained(mode, summary, out_dir)
 
 
 def measure_trained(mode: str, summary: RunSummary, out_dir: Path) -> AccuracyRow:
@@ -150,6 +161,7 @@ def measure_trained(mode: str, summary: RunSummary, out_dir: Path) -> AccuracyRo
         fridge_test_found={name: figures["found_per_image"][name] for name in split.test if name in SAMPLE_NAMES},
         validation_map_50=summary.validation["map_50"],
         served={name: {"map": v["map"], "map_50": v["map_50"]} for name, v in served.items()},
+        robustness=fold_robustness.measure(fp32, summary.served_threshold, test, fp32.class_map),
     )
 
 
@@ -278,9 +290,11 @@ def markdown(rows: list[AccuracyRow]) -> str:
             f"| {r.validation_map_50:.3f} |"
         )
     lines += ["", "Mean ± standard deviation (min-max) over folds:", "", *spread(rows), ""]
+    groups = {f"{mode} {model} seed {seed}": group for (mode, model, seed), group in _by_run(rows).items()}
+    lines += fold_robustness.section(groups)
     lines += ["Training targets:", "", "| run | goal | measured | met |", "|---|---|---|---|"]
     for (mode, model, seed), group in _by_run(rows).items():
-        for goal, figure, status in fold_goals(mode, group):
+        for goal, figure, status in [*fold_goals(mode, group), fold_robustness.goal(group)]:
             lines.append(f"| {mode} {model} seed {seed}, {len(group)} folds | {goal} | {figure} | {status} |")
         for r in group:
             for goal, figure, status in run_goals(r):

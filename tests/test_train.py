@@ -1,5 +1,6 @@
 import csv
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -10,6 +11,7 @@ import torch
 from helpers.data import dataset as fridge_data
 from helpers.runtime.classmap import ClassMap
 from helpers.runtime.config import FRIDGE_CLASSES, PREPROCESS
+from helpers.runtime.decode import decode_image
 from helpers.train.backbones import WEIGHTS_RECORD
 from helpers.train.callbacks import BestCheckpoint
 from helpers.train.data import DetectionDataset, collate
@@ -42,6 +44,28 @@ def test_a_seeded_training_augmentation_replays_and_another_seed_differs(sample_
     for (image, target), (image_again, target_again) in zip(first, again):
         assert torch.equal(image, image_again) and torch.equal(target["boxes"], target_again["boxes"])
     assert sum(not torch.equal(a[0], b[0]) for a, b in zip(first, other)) >= len(first) - 1
+
+
+def test_the_random_transforms_of_a_seeded_augmentation_are_drawn_independently(sample_records):
+    """Each p=0.5 transform on its own: with albumentations' Compose(seed=...) every transform drew the
+    same numbers, so HorizontalFlip, RGBShift and Blur were applied always together, and 16% of the
+    images got no augmentation at all (1/32 expected)."""
+    record = sample_records[0]
+    image = decode_image(record.image_path.read_bytes())
+    augment = train_transform(PREPROCESS, seed=42)
+    augment.save_applied_params = True
+    draws = 400
+    applied = [
+        {name for name, _ in augment(image=image, bboxes=record.boxes, labels=record.labels)["applied_transforms"]}
+        for _ in range(draws)
+    ]
+    coin_flips = ("HorizontalFlip", "RGBShift", "RandomBrightnessContrast", "Blur")
+    for name in coin_flips:  # each about half the time: 200 +- 3 standard deviations (10)
+        assert 170 <= sum(name in a for a in applied) <= 230, name
+    for first, second in itertools.combinations(coin_flips, 2):  # both together about a quarter of the time
+        assert 70 <= sum({first, second} <= a for a in applied) <= 130, (first, second)
+    none = sum(not (set(coin_flips) | {"Affine"}) & a for a in applied)
+    assert none <= 25  # 1/32 of 400 is 12.5
 
 
 @pytest.mark.slow

@@ -135,3 +135,19 @@ def test_relative_paths_in_a_notebook_mean_the_project_root_unless_they_exist_fr
     )
     assert steps.Series.from_parameters(quick=True, dataset="sample").dataset == "sample"
     assert steps.Series.from_parameters(quick=True, artifacts=tmp_path).layout().root == tmp_path
+
+
+def test_the_later_notebooks_follow_the_run_their_artefacts_folder_holds(tmp_path):
+    """Notebook 01 trained with EPOCHS=8 and LR=1e-4: notebooks 02-05 (Series.trained_in) serve that run
+    instead of training the defaults again; an empty folder gives the mode's defaults."""
+    assert (
+        steps.Series.trained_in(True, tmp_path).train_config() == steps.Series(True, artifacts=tmp_path).train_config()
+    )
+    trained = TrainConfig.quick(epochs=8, lr=1e-4, out_dir=str(tmp_path / "train"))
+    record = {f.name: None for f in dataclasses.fields(RunSummary)} | {"config": trained.as_record()}
+    (tmp_path / "train").mkdir(exist_ok=True)
+    RunSummary(**record).save(tmp_path / "train" / "summary.json")
+    series = steps.Series.trained_in(True, tmp_path)
+    assert (series.epochs, series.lr) == (8, 1e-4)
+    assert series.train_config().fingerprint() == trained.fingerprint()
+    assert "epochs: 8 | lr: 0.0001" in series.describe()

@@ -76,6 +76,27 @@ class Series:
             _from_project_root(artifacts) if artifacts else None,
         )
 
+    @classmethod
+    def trained_in(cls, quick=None, artifacts=None) -> Series:
+        """The series of the run an artefacts folder holds, whatever parameters trained it: notebooks
+        02-05 serve what notebook 01 (or `make run`) trained there. The mode's defaults when the folder
+        holds no run; a run of older training code is trained again with its parameters."""
+        series = cls.from_parameters(quick, artifacts=artifacts)
+        summary = series.layout().summary
+        if not summary.is_file():
+            return series
+        trained = {k: RunSummary.load(summary).config[k] for k in ("model", "dataset", "epochs", "lr", "image_size")}
+        return dataclasses.replace(series, **trained)
+
+    def describe(self) -> str:
+        """One line: the mode, the training parameters and the artefacts folder."""
+        config = self.train_config()
+        return (
+            f"{'quick' if self.quick else 'full'} mode | model: {config.model or 'the mode default'} | dataset: "
+            f"{config.dataset} | epochs: {config.epochs} | lr: {config.lr:g} | image size: {config.image_size} | "
+            f"artefacts: {shown(self.layout().root)}"
+        )
+
     def layout(self) -> RunArtifacts:
         layout = RunArtifacts(Path(self.artifacts)) if self.artifacts else run_artifacts(quick=self.quick)
         layout.root.mkdir(parents=True, exist_ok=True)

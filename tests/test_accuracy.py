@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.measure import accuracy, fold_robustness, targets
+from helpers.measure import accuracy, accuracy_report, fold_robustness, targets
 from helpers.measure.targets import MET, NOT_MET
 
 
@@ -19,7 +19,7 @@ def made_up_row():
     """A row of measure_trained's shape with made-up figures: what the goal and table logic read,
     without training."""
     intervals = {"map": [0.4, 0.6], "map_50": [0.8, 0.95], "recall": [0.8, 0.97], "precision": [0.75, 0.95]}
-    return accuracy.AccuracyRow(
+    return accuracy_report.AccuracyRow(
         mode="quick",
         model="fasterrcnn_efficientnet_lite0_fpn",
         seed=42,
@@ -32,7 +32,7 @@ def made_up_row():
         epochs=6,
         best_epoch=5,
         n_train=131,
-        test=accuracy.TestFigures(31, 33, 0.5, 0.9, 0.55, 0.9, 0.86, 30, 5, intervals),
+        test=accuracy_report.TestFigures(31, 33, 0.5, 0.9, 0.55, 0.9, 0.86, 30, 5, intervals),
         fridge_test_found={"13.jpg": "2/2", "15.jpg": "2/2"},
         validation_map_50=0.93,
         served={
@@ -61,7 +61,7 @@ def test_the_row_is_the_run_on_its_test_images_and_its_served_models(row, traine
 
 
 def _status(row, goal_prefix):
-    return next(s for goal, _, s in accuracy.run_goals(row) if goal.startswith(goal_prefix))
+    return next(s for goal, _, s in accuracy_report.run_goals(row) if goal.startswith(goal_prefix))
 
 
 def test_each_quick_target_is_judged_from_its_figure(made_up_row):
@@ -85,11 +85,11 @@ def test_map_is_judged_as_the_mean_over_folds(made_up_row):
         return replace(made_up_row, fold=i, test=replace(made_up_row.test, map_50=map_50, map=map_))
 
     low, high = targets.QUICK_MIN_MAP_50 - 0.05, targets.QUICK_MIN_MAP_50 + 0.05
-    assert accuracy.fold_goals("quick", [fold(0, low), fold(1, high)])[0][2] == MET  # the mean is on the line
-    assert accuracy.fold_goals("quick", [fold(0, low), fold(1, high - 0.01)])[0][2] == NOT_MET
+    assert accuracy_report.fold_goals("quick", [fold(0, low), fold(1, high)])[0][2] == MET  # the mean is on the line
+    assert accuracy_report.fold_goals("quick", [fold(0, low), fold(1, high - 0.01)])[0][2] == NOT_MET
     full = [replace(r, mode="full") for r in (fold(0, 0.95, 0.62), fold(1, 0.93, 0.6))]
-    assert accuracy.fold_goals("full", full)[0][2] == MET
-    assert accuracy.fold_goals("full", [replace(full[0], test=replace(full[0].test, map=0.5))])[0][2] == NOT_MET
+    assert accuracy_report.fold_goals("full", full)[0][2] == MET
+    assert accuracy_report.fold_goals("full", [replace(full[0], test=replace(full[0].test, map=0.5))])[0][2] == NOT_MET
 
 
 def test_full_mode_is_judged_on_cpu_minutes(made_up_row):
@@ -101,7 +101,7 @@ def test_full_mode_is_judged_on_cpu_minutes(made_up_row):
 def test_the_table_gives_every_run_and_the_spread_over_folds(made_up_row):
     row = made_up_row
     second = replace(row, fold=1, train_seconds=row.train_seconds + 10, test=replace(row.test, recall=0.5))
-    text = accuracy.markdown([row, second])
+    text = accuracy_report.markdown([row, second])
     assert f"| quick | {row.model} | 42 | 0 | {row.train_seconds:.0f} " in text
     assert "| 0.900 [0.80, 0.95] (31 images, 33 boxes) " in text
     assert f"| quick | {row.model} | 42 | 1 | {second.train_seconds:.0f} " in text
@@ -135,7 +135,7 @@ def test_readme_gets_the_headline_of_every_run(made_up_row, tmp_path):
     rows = [made_up_row, replace(made_up_row, fold=1, test=replace(made_up_row.test, map_50=0.8))]
     readme = tmp_path / "README.md"
     readme.write_text("before\n\n<!-- accuracy:headline:start -->\nold\n<!-- accuracy:headline:end -->\n\nafter\n")
-    replace_section(readme, accuracy.README_SECTION, accuracy.headline(rows))
+    replace_section(readme, accuracy_report.README_SECTION, accuracy_report.headline(rows))
     text = readme.read_text()
     assert "\nold\n" not in text and text.startswith("before") and text.rstrip().endswith("after")
     assert "| quick fasterrcnn_efficientnet_lite0_fpn, seed 42 | 0.850 ± 0.071 (0.800-0.900) over 2 fold(s) " in text
@@ -152,7 +152,7 @@ def test_robustness_is_judged_as_the_mean_drop_over_folds(made_up_row):
     assert fold_robustness.goal([fold(0, 27), fold(1, 27)])[2] == MET  # 3/33 = 0.091 in both
     goal, figure, _ = fold_robustness.goal([fold(0, 26), fold(1, 27)])
     assert figure == "worst mean drop 0.106 (jpeg quality 20); 1 of 2 over"
-    text = accuracy.markdown([fold(0, 26), fold(1, 27)])
+    text = accuracy_report.markdown([fold(0, 26), fold(1, 27)])
     assert "| jpeg quality 20 | 0.803 (+0.106 / +0.121) |" in text  # mean recall (mean drop / worst fold's)
     assert f"| quick {made_up_row.model} seed 42, 2 folds | {goal} | {figure} | {NOT_MET} |" in text
 
@@ -171,3 +171,14 @@ def test_a_run_already_trained_is_measured_again_without_training(trained, tmp_p
     monkeypatch.setattr(accuracy, "train", lambda config: retrained.append(config.fold) or trained)
     accuracy.measure_run("quick", "lite0", 42, 1, tmp_path)  # fold 1 has no run there: trained
     assert retrained == [1]
+
+
+def test_the_committed_table_is_read_back_fold_by_fold(made_up_row, tmp_path):
+    """Notebook 01 places its run among the folds of the committed BENCHMARKS.md table."""
+    rows = [replace(made_up_row, fold=i, test=replace(made_up_row.test, map_50=0.8 + i / 100)) for i in range(3)]
+    rows.append(replace(made_up_row, seed=1, fold=3))  # another seed: not the default recipe's
+    rows.append(replace(made_up_row, mode="full", fold=0, test=replace(made_up_row.test, map_50=0.97)))
+    benchmarks = tmp_path / "BENCHMARKS.md"
+    benchmarks.write_text("# Benchmarks\n\n" + accuracy_report.markdown(rows) + "\n")
+    assert accuracy_report.committed_test_map_50("quick", benchmarks) == {0: 0.8, 1: 0.81, 2: 0.82}
+    assert accuracy_report.committed_test_map_50("full", benchmarks) == {0: 0.97}

@@ -153,7 +153,7 @@ def test_robustness_is_judged_as_the_mean_drop_over_folds(made_up_row):
     goal, figure, _ = fold_robustness.goal([fold(0, 26), fold(1, 27)])
     assert figure == "worst mean drop 0.106 (jpeg quality 20); 1 of 2 over"
     text = accuracy_report.markdown([fold(0, 26), fold(1, 27)])
-    assert "| jpeg quality 20 | 0.803 (+0.106 / +0.121) |" in text  # mean recall (mean drop / worst fold's)
+    assert "| jpeg quality 20 | 0.803 (drop 0.106 / 0.121) |" in text  # mean recall (mean drop / worst fold's)
     assert f"| quick {made_up_row.model} seed 42, 2 folds | {goal} | {figure} | {NOT_MET} |" in text
 
 
@@ -175,10 +175,17 @@ def test_a_run_already_trained_is_measured_again_without_training(trained, tmp_p
 
 def test_the_committed_table_is_read_back_fold_by_fold(made_up_row, tmp_path):
     """Notebook 01 places its run among the folds of the committed BENCHMARKS.md table."""
+    from helpers.measure.markdown import replace_section
+
     rows = [replace(made_up_row, fold=i, test=replace(made_up_row.test, map_50=0.8 + i / 100)) for i in range(3)]
     rows.append(replace(made_up_row, seed=1, fold=3))  # another seed: not the default recipe's
     rows.append(replace(made_up_row, mode="full", fold=0, test=replace(made_up_row.test, map_50=0.97)))
+    rows.append(replace(made_up_row, model="fasterrcnn_mobilenet_v3_large_320_fpn", fold=1))  # another model
     benchmarks = tmp_path / "BENCHMARKS.md"
-    benchmarks.write_text("# Benchmarks\n\n" + accuracy_report.markdown(rows) + "\n")
-    assert accuracy_report.committed_test_map_50("quick", benchmarks) == {0: 0.8, 1: 0.81, 2: 0.82}
-    assert accuracy_report.committed_test_map_50("full", benchmarks) == {0: 0.97}
+    replace_section(benchmarks, accuracy_report.SECTION, accuracy_report.markdown(rows))
+    table = accuracy_report.markdown([replace(made_up_row, fold=4)]).splitlines()
+    outside = next(line for line in table if line.startswith("| quick | "))
+    benchmarks.write_text(benchmarks.read_text() + "\n" + outside + "\n")  # not in the section: not read
+    model = made_up_row.model
+    assert accuracy_report.committed_test_map_50("quick", model, benchmarks) == {0: 0.8, 1: 0.81, 2: 0.82}
+    assert accuracy_report.committed_test_map_50("full", model, benchmarks) == {0: 0.97}

@@ -271,9 +271,9 @@ def test_nms_twins_count_as_ties_and_shifted_boxes_do_not_pair():
 
 
 #: INT8 calibrated on every training image against FP32, mAP@0.5 on CI's run's 31 test images (33 boxes;
-#: one box is ~3 points): measured -0.9 points lost (INT8 above FP32). The bound is that plus one box
-#: (-0.9 + 3.0), rounded up to half a point.
-MAX_INT8_MAP50_LOSS_POINTS = 2.5
+#: one box is ~3 points): measured -0.9 points lost (INT8 above FP32; 1.8 lost by the recipe before).
+#: The bound is one box above no loss: a loss of a box or less passes, two boxes fail.
+MAX_INT8_MAP50_LOSS_POINTS = 3.0
 
 
 def test_served_calibration_spans_the_fridge_photos_and_every_class(trained):

@@ -27,7 +27,7 @@ import torch
 
 from helpers.data import dataset as fridge_data
 from helpers.measure import fold_robustness
-from helpers.measure.accuracy_report import README_SECTION, AccuracyRow, TestFigures, headline, markdown
+from helpers.measure.accuracy_report import README_SECTION, SECTION, AccuracyRow, TestFigures, headline, markdown
 from helpers.measure.markdown import has_section, replace_section
 from helpers.paths import ACCURACY_DIR, PROJECT_ROOT, split_file
 from helpers.pipeline.steps import SERVED_CALIBRATION_IMAGES
@@ -52,7 +52,8 @@ def measure_run(mode: str, model: str, seed: int, fold: int, work: Path) -> Accu
     out_dir = work / f"{mode}-{model}-{seed}-fold{fold}"
     config = train_config(mode, model, seed, out_dir, fold)
     summary = RunSummary.load(out_dir / "summary.json") if (out_dir / "summary.json").is_file() else None
-    if summary and summary.config_hash == config.fingerprint() and Path(summary.checkpoint).is_file():
+    trained = summary and summary.config_hash == config.fingerprint()
+    if trained and Path(summary.checkpoint).is_file() and split_file(Path(summary.checkpoint).parent).is_file():
         print(f"{mode} {model} seed {seed} fold {fold}: measuring the run trained {summary.finished}", flush=True)
     else:
         summary = train(config)
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
                     flush=True,
                 )
     rows.sort(key=lambda r: (r.mode != "quick", r.model, r.seed != TrainConfig.seed, r.seed, r.fold))
-    replace_section(args.out, "training", markdown(rows))  # BENCHMARKS.md's "training" section is this tool's
+    replace_section(args.out, SECTION, markdown(rows))  # BENCHMARKS.md's "training" section is this tool's
     if has_section(args.readme, README_SECTION):
         replace_section(args.readme, README_SECTION, headline(rows))
     print(markdown(rows))

@@ -51,19 +51,20 @@ def section(groups: dict[str, Sequence[FoldRow]]) -> list[str]:
     names = list(next(iter(groups.values()))[0].robustness)
     lines = [
         "Robustness (`helpers.evaluate.robustness`: each fold's test images perturbed, served FP32 model at the",
-        "fold's served threshold; recall, mean over folds, and in brackets the mean / worst fold's drop from clean):",
+        "fold's served threshold; recall, mean over folds, and in brackets its drop from clean: mean / worst fold):",
         "",
         "| perturbation | " + " | ".join(groups) + " |",
         "|---|" + "---|" * len(groups),
     ]
+    drops = {label: mean_drops(group) for label, group in groups.items()}
     for name in names:
         cells = []
-        for group in groups.values():
+        for label, group in groups.items():
             mean_recall = statistics.fmean(recall(r.robustness[name]) for r in group)
             if name == CLEAN:
                 cells.append(f"{mean_recall:.3f}")
             else:
-                drop, worst = mean_drops(group)[name]
-                cells.append(f"{mean_recall:.3f} ({drop:+.3f} / {worst:+.3f})")
+                drop, worst = drops[label][name]
+                cells.append(f"{mean_recall:.3f} (drop {drop:.3f} / {worst:.3f})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return [*lines, ""]

@@ -1,6 +1,7 @@
 """The series' steps, each made only if missing or stale (layout: helpers.paths).
 
-A `Series` holds what a learner may change — the values of the notebooks' `parameters` cells — and
+A `Series` holds what a learner may change — the values of notebook 01's `parameters` cell, or, for
+notebooks 02-05, the settings of the run their artefacts folder holds (`Series.trained_in`) — and
 makes each artefact from them: the trained checkpoint, model.onnx, model_int8.onnx, the Lambda zip.
 Every artefact is keyed by the training configuration's fingerprint (TrainConfig.fingerprint): a run
 is reused only when its fingerprint matches, and says so; an export of another run is made again.
@@ -53,6 +54,7 @@ class Series:
     lr: float | None = None
     image_size: int | None = None
     artifacts: str | Path | None = None  # None: artifacts/quick or artifacts/full (or HELPERS_ARTIFACTS)
+    recorded: tuple[tuple[str, object], ...] | None = None  # a run's whole configuration (trained_in)
 
     @classmethod
     def from_environment(cls) -> Series:
@@ -78,15 +80,24 @@ class Series:
 
     @classmethod
     def trained_in(cls, quick=None, artifacts=None) -> Series:
-        """The series of the run an artefacts folder holds, whatever parameters trained it: notebooks
-        02-05 serve what notebook 01 (or `make run`) trained there. The mode's defaults when the folder
-        holds no run; a run of older training code is trained again with its parameters."""
+        """The series of the run an artefacts folder holds, whatever settings trained it (notebook 01's
+        parameters or `python -m helpers train`'s options): notebooks 02-05 serve what was trained there.
+        The mode's defaults when the folder holds no run; a run of older training code is trained again
+        with its settings."""
         series = cls.from_parameters(quick, artifacts=artifacts)
         summary = series.layout().summary
         if not summary.is_file():
             return series
-        trained = {k: RunSummary.load(summary).config[k] for k in ("model", "dataset", "epochs", "lr", "image_size")}
-        return dataclasses.replace(series, **trained)
+        config = RunSummary.load(summary).config
+        trained = {k: config[k] for k in ("model", "dataset", "epochs", "lr", "image_size")}
+        settings = tuple((k, v) for k, v in config.items() if k not in NOT_FINGERPRINTED)
+        return dataclasses.replace(series, **trained, recorded=settings)
+
+    def default_recipe(self) -> bool:
+        """Whether this is the bundled data's default quick recipe, the run CI trains and the notebooks'
+        bounds were measured on (helpers.measure.targets); other runs are reported, not judged."""
+        config = self.train_config()
+        return self.quick and config.fingerprint() == TrainConfig.quick(out_dir=config.out_dir).fingerprint()
 
     def describe(self) -> str:
         """One line: the mode, the training parameters and the artefacts folder."""
@@ -115,6 +126,8 @@ class Series:
             if v is not None
         }
         overrides["out_dir"] = str(self.layout().train_dir)
+        if self.recorded is not None:
+            return TrainConfig(**{**dict(self.recorded), **overrides})
         return TrainConfig.quick(**overrides) if self.quick else TrainConfig(**overrides)
 
     def ensure_trained(self) -> RunSummary:

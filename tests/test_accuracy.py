@@ -189,3 +189,15 @@ def test_the_committed_table_is_read_back_fold_by_fold(made_up_row, tmp_path):
     model = made_up_row.model
     assert accuracy_report.committed_test_map_50("quick", model, benchmarks) == {0: 0.8, 1: 0.81, 2: 0.82}
     assert accuracy_report.committed_test_map_50("full", model, benchmarks) == {0: 0.97}
+
+
+def test_tables_only_rewrites_the_tables_from_the_results_without_training(made_up_row, tmp_path, monkeypatch):
+    import json
+
+    row = replace(made_up_row, config_hash=accuracy.current_fingerprint(made_up_row.to_json(), tmp_path))
+    (tmp_path / "results.json").write_text(json.dumps([row.to_json()]))
+    monkeypatch.setattr(accuracy, "ACCURACY_DIR", tmp_path)
+    monkeypatch.setattr(accuracy, "measure_run", lambda *args: pytest.fail("measured again"))
+    benchmarks, readme = tmp_path / "BENCHMARKS.md", tmp_path / "README.md"
+    assert accuracy.main(["--tables-only", "--out", str(benchmarks), "--readme", str(readme)]) == 0
+    assert f"| quick | {row.model} | 42 | 0 | 143 " in benchmarks.read_text()

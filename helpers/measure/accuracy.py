@@ -139,6 +139,9 @@ def main(argv=None) -> int:
     parser.add_argument("--folds", default="0,1,2,3,4", help="comma-separated folds (the test part of each)")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "BENCHMARKS.md")
     parser.add_argument("--readme", type=Path, default=PROJECT_ROOT / "README.md", help="its accuracy lines")
+    parser.add_argument(
+        "--tables-only", action="store_true", help="rewrite the tables from results.json; train and measure nothing"
+    )
     args = parser.parse_args(argv)
     runs = [tuple(item.split(":")) for item in args.runs.split(",")]
     if any(len(r) != 2 or r[0] not in ("quick", "full") or r[1] not in SHORT_NAMES for r in runs):
@@ -151,7 +154,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     results_path = work / "results.json"
     rows = _todays_rows(results_path, work)
-    for mode, model in runs:
+    for mode, model in [] if args.tables_only else runs:
         for seed in seeds:
             for fold in folds:
                 started = time.perf_counter()

@@ -578,6 +578,7 @@ SHA = "0123456789abcdef" * 4
         ({**S3, "MODEL_SHA256": "xyz"}, "MODEL_SHA256 must be 64 lowercase hex digits"),
         ({**S3, "MODEL_SHA256": SHA.upper()}, "MODEL_SHA256 must be 64 lowercase hex digits"),
         ({**S3, "MODEL_SHA256": SHA + "0"}, "MODEL_SHA256 must be 64 lowercase hex digits"),
+        ({**S3, "MODEL_SHA256": "X" * 64}, "MODEL_SHA256 must be 64 lowercase hex digits"),  # a template's placeholder
     ],
 )
 def test_bad_configuration_names_the_variable(env, message):

@@ -21,7 +21,8 @@ class FaultyS3(http.server.ThreadingHTTPServer):
         how every request answers: None (healthy), "truncate" (half the bytes under the full Content-Length,
         then the connection closes), "corrupt" (as many other bytes), "stall" (the headers and 1 KiB, then
         nothing for 3 s), "deny" (403 AccessDenied), "huge" (HEAD announces a petabyte), "grown" (HEAD announces
-    one byte more than GET sends, as when the object is replaced between them), or (status, code)
+    one byte more than GET sends, as when the object is replaced between them), "codeless" (HEAD healthy,
+    GET a 400 whose <Error> has no <Code>, as some S3-compatible stores answer), or (status, code)
         (that S3 error). The first `fail_first` requests answer 503 SlowDown whatever the fault.
         `requests` counts the requests by method."""
 
@@ -38,7 +39,11 @@ class FaultyS3(http.server.ThreadingHTTPServer):
 
 
 def _error(handler: http.server.BaseHTTPRequestHandler, status: int, code: str, send_body: bool) -> None:
-    body = f"<Error><Code>{code}</Code><Message>{code}</Message></Error>".encode()
+    body = (
+        f"<Error><Code>{code}</Code><Message>{code}</Message></Error>"
+        if code
+        else "<Error><Message>refused</Message></Error>"
+    ).encode()
     handler.send_response(status)
     handler.send_header("Content-Type", "application/xml")
     handler.send_header("Content-Length", str(len(body) if send_body else 0))
@@ -71,6 +76,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return _error(self, 403, "AccessDenied", send_body)
         if isinstance(fault, tuple):
             return _error(self, *fault, send_body)
+        if fault == "codeless" and send_body:
+            return _error(self, 400, None, send_body)
         body = server.objects[path]
         body = bytes(255 - b for b in body) if fault == "corrupt" else body
         self.send_response(200)

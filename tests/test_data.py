@@ -97,6 +97,10 @@ NOT_A_MAP = "class map must be a list, {'classes': [...]} or {name: id}"
         ({}, NOT_A_MAP),
         ("carton", NOT_A_MAP),
         (None, NOT_A_MAP),
+        ({"classes": ["carton", "background"]}, "class names must not include 'background': it is id 0 implicitly"),
+        ({"classes": ["carton", "can", "carton"]}, "duplicate class names: ('carton', 'can', 'carton')"),
+        ({"classes": []}, "a class map needs at least one class"),
+        (["background"], "a class map needs at least one class"),  # a plain list drops background
     ],
 )
 def test_a_class_map_of_another_shape_is_refused_with_its_reason(obj, message):

@@ -455,10 +455,20 @@ def test_base64_in_either_alphabet_decodes_to_the_same_bytes(text, data):
     assert events.parse(http_v2(text, is_base64=True, content_type="image/jpeg")) == events.Request(image=data)
 
 
+def test_a_raw_body_decoded_with_surrogateescape_gives_back_the_image_bytes(sample_jpegs):
+    """A client that turned the JPEG's bytes into text with surrogateescape (its non-UTF-8 bytes as lone
+    surrogates, which JSON carries) without isBase64Encoded: the encode reverses it byte for byte."""
+    jpeg = sample_jpegs["10.jpg"]
+    assert events.parse(http_v2(jpeg.decode("utf-8", "surrogateescape"), content_type="image/jpeg")) == events.Request(
+        image=jpeg
+    )
+
+
 @pytest.mark.parametrize(
     ("event", "proxy"),
     [
         ({"requestContext": {}, "body": "x"}, True),  # API Gateway v1/v2
+        ({"requestContext": {}, "image": "eA=="}, True),  # requestContext alone marks it
         ({"httpMethod": "POST", "body": "x", "image": "eA=="}, True),  # v1's own key: its body is the request
         ({"version": "2.0", "image": "eA=="}, True),
         ({"body": "x"}, True),  # a bare HTTP-style body (console test events)
@@ -510,6 +520,9 @@ def test_each_event_shape_is_parsed_into_its_request(event, parsed):
         ({"image": "eA==", "raise_retryable": "yes"}, "raise_retryable must be true or false, got 'yes'"),
         ({"image": "eA==", "raise_retryable": 1}, "raise_retryable must be true or false, got 1"),
         ({"version": "2.0", "body": None}, "empty body: send a JSON request or the image bytes"),
+        ({"requestContext": {}}, "empty body: send a JSON request or the image bytes"),  # a proxy event, not unrecognised
+        ({"image": "eA-+"}, "image is not valid base64"),  # mixed alphabets, one character of each
+        ({"image": "eA_/"}, "image is not valid base64"),
         ({"version": "2.0", "body": "{}", "queryStringParameters": "a=1"}, "headers and queryStringParameters must be JSON objects"),
         ({"version": "2.0", "body": "{}"}, 'request needs "image" (base64), "s3" {"bucket", "key"} or "s3_uri"'),
         ({"version": "2.0", "body": "[]", "headers": {"content-type": "application/json"}}, "JSON body must be an object"),
@@ -565,6 +578,7 @@ SHA = "0123456789abcdef" * 4
         ({**S3, "MODEL_SHA256": "xyz"}, "MODEL_SHA256 must be 64 lowercase hex digits"),
         ({**S3, "MODEL_SHA256": SHA.upper()}, "MODEL_SHA256 must be 64 lowercase hex digits"),
         ({**S3, "MODEL_SHA256": SHA + "0"}, "MODEL_SHA256 must be 64 lowercase hex digits"),
+        ({**S3, "MODEL_SHA256": "X" * 64}, "MODEL_SHA256 must be 64 lowercase hex digits"),  # a template's placeholder
     ],
 )
 def test_bad_configuration_names_the_variable(env, message):

@@ -2,6 +2,9 @@
 outside the named ones, a connect timeout, transient 503s that the client's retries absorb, the
 free-space check, and a cached file with the wrong checksum replaced."""
 
+import hashlib
+import logging
+import shutil
 import socket
 
 import boto3
@@ -105,3 +108,42 @@ def test_a_cache_folder_is_made_parents_and_all_and_a_model_path_taken_is_not_ca
     with pytest.raises(IsADirectoryError):  # an OSError that is not a full disk stays itself
         h.init({**env, "MODEL_CACHE_DIR": str(tmp_path / "blocked")})
     assert [p.name for p in (tmp_path / "blocked").iterdir()] == ["model.onnx"]  # the partial file removed
+
+
+def test_a_model_path_is_verified_against_model_sha256(tiny_model, tmp_path):
+    logger = logging.getLogger("test.fetch")
+    assert storage.fetch_model(tiny_model, None, sha256_file(tiny_model), tmp_path, logger) == tiny_model
+    other = hashlib.sha256(b"another model").hexdigest()
+    with pytest.raises(errors.ModelChecksumMismatch) as info:
+        storage.fetch_model(tiny_model, None, other, tmp_path, logger)
+    assert str(info.value) == f"MODEL_SHA256 mismatch: {tiny_model} has {sha256_file(tiny_model)}"
+
+
+def test_a_download_is_logged_with_its_bucket_and_key(faulty_s3, tiny_model, tmp_path, caplog):
+    logger = logging.getLogger("test.fetch")
+    with caplog.at_level(logging.INFO, logger="test.fetch"):
+        path = storage.fetch_model(None, ("models", "fridge/model.onnx"), None, tmp_path, logger)
+    assert path == tmp_path / "model.onnx" and path.read_bytes() == tiny_model.read_bytes()
+    [record] = caplog.records
+    assert (record.getMessage(), record.fields) == (
+        "model downloaded",
+        {"bucket": "models", "key": "fridge/model.onnx"},
+    )
+
+
+def test_a_model_exactly_as_large_as_the_free_space_is_downloaded(faulty_s3, tiny_model, tmp_path, monkeypatch):
+    """The free-space check's boundary: no real disk can be made to hold exactly that much free, so its
+    reading is replaced by one of the model's size."""
+    size = tiny_model.stat().st_size
+    monkeypatch.setattr(storage.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10 * size, 9 * size, size))
+    storage.download_model("models", "fridge/model.onnx", tmp_path / "model.onnx", sha256_file(tiny_model))
+    assert (tmp_path / "model.onnx").read_bytes() == tiny_model.read_bytes()
+
+
+def test_an_s3_error_without_a_code_is_model_download_failed_quoting_botocore(faulty_s3, tiny_model, tmp_path):
+    server, _ = faulty_s3
+    server.fault = "codeless"
+    with pytest.raises(errors.ModelDownloadFailed) as info:
+        h.init(_env(tmp_path, tiny_model))
+    assert str(info.value) == f"{WHERE}: An error occurred (Unknown) when calling the GetObject operation: refused"
+    assert list((tmp_path / "cache").iterdir()) == []

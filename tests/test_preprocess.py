@@ -16,7 +16,7 @@ from helpers.runtime import decode, errors, kernel, pillow_view, resize
 from helpers.runtime import preprocess as pp
 from helpers.runtime.config import PREPROCESS
 from helpers.runtime.geometry import letterbox_geometry
-from helpers.runtime.postprocess import letterbox_boxes, restore_boxes
+from helpers.runtime.postprocess import letterbox_boxes, restore_boxes, to_detections
 from helpers.train.transforms import valid_transform
 
 ALBU_LETTERBOX = valid_transform(PREPROCESS, with_normalize=False)
@@ -228,6 +228,60 @@ def test_albumentations_moves_boxes_as_letterbox_boxes_says(sample_records):
     out = ALBU_LETTERBOX(image=image, bboxes=np.array(record.boxes), labels=record.labels)
     geometry = pp.letterbox(image)[1]
     assert np.abs(np.array(out["bboxes"]) - letterbox_boxes(np.array(record.boxes), geometry)).max() < 1e-3
+
+
+# A 1024x768 portrait and a 768x1024 landscape photo: scale 0.375 (exact in binary), 48 px of padding
+# on the left and on the top respectively.
+PORTRAIT, LANDSCAPE = letterbox_geometry(1024, 768, 384), letterbox_geometry(768, 1024, 384)
+
+
+@pytest.mark.parametrize(
+    "geometry, model_box, original_box",
+    [
+        (PORTRAIT, [51, 3, 100, 50], [8, 8, 416 / 3, 400 / 3]),  # integer pixels: no truncation
+        (PORTRAIT, [10, 0, 400, 384], [0, 0, 768, 1024]),  # past the image left and right: clipped
+        (LANDSCAPE, [3, 51, 50, 100], [8, 8, 400 / 3, 416 / 3]),
+        (LANDSCAPE, [0, 10, 384, 380], [0, 0, 1024, 768]),  # past the image top and bottom: clipped
+    ],
+)
+def test_restore_boxes_removes_the_pad_divides_by_the_scale_and_clips_to_the_image(geometry, model_box, original_box):
+    restored = restore_boxes([model_box], geometry)
+    assert restored.dtype == np.float64
+    np.testing.assert_allclose(restored, [original_box], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "geometry, original_box, model_box",
+    [
+        (PORTRAIT, [100, 200, 300, 400], [85.5, 75, 160.5, 150]),
+        (LANDSCAPE, [100, 200, 300, 400], [37.5, 123, 112.5, 198]),
+    ],
+)
+def test_letterbox_boxes_scales_integer_pixels_without_truncating(geometry, original_box, model_box):
+    assert letterbox_boxes([original_box], geometry).tolist() == [model_box]
+
+
+@pytest.mark.parametrize(
+    "geometry, padding_box, image_box, restored_box",
+    [
+        (PORTRAIT, [10, 100, 40, 200], [51, 3, 100, 50], [8, 8, 416 / 3, 400 / 3]),  # left padding: no width
+        (LANDSCAPE, [100, 10, 200, 40], [3, 51, 50, 100], [8, 8, 400 / 3, 416 / 3]),  # top padding: no height
+    ],
+)
+def test_a_box_in_the_padding_is_dropped_even_when_it_scores_best(geometry, padding_box, image_box, restored_box):
+    found = to_detections(np.array([padding_box, image_box], np.float32), [0.9, 0.8], [1, 2], geometry, 0.5, 10)
+    assert found.scores.tolist() == [pytest.approx(0.8)] and found.labels.tolist() == [2]
+    np.testing.assert_allclose(found.boxes, [restored_box], rtol=1e-6)
+
+
+def test_detections_of_equal_score_keep_the_models_order():
+    """Stable sort: ties keep the order the model emitted them in (NumPy's default quicksort does not for
+    16 alternating scores)."""
+    boxes = np.array([[i, i, i + 10, i + 10] for i in range(16)], np.float32)
+    scores = [0.5, 0.9] * 8
+    found = to_detections(boxes, scores, np.ones(16, int), letterbox_geometry(384, 384, 384), 0.3, 16)
+    assert found.boxes[:, 0].tolist() == [*range(1, 16, 2), *range(0, 16, 2)]
+    assert found.scores.tolist() == [0.9] * 8 + [0.5] * 8
 
 
 # ---- JPEG DCT scaling (decode_for_model) -------------------------------------------------------

@@ -147,3 +147,12 @@ def test_an_s3_error_without_a_code_is_model_download_failed_quoting_botocore(fa
         h.init(_env(tmp_path, tiny_model))
     assert str(info.value) == f"{WHERE}: An error occurred (Unknown) when calling the GetObject operation: refused"
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "weights.part"])
+def test_the_downloaded_model_stays_whatever_its_file_is_called(faulty_s3, tiny_model, tmp_path, name):
+    """The partial download is the file's name plus .part: with with_suffix(".part") a model saved as
+    weights.part was its own partial file, and the cleanup deleted the model it had just downloaded."""
+    storage.download_model("models", "fridge/model.onnx", tmp_path / name, sha256_file(tiny_model))
+    assert (tmp_path / name).read_bytes() == tiny_model.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]

@@ -89,7 +89,7 @@ def download_model(bucket: str, key: str, path: Path, sha256: str | None) -> Non
     from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 
     where = f"s3://{bucket}/{key}"
-    partial = path.with_suffix(".part")
+    partial = path.with_name(path.name + ".part")  # not with_suffix: a key named x.part would be its own partial
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         size = client().head_object(Bucket=bucket, Key=key)["ContentLength"]

@@ -159,6 +159,21 @@ def trained():
 
 
 @pytest.fixture(scope="session")
+def served_graph_test_figures(trained):
+    """The trained checkpoint's test figures in PyTorch, computing what the exported graph computes
+    (its score floor and 75 proposals, where training's own report pooled 150): what the served ONNX
+    model must measure, up to float noise."""
+    from helpers.export.onnx_export import prepare_for_serving
+    from helpers.pipeline import steps
+    from helpers.train.module import load_checkpoint
+    from helpers.train.threshold import test_report
+
+    module = load_checkpoint(trained.checkpoint)
+    prepare_for_serving(module.model)
+    return test_report(module, steps.split().evaluation(), trained.served_threshold)
+
+
+@pytest.fixture(scope="session")
 def onnx_model(trained, tmp_path_factory):
     """The quick-trained checkpoint exported to ONNX (with metadata). min_score=0 keeps every
     detection the graph can emit, so a barely trained model still gives boxes to compare."""

@@ -138,13 +138,15 @@ def test_robustness_and_empty_images_are_measured_and_written(tiny_model, sample
 
 
 @pytest.mark.slow
-def test_the_trained_model_on_its_test_images(onnx_model, trained, tmp_path):
+def test_the_trained_model_on_its_test_images(trained, served_graph_test_figures, tmp_path):
     """The default set: the quick run's test images, at the model's served threshold, with intervals,
-    robustness and empty images; the figures are the training summary's test report."""
+    robustness and empty images; the figures are PyTorch's on the same graph (75 proposals)."""
+    from helpers.pipeline import steps
+
     out = tmp_path / "evaluation"
-    assert report.main(["--model", str(onnx_model), "--out", str(out)]) == 0
+    assert report.main(["--model", str(steps.ensure_onnx()), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert "test images" in summary["images"] and summary["image_count"] == trained.test["images"]
-    assert summary["map_50"] == pytest.approx(trained.test["map_50"], abs=0.01)
-    assert abs(summary["found"] - trained.test["found"]) <= 1
+    assert summary["map_50"] == pytest.approx(served_graph_test_figures["map_50"], abs=0.01)
+    assert abs(summary["found"] - served_graph_test_figures["found"]) <= 1
     assert summary["robustness"]["empty"]["images"] >= 20

@@ -40,6 +40,20 @@ def test_zip_is_within_quotas_and_holds_only_the_runtime(built):
 
 
 @needs_312
+def test_every_trim_rule_removes_something_and_the_removals_account_for_the_saving(built):
+    """A rule that matches nothing is dead (or a pin moved what it meant to remove); what the rules
+    removed is what pip's tree lost, apart from the runtime files and bytecode the build adds."""
+    removed = built["trimmed_by_rule"]
+    rules = [reason for reason, _ in package.TRIM_RULES]
+    in_code = [package.BYTECODE_CACHES, package.METADATA, package.UNUSED_LIBRARIES, package.SYMBOLS]
+    assert list(removed) == rules + in_code
+    assert all(removed_bytes > 0 for removed_bytes in removed.values()), removed
+    names = zipfile.ZipFile(built["zip"]).infolist()
+    added = sum(i.file_size for i in names if i.filename.startswith("helpers/") or i.filename.endswith(".pyc"))
+    assert built["untrimmed_unzipped_bytes"] - sum(removed.values()) + added == built["unzipped_bytes"]
+
+
+@needs_312
 def test_build_is_deterministic(built, tmp_path):
     again = package.build("x86_64", "3.12", out_dir=tmp_path)
     assert again["sha256"] == built["sha256"]

@@ -47,42 +47,62 @@ UNZIPPED_LIMIT = 250 * 1000 * 1000
 RUNTIME_FILES = ("helpers/__init__.py", "helpers/runtime")
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
-#: What inference never loads, each removal verified by running the result (tests/test_package.py).
-TRIM_GLOBS = (
-    "onnxruntime/capi/libonnxruntime.so.*",  # C-API library; the Python extension links statically
-    "onnxruntime/tools",
-    "onnxruntime/transformers",
-    "onnxruntime/quantization",
-    "onnxruntime/datasets",
-    "onnxruntime/backend",
-    "onnxruntime/ThirdPartyNotices.txt",
-    "google",
-    "flatbuffers",
-    "packaging",  # onnxruntime's protobuf/flatbuffers/packaging: not imported to infer
-    "numpy/*/tests",
-    "numpy/tests",
-    "numpy/_core/include",
-    "numpy/f2py",
-    "numpy/_pyinstaller",
-    "numpy/typing",
-    "numpy/random",
-    "numpy/fft",
-    "numpy/polynomial",
-    "numpy/ma",
-    "numpy/testing",
-    "numpy/_core/_*_tests.*.so",
-    "numpy/_core/_simd.*.so",
-    "numpy/_core/lib",
-    "**/*.pyi",
-    "**/py.typed",
-    "numpy/**/*.pxd",
-    "numpy/**/*.h",
-    "PIL/_avif.*.so",
-    "PIL/_imagingft.*.so",
-    "PIL/_imagingtk.*.so",
-    "PIL/_imagingcms.*.so",  # AVIF, fonts, Tk, ICC
-    "bin",
+#: What inference never loads, rule by rule with its reason; the build report gives each rule's bytes
+#: removed, and the trimmed zip is run under the runtime client (tests/test_package.py).
+TRIM_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "ONNX Runtime's C-API library: the Python extension links the runtime statically",
+        ("onnxruntime/capi/libonnxruntime.so.*",),
+    ),
+    (
+        "ONNX Runtime's offline tooling (quantisation, conversion, datasets): used on the development machine",
+        (
+            "onnxruntime/tools",
+            "onnxruntime/transformers",
+            "onnxruntime/quantization",
+            "onnxruntime/datasets",
+            "onnxruntime/backend",
+            "onnxruntime/ThirdPartyNotices.txt",
+        ),
+    ),
+    (
+        "protobuf, flatbuffers, packaging: ONNX Runtime's dependencies for building models, not imported to run one",
+        ("google", "flatbuffers", "packaging"),
+    ),
+    (
+        "NumPy's tests, headers, build tools and modules the handler never imports",
+        (
+            "numpy/*/tests",
+            "numpy/tests",
+            "numpy/_core/include",
+            "numpy/f2py",
+            "numpy/_pyinstaller",
+            "numpy/typing",
+            "numpy/random",
+            "numpy/fft",
+            "numpy/polynomial",
+            "numpy/ma",
+            "numpy/testing",
+            "numpy/_core/_*_tests.*.so",
+            "numpy/_core/_simd.*.so",
+            "numpy/_core/lib",
+        ),
+    ),
+    (
+        "type stubs and C headers: for type checkers and compilers",
+        ("**/*.pyi", "**/py.typed", "numpy/**/*.pxd", "numpy/**/*.h"),
+    ),
+    (
+        "Pillow's AVIF, FreeType, Tk and ICC plugins: decoding a JPEG or PNG needs none of them",
+        ("PIL/_avif.*.so", "PIL/_imagingft.*.so", "PIL/_imagingtk.*.so", "PIL/_imagingcms.*.so"),
+    ),
+    ("console scripts", ("bin",)),
 )
+#: The trims done in code rather than by pattern, named as the build report names them.
+UNUSED_LIBRARIES = "vendored shared libraries that no remaining extension links (readelf -d)"
+METADATA = "dist-info files except the licences"
+BYTECODE_CACHES = "__pycache__ folders (replaced by hash-based bytecode compiled for /var/task)"
+SYMBOLS = "symbols of the packages' own extensions (strip --strip-unneeded)"
 
 
 def inputs_fingerprint(arch: str, python: str, kernel: bool = True) -> str:
@@ -91,7 +111,8 @@ def inputs_fingerprint(arch: str, python: str, kernel: bool = True) -> str:
     import hashlib
 
     compiler = native.compiler_version(arch) if kernel else None
-    digest = hashlib.sha256(json.dumps([arch, python, list(LAMBDA_REQUIREMENTS), list(TRIM_GLOBS), compiler]).encode())
+    digest = hashlib.sha256(json.dumps([arch, python, list(LAMBDA_REQUIREMENTS), compiler]).encode())
+    digest.update(Path(__file__).read_bytes())  # the trims and the report's shape
     for relative in RUNTIME_FILES:
         source = PROJECT_ROOT / relative
         for path in sorted([source] if source.is_file() else [*source.rglob("*.py"), *source.rglob("*.c")]):
@@ -113,38 +134,54 @@ def _needed(library: Path) -> set[str]:
     return {line.split("[", 1)[1].split("]", 1)[0] for line in out.splitlines() if "(NEEDED)" in line}
 
 
-def _trim(root: Path) -> None:
-    for pattern in TRIM_GLOBS:
-        for path in sorted(root.glob(pattern), reverse=True):
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    for cache in root.rglob("__pycache__"):
-        shutil.rmtree(cache)
-    for dist_info in root.glob("*.dist-info"):  # keep only the licences
-        for path in sorted(dist_info.rglob("*"), reverse=True):
-            if path.is_file() and "licen" not in path.name.lower() and "licen" not in str(path.parent).lower():
-                path.unlink()
+def _remove(path: Path) -> int:
+    """Delete a file or folder; the bytes it held."""
+    if path.is_dir():
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        shutil.rmtree(path)
+        return size
+    size = path.stat().st_size if path.exists() else 0
+    path.unlink(missing_ok=True)
+    return size
+
+
+def _trim(root: Path) -> dict[str, int]:
+    """Remove what inference never loads; {rule: bytes removed}."""
+    removed = {}
+    for reason, patterns in TRIM_RULES:
+        removed[reason] = sum(_remove(p) for pattern in patterns for p in sorted(root.glob(pattern), reverse=True))
+    removed[BYTECODE_CACHES] = sum(_remove(cache) for cache in list(root.rglob("__pycache__")))
+    removed[METADATA] = sum(
+        _remove(path)
+        for dist_info in root.glob("*.dist-info")
+        for path in sorted(dist_info.rglob("*"), reverse=True)
+        if path.is_file() and "licen" not in path.name.lower() and "licen" not in str(path.parent).lower()
+    )
     # Vendored libraries that no remaining extension needs (e.g. libavif once _avif is gone).
     vendored = [lib for libs_dir in root.glob("*.libs") for lib in libs_dir.iterdir()]
     needed = set().union(*(_needed(so) for so in root.rglob("*.so*") if not so.parent.name.endswith(".libs")))
     while more := {n for lib in vendored if lib.name in needed for n in _needed(lib)} - needed:
         needed |= more  # libraries needing libraries
-    for lib in vendored:
-        if lib.name not in needed:
-            lib.unlink()
+    removed[UNUSED_LIBRARIES] = sum(_remove(lib) for lib in vendored if lib.name not in needed)
+    return removed
 
 
-def _strip(root: Path) -> None:
-    """strip --strip-unneeded on the packages' own extensions. Libraries that auditwheel vendored
+def _strip(root: Path) -> int:
+    """strip --strip-unneeded on the packages' own extensions; the bytes saved. Libraries that auditwheel vendored
     (numpy.libs, pillow.libs) were rewritten with patchelf and break when stripped (numpy 2.4.6's
     OpenBLAS: "ELF load command address/offset not page-aligned"), so they are left as shipped."""
     strip = shutil.which("strip")
     if not strip:
         print("warning: no `strip` on PATH; shared objects left unstripped", file=sys.stderr)
-        return
+        return 0
+    saved = 0
     for library in sorted(root.rglob("*.so*")):
         if library.parent.name.endswith(".libs"):
             continue
+        size = library.stat().st_size
         subprocess.run([strip, "--strip-unneeded", str(library)], check=False, capture_output=True)
+        saved += size - library.stat().st_size
+    return saved
 
 
 def _add_runtime(root: Path, model: Path | None, arch: str, kernel: bool) -> None:
@@ -224,8 +261,8 @@ def build(
         root = Path(tmp) / "package"
         pip_install(root, arch, python, LAMBDA_REQUIREMENTS)
         before = _tree_size(root)
-        _trim(root)
-        _strip(root)
+        trimmed = _trim(root)
+        trimmed[SYMBOLS] = _strip(root)
         _add_runtime(root, Path(model) if model else None, arch, kernel)
         _compile(root, interpreter)
         after = _tree_size(root)
@@ -242,6 +279,7 @@ def build(
         "untrimmed_unzipped_bytes": sum(before.values()),
         "per_package_before": dict(sorted(before.items())),
         "per_package_after": dict(sorted(after.items())),
+        "trimmed_by_rule": trimmed,
         "handler": "helpers.runtime.handler.handler",
         "model_path": "model/model.onnx" if model else None,
         "letterbox_kernel": native.compiler_version(arch) if kernel else None,
@@ -269,6 +307,8 @@ def format_report(report: dict) -> str:
         after = report["per_package_after"].get(name, 0) / 2**20
         if max(before, after) >= 0.05:
             lines.append(f"{name:<28}{before:>12.1f}{after:>12.1f}")
+    lines.append(f"{'removed MiB':>12}  rule")
+    lines += [f"{removed / 2**20:>12.1f}  {rule}" for rule, removed in report["trimmed_by_rule"].items()]
     return "\n".join(lines)
 
 

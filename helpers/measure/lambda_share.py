@@ -33,7 +33,7 @@ PERIOD_US = 100_000
 MEMORY_SIZES = (128, 256, 512, 768, 1024, 1536, 1769, 2048, 3008, 3538, 4096, 6144, 8192, 10240)
 LAMBDA_PRICE = {  # AWS list prices, us-east-1 on-demand, x86_64; this machine is offline and cannot
     # re-check them: verify on aws.amazon.com/lambda/pricing
-    "date": "list prices as of Dec 2020 (not re-checked offline)",
+    "date": "Dec 2020 list prices (the newest this offline machine knows; check aws.amazon.com/lambda/pricing)",
     "x86_64_gb_second_usd": 0.0000166667,
     "arm64_gb_second_usd": 0.0000133334,
     "per_million_requests_usd": 0.20,

@@ -50,10 +50,12 @@ setup: $(VENV)/.installed
 run: setup
 	$(BIN)/python -m helpers run-all $(ARGS)
 
-# Tests in a random order (pytest-randomly: none may depend on another's state), then the notebooks,
-# whose cells run in order.
+# Tests in a random order (pytest-randomly: none may depend on another's state) over WORKERS processes
+# (pytest-xdist; the tests of one trained model or lane share a worker: tests/conftest.py), then the
+# notebooks, whose cells run in order.
+WORKERS ?= 2
 test: setup web
-	HELPERS_QUICK=1 $(BIN)/python -m pytest tests $(ARGS)
+	HELPERS_QUICK=1 $(BIN)/python -m pytest tests -n $(WORKERS) --dist loadgroup $(ARGS)
 	HELPERS_QUICK=1 $(BIN)/python -m pytest notebooks --nbval-lax -p no:randomly $(ARGS)
 
 # ONNX Runtime Web for the in-browser detector (python -m helpers web), from web/package-lock.json
@@ -64,9 +66,9 @@ web/node_modules/.package-lock.json: web/package-lock.json
 	cd web && npm ci --no-audit --no-fund --ignore-scripts
 
 # The development loop (not one of the two user commands): no training, no zip builds, no notebooks,
-# no lane; about a minute.
+# no lane, no browser; under two minutes on 2 CPUs.
 test-fast: setup
-	HELPERS_QUICK=1 $(BIN)/python -m pytest tests -m "not slow and not icevision" -q $(ARGS)
+	HELPERS_QUICK=1 $(BIN)/python -m pytest tests -m "not slow and not icevision" -n $(WORKERS) -q $(ARGS)
 
 # The mutation score of the runtime's decision code (not one of the two user commands, not part of
 # `make test`; about 25 minutes on 2 CPUs): mutmut mutates the modules [tool.mutmut] in pyproject.toml

@@ -19,10 +19,19 @@ settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase
 SLOW_FIXTURES = {"trained", "lambda_zip", "lane_out"}
 
 
+#: Under pytest-xdist (`make test`: `-n 2 --dist loadgroup`), the tests of one session-wide artefact
+#: run in one worker, which makes it once; the other worker takes the rest meanwhile.
+XDIST_GROUPS = {"lane_out": "icevision", "trained": "trained model", "lambda_zip": "trained model"}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SLOW_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        group = next((XDIST_GROUPS[name] for name in XDIST_GROUPS if name in fixtures), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 #: Set by .ci/run: CI installs what every test needs (qemu, the cross compiler, CPython 3.8 and 3.12,

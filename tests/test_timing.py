@@ -64,3 +64,18 @@ def test_op_profile_names_the_graphs_own_operators_with_their_kernel_times(tiny_
     assert profile and set(profile) <= graph_ops | {"MemcpyToHost", "MemcpyFromHost"}
     assert all(ms >= 0 for ms in profile.values()) and sum(profile.values()) > 0
     assert list(profile.values()) == sorted(profile.values(), reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("fpu sse2 avx2 avx512f avx512_vnni", "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz, with int8"),
+        ("fpu sse2 avx2 avx_vnni", "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz, with int8"),
+        ("fpu sse2 avx2 avx512f", "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz, without int8"),
+    ],
+)
+def test_the_cpu_is_named_with_whether_int8_dot_products_exist(flags, expected):
+    """/proc/cpuinfo repeats a block per core; the first block names the CPU."""
+    block = f"processor\t: {{}}\nmodel name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz\nflags\t\t: {flags}\n"
+    cpuinfo = block.format(0) + "\n" + block.format(1).replace(flags, "fpu")
+    assert timing.cpu_model(cpuinfo).startswith(expected)

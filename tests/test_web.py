@@ -23,6 +23,8 @@ from helpers.runtime.model import Detector
 from helpers.runtime.preprocess import preprocess
 from helpers.web import build, parity
 
+pytestmark = pytest.mark.slow  # Chromium: the browser lane runs in `make test`, not in `make test-fast`
+
 JPEG = SAMPLE_DIR / "images" / "10.jpg"
 
 

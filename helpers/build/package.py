@@ -101,7 +101,6 @@ TRIM_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: The trims done in code rather than by pattern, named as the build report names them.
 UNUSED_LIBRARIES = "vendored shared libraries that no remaining extension links (readelf -d)"
 METADATA = "dist-info files except the licences"
-BYTECODE_CACHES = "__pycache__ folders (replaced by hash-based bytecode compiled for /var/task)"
 SYMBOLS = "symbols of the packages' own extensions (strip --strip-unneeded)"
 
 
@@ -150,7 +149,6 @@ def _trim(root: Path) -> dict[str, int]:
     removed = {}
     for reason, patterns in TRIM_RULES:
         removed[reason] = sum(_remove(p) for pattern in patterns for p in sorted(root.glob(pattern), reverse=True))
-    removed[BYTECODE_CACHES] = sum(_remove(cache) for cache in list(root.rglob("__pycache__")))
     removed[METADATA] = sum(
         _remove(path)
         for dist_info in root.glob("*.dist-info")

@@ -14,7 +14,10 @@ HELPERS_ARTIFACTS): what CI, the tests and the CLIs use.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import functools
 import json
 import os
 from pathlib import Path
@@ -32,6 +35,45 @@ _ANNOUNCED: set[tuple[str, str]] = set()
 SERVED_CALIBRATION_IMAGES = 16
 #: What a training run costs on 2 CPUs, said before one starts.
 TRAINING_TIME = {True: "about 2 minutes (quick mode)", False: "about 9 minutes offline (full mode)"}
+
+
+#: Artefacts folders whose lock this process holds, with how deep (the steps call one another).
+_HELD: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def artefacts_lock(root: Path):
+    """One maker at a time per artefacts folder, across processes (two test workers, `make run` beside
+    a notebook): the others wait, then reuse what it made instead of writing the same files at once.
+    Re-entrant within a process."""
+    key = str(root)
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            _HELD[key] = 0
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _locked(step):
+    """A Series step run under its artefacts folder's lock."""
+
+    @functools.wraps(step)
+    def locked_step(self, *args, **kwargs):
+        with artefacts_lock(self.layout().root):
+            return step(self, *args, **kwargs)
+
+    return locked_step
 
 
 def _from_project_root(path: str | Path) -> str:
@@ -130,6 +172,7 @@ class Series:
             return TrainConfig(**{**dict(self.recorded), **overrides})
         return TrainConfig.quick(**overrides) if self.quick else TrainConfig(**overrides)
 
+    @_locked
     def ensure_trained(self) -> RunSummary:
         """The training summary (see helpers.train.run.train): the run in the artefacts folder if its
         fingerprint matches this configuration (and its checkpoint and split are there), else a new
@@ -168,6 +211,7 @@ class Series:
         self.ensure_trained()
         return Split.read(self.layout().split)
 
+    @_locked
     def _current(self, path: Path, make, recipe: tuple[str, str] | None = None) -> Path:
         """`path` if it was made from the current training run (and records `recipe`, a metadata
         (key, value), when given), else made again by make(path)."""
@@ -209,6 +253,7 @@ class Series:
             recipe=("quantization", QUANTIZATION),
         )
 
+    @_locked
     def ensure_shipped(self) -> Path:
         """The model that ships, decided on the test images (helpers.export.ship) once per pair of
         models; the decision (shipped.json) is made again when either model is newer than it."""
@@ -221,6 +266,7 @@ class Series:
         print(f"shipping {decision.model}: {decision.reason}")
         return self.layout().root / decision.model
 
+    @_locked
     def ensure_zip(self, arch: str = "x86_64") -> dict:
         """The Lambda zip (without a model: the model goes to S3) and its size report; an existing
         zip is reused when it was built from the current pins and runtime sources."""

@@ -32,7 +32,7 @@ from helpers.measure import lambda_share
 from helpers.measure.benchmark.levers import gemm_peak, measure_levers
 from helpers.measure.benchmark.results import Results
 from helpers.measure.targets import MIN_EVALUATION_IMAGES
-from helpers.measure.timing import SETTLE_S, interleaved, percentiles
+from helpers.measure.timing import SETTLE_S, cpu_model, interleaved, percentiles
 from helpers.paths import SAMPLE_DIR, shown, split_file
 from helpers.pipeline.steps import SERVED_CALIBRATION_IMAGES
 from helpers.runtime import handler as lambda_handler
@@ -161,7 +161,7 @@ def training_step_comparison(records, repeats: int, threads: int = 2) -> dict[st
 
 def _environment() -> str:
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{platform.machine()} ({cpu_model()}), {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"torch {torch.__version__}, onnxruntime {ort.__version__}, numpy {np.__version__}, "
         f"letterbox kernel {'loaded' if load_kernel() else 'NOT built'} ({native.compiler_version(native.host_arch())})"
     )

@@ -1,6 +1,8 @@
 """CloudFormation template (cfn-lint, least privilege, taskcat config) and the deploy tool against moto."""
 
 import ast
+import base64
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import yaml
 from cfnlint.decode import cfn_yaml
 
 from helpers.aws import deploy
+from helpers.local import moto_aws
 from helpers.local.moto_aws import MotoDeployer, moto_server
 
 TEMPLATE = deploy.TEMPLATE
@@ -216,3 +219,31 @@ def test_moto_adapter_is_not_on_the_production_path():
 def test_cli_refuses_snapstart_with_provisioned_concurrency(capsys):
     assert deploy.main(["up", "--bucket", "my-bucket", "--snapstart", "yes", "--provisioned-concurrency", "2"]) == 2
     assert capsys.readouterr().err.strip() == "error: SnapStart cannot be combined with provisioned concurrency"
+
+
+def test_the_deployed_function_answers_with_its_own_code_environment_and_model_from_s3(
+    moto_url, lambda_zip, tiny_model, sample_jpegs
+):
+    """moto_aws.run_deployed: the zip read back from the stack's code bucket, run under the runtime
+    client with the function's environment, so the model comes from the stack's model object (checked
+    against MODEL_SHA256); a wrong checksum in that environment is the function's init error."""
+    deployer = MotoDeployer("eu-central-1", moto_url, log=lambda line: None)
+    outputs = deployer.up(
+        "fridge-test", "fridge-artifacts", Path(lambda_zip["zip"]), tiny_model, "x86_64", "fridge-test"
+    )
+    event = {"image": base64.b64encode(sample_jpegs["10.jpg"]).decode()}
+    answer, function_error = moto_aws.run_deployed(deployer, outputs["FunctionName"], event)
+    assert function_error is None and isinstance(answer["detections"], list), answer
+    assert answer["image"] == {"width": 499, "height": 666}
+
+    deployer.up(
+        "fridge-test",
+        "fridge-artifacts",
+        Path(lambda_zip["zip"]),
+        tiny_model,
+        "x86_64",
+        "fridge-test",
+        ModelSha256="0" * 64,
+    )
+    answer, function_error = moto_aws.run_deployed(deployer, outputs["FunctionName"], event)
+    assert function_error == "Unhandled" and "MODEL_SHA256" in json.dumps(answer), answer

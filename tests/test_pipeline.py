@@ -68,21 +68,31 @@ def test_an_edited_training_source_file_changes_the_fingerprint_and_is_named(tmp
 
 @pytest.mark.slow
 def test_a_changed_parameter_trains_and_exports_again_the_same_ones_reuse(tmp_path, capsys):
-    first = steps.Series(quick=True, epochs=1, artifacts=tmp_path)
+    """On a dataset folder of the 6 fridge photos (the bookkeeping, not the model, is under test: an
+    epoch takes seconds)."""
+    from helpers.data.convert import convert
+    from helpers.paths import SAMPLE_DIR
+
+    fridge_photos = tmp_path / "fridge-photos"
+    convert(SAMPLE_DIR, "coco", fridge_photos)
+    artifacts = tmp_path / "run"
+    first = steps.Series(quick=True, epochs=1, dataset=str(fridge_photos), artifacts=artifacts)
     summary = first.ensure_trained()
     assert "training" in capsys.readouterr().out  # said before it started
     onnx_path = first.ensure_onnx()
     assert training_run_of(onnx_path) == summary.config_hash
 
-    assert steps.Series(quick=True, epochs=1, artifacts=tmp_path).ensure_trained() == summary
+    assert (
+        steps.Series(quick=True, epochs=1, dataset=str(fridge_photos), artifacts=artifacts).ensure_trained() == summary
+    )
     assert f"config hash {summary.config_hash}" in capsys.readouterr().out  # "reusing ... config hash"
 
     # As if the first run had been made by an older training script, too: both reasons are named.
-    summary_path = tmp_path / "train" / "summary.json"
+    summary_path = artifacts / "train" / "summary.json"
     stale = RunSummary.load(summary_path)
     stale.code["helpers/train/run.py"] = "0" * 12
     stale.save(summary_path)
-    changed = steps.Series(quick=True, epochs=1, lr=1e-4, artifacts=tmp_path)
+    changed = steps.Series(quick=True, epochs=1, lr=1e-4, dataset=str(fridge_photos), artifacts=artifacts)
     retrained = changed.ensure_trained()
     assert retrained.config_hash != summary.config_hash
     err = capsys.readouterr().out  # the training line (stdout: progress, not an error)

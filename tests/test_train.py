@@ -233,8 +233,12 @@ def test_cpu_ddp_with_two_processes_trains_one_epoch_and_reports_once(tmp_path):
     import subprocess
     import sys
 
+    from helpers.data.convert import convert
+
+    fridge_photos = tmp_path / "fridge-photos"  # the 6 fridge photos: the launch is under test, not the model
+    convert(fridge_data.SAMPLE_DIR, "coco", fridge_photos)
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "helpers", "train", "--epochs", "1", "--synthetic", "8"]
+    command = [sys.executable, "-m", "helpers", "train", "--epochs", "1", "--dataset", str(fridge_photos)]
     command += ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -247,14 +247,17 @@ class Deployer:
         stack = self.cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
         return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", []) or []}
 
+    def invoke(self, function_name: str, event: dict) -> tuple[object, str | None]:
+        """One request through Lambda Invoke: (the function's answer, Lambda's FunctionError or None)."""
+        response = self.lambda_.invoke(FunctionName=function_name, Payload=json.dumps(event).encode())
+        return json.loads(response["Payload"].read()), response.get("FunctionError")
+
     def smoke_test(self, function_name: str, image: Path = SAMPLE_DIR / "images" / "10.jpg") -> dict:
-        """One real request through Lambda Invoke (real AWS only: moto's invoke needs Docker); its answer,
-        or DeployFailed quoting it when the function failed or answered an error status."""
-        payload = json.dumps({"image": base64.b64encode(image.read_bytes()).decode()})
-        response = self.lambda_.invoke(FunctionName=function_name, Payload=payload.encode())
-        answer = json.loads(response["Payload"].read())
-        if response.get("FunctionError"):
-            failure = f"function error {response['FunctionError']}: {json.dumps(answer)}"
+        """One real request (real AWS only: moto's invoke needs Docker); its answer, or DeployFailed
+        quoting it when the function failed or answered an error status."""
+        answer, function_error = self.invoke(function_name, {"image": base64.b64encode(image.read_bytes()).decode()})
+        if function_error:
+            failure = f"function error {function_error}: {json.dumps(answer)}"
         elif isinstance(answer, dict) and answer.get("statusCode", 200) == 200:
             return answer
         else:  # direct invocations carry statusCode only on errors

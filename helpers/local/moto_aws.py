@@ -7,9 +7,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import urllib.request
+from pathlib import Path
 
 from helpers.aws.deploy import Deployer
+from helpers.local.invoke import invoke_zip
 
 
 @contextlib.contextmanager
@@ -63,6 +66,33 @@ class MotoDeployer(Deployer):
             return outputs
         arn = self.lambda_.get_function(FunctionName=physical["Function"])["Configuration"]["FunctionArn"]
         return {"FunctionName": physical["Function"], "FunctionArn": arn}
+
+
+def run_deployed(deployer: Deployer, function_name: str, event: dict) -> tuple[object, str | None]:
+    """Deployer.invoke where moto cannot run a function's code (its invoke needs Docker): what the stack
+    deployed, run as Lambda runs it. The function's zip, read back from its code bucket, under AWS's
+    runtime client (helpers.local.invoke), with the function's own environment, so its model is
+    downloaded from moto's S3 at init. (answer, FunctionError or None), as Deployer.invoke."""
+    stacks = [s["StackName"] for s in deployer.cloudformation.describe_stacks()["Stacks"]]
+    (stack,) = [name for name in stacks if function_name in deployer.outputs(name).values()]
+    parameters = deployer.stack_parameters(stack)
+    function = deployer.lambda_.get_function(FunctionName=deployer.outputs(stack)["FunctionName"])["Configuration"]
+    # as strings, as Lambda hands them to the process (moto reports a Number parameter as a number)
+    environment = {k: str(v) for k, v in function["Environment"]["Variables"].items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        code = Path(tmp) / "code.zip"
+        deployer.s3.download_file(parameters["CodeBucket"], parameters["CodeKey"], str(code))
+        environment.update(
+            AWS_ENDPOINT_URL_S3=deployer.endpoint_url,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_DEFAULT_REGION=deployer.region,
+            MODEL_CACHE_DIR=tmp,  # Lambda's /tmp
+        )
+        result = invoke_zip(code, [event], environment, arch=function["Architectures"][0])
+    if result["init_error"]:
+        return result["init_error"], "Unhandled"
+    return result["responses"][0], None
 
 
 def resources_off_by_condition(template_path, parameters: dict[str, str]) -> dict[str, str]:

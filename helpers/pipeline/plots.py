@@ -25,16 +25,18 @@ def _jpeg_inline_figures() -> None:
 _jpeg_inline_figures()
 
 
-def draw_boxes(ax, image, boxes, labels, scores=None, title=None, linestyle="-"):
-    """Boxes with their labels (and scores) on `image`, or over what `ax` shows when image is None."""
+def draw_boxes(ax, image, boxes, labels, scores=None, title=None, linestyle="-", colour=None, width=2.0):
+    """Boxes with their labels (and scores) on `image`, or over what `ax` shows when image is None;
+    each in its class's colour unless `colour` is given (to tell two models' boxes apart)."""
     if image is not None:
         ax.imshow(image)
     for i, (box, label) in enumerate(zip(boxes, labels)):
         x1, y1, x2, y2 = box
-        colour = COLOURS.get(label, "lime")
-        ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colour, lw=2, ls=linestyle))
+        edge = colour or COLOURS.get(label, "lime")
+        ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=edge, lw=width, ls=linestyle))
         text = label if scores is None else f"{label} {scores[i]:.2f}"
-        ax.text(x1, y1, text, color="white", fontsize=8, va="bottom", bbox={"facecolor": colour, "pad": 1, "lw": 0})
+        if text:
+            ax.text(x1, y1, text, color="white", fontsize=8, va="bottom", bbox={"facecolor": edge, "pad": 1, "lw": 0})
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
@@ -98,9 +100,10 @@ def parity_panel(albumentations_image, other_image, title: str, other_label: str
     return fig
 
 
-def size_bars(report: dict, unzipped_limit: int | None = None):
+def size_bars(report: dict, unzipped_limit: int | None = None, zip_limit: int | None = None):
     """Per-package MB (10^6 bytes) before and after trimming, from a helpers.build.package report; with
-    `unzipped_limit` (bytes), a second panel: the totals (pip install, trimmed, zipped) against that limit."""
+    `unzipped_limit` (bytes), a second panel: the totals (pip install, trimmed, zipped) against that
+    limit, and the zipped bar against `zip_limit` when given."""
     names = [n for n in report["per_package_before"] if report["per_package_before"][n] > 200_000]
     before = [report["per_package_before"][n] / 1e6 for n in names]
     after = [report["per_package_after"].get(n, 0) / 1e6 for n in names]
@@ -124,6 +127,11 @@ def size_bars(report: dict, unzipped_limit: int | None = None):
             totals.text(value, i, f" {value:.0f} MB", va="center", fontsize=8)
         totals.axvline(unzipped_limit / 1e6, color="red", ls="--")
         totals.text(unzipped_limit / 1e6, 2.45, " Lambda's unzipped limit", color="red", fontsize=8, ha="right")
+        if zip_limit is not None:
+            totals.plot([zip_limit / 1e6] * 2, [1.55, 2.45], color="purple", ls="--")
+            totals.text(
+                zip_limit / 1e6, 1.5, f" {zip_limit / 1e6:.0f} MB zip limit", color="purple", fontsize=8, va="bottom"
+            )
         totals.set_xlim(0, unzipped_limit / 1e6 * 1.1), totals.invert_yaxis()
         totals.set_xlabel("MB"), totals.tick_params(axis="y", labelsize=8)
         totals.set_title(f"totals against the {unzipped_limit / 1e6:.0f} MB limit", fontsize=9)

@@ -172,3 +172,36 @@ def test_only_the_default_quick_recipe_is_judged_by_the_bounds(tmp_path, monkeyp
     assert steps.Series(True, artifacts=tmp_path).default_recipe()
     assert not steps.Series(True, epochs=8, artifacts=tmp_path).default_recipe()
     assert not steps.Series(False, artifacts=tmp_path).default_recipe()
+
+
+def test_one_process_at_a_time_makes_an_artefact_and_the_steps_may_nest(tmp_path):
+    """artefacts_lock: while a process holds a folder's lock, another cannot take it (it would wait and
+    then reuse what was made); inside one process the steps call one another under the same lock."""
+    import fcntl
+    import select
+    import subprocess
+    import sys
+
+    program = (
+        "import sys; from pathlib import Path; from helpers.pipeline.steps import artefacts_lock\n"
+        "with artefacts_lock(Path(sys.argv[1])), artefacts_lock(Path(sys.argv[1])):  # nested\n"
+        "    print('held', flush=True); sys.stdin.readline()\n"
+        "print('released', flush=True)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", program, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    ready, _, _ = select.select([holder.stdout], [], [], 60)  # a nesting that deadlocks fails, not hangs
+    if not ready:
+        holder.kill()
+    assert ready and holder.stdout.readline().strip() == "held"
+    with open(tmp_path / ".lock", "a") as handle, pytest.raises(BlockingIOError):
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process: it would wait
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().strip() == "released" and holder.wait(timeout=60) == 0
+    with steps.artefacts_lock(tmp_path), steps.artefacts_lock(tmp_path):
+        with open(tmp_path / ".lock", "a") as handle, pytest.raises(BlockingIOError):
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by this process, for other processes
+    with open(tmp_path / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # and free once the outer step returns

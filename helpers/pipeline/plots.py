@@ -25,9 +25,10 @@ def _jpeg_inline_figures() -> None:
 _jpeg_inline_figures()
 
 
-def draw_boxes(ax, image, boxes, labels, scores=None, title=None, linestyle="-", colour=None, width=2.0):
+def draw_boxes(ax, image, boxes, labels, scores=None, title=None, linestyle="-", colour=None, width=2.0, captions=True):
     """Boxes with their labels (and scores) on `image`, or over what `ax` shows when image is None;
-    each in its class's colour unless `colour` is given (to tell two models' boxes apart)."""
+    each in its class's colour unless `colour` is given (to tell two models' boxes apart). captions=False:
+    the boxes only (a crowded panel), still coloured by class."""
     if image is not None:
         ax.imshow(image)
     for i, (box, label) in enumerate(zip(boxes, labels)):
@@ -35,7 +36,7 @@ def draw_boxes(ax, image, boxes, labels, scores=None, title=None, linestyle="-",
         edge = colour or COLOURS.get(label, "lime")
         ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=edge, lw=width, ls=linestyle))
         text = label if scores is None else f"{label} {scores[i]:.2f}"
-        if text:
+        if captions:
             ax.text(x1, y1, text, color="white", fontsize=8, va="bottom", bbox={"facecolor": edge, "pad": 1, "lw": 0})
     ax.set_axis_off()
     if title:
@@ -134,6 +135,7 @@ def size_bars(report: dict, unzipped_limit: int | None = None, zip_limit: int | 
             )
         totals.set_xlim(0, unzipped_limit / 1e6 * 1.1), totals.invert_yaxis()
         totals.set_xlabel("MB"), totals.tick_params(axis="y", labelsize=8)
-        totals.set_title(f"totals against the {unzipped_limit / 1e6:.0f} MB limit", fontsize=9)
+        limits = f"{unzipped_limit / 1e6:.0f} MB unzipped" + (f", {zip_limit / 1e6:.0f} MB zipped" if zip_limit else "")
+        totals.set_title(f"totals against Lambda's limits ({limits})", fontsize=9)
     fig.tight_layout()
     return fig

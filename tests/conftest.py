@@ -20,8 +20,9 @@ SLOW_FIXTURES = {"trained", "lambda_zip", "lane_out"}
 
 
 #: Under pytest-xdist (`make test`: `-n 2 --dist loadgroup`), the tests of one session-wide artefact
-#: run in one worker, which makes it once; the other worker takes the rest meanwhile.
-XDIST_GROUPS = {"lane_out": "icevision", "trained": "trained model", "lambda_zip": "trained model"}
+#: run in one worker, which makes it once; the other worker takes the rest meanwhile. (`make test` runs
+#: the IceVision lane in a process of its own.)
+XDIST_GROUPS = {"trained": "trained model", "lambda_zip": "trained model"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -22,7 +22,7 @@ SLOW_FIXTURES = {"trained", "lambda_zip", "lane_out"}
 #: Under pytest-xdist (`make test`: `-n 2 --dist loadgroup`), the tests of one session-wide artefact
 #: run in one worker, which makes it once; the other worker takes the rest meanwhile. (`make test` runs
 #: the IceVision lane in a process of its own.)
-XDIST_GROUPS = {"trained": "trained model", "lambda_zip": "trained model"}
+SHARED_WORKER_FIXTURES = {"trained", "lambda_zip"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -30,9 +30,8 @@ def pytest_collection_modifyitems(config, items):
         fixtures = set(getattr(item, "fixturenames", ()))
         if SLOW_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
-        group = next((XDIST_GROUPS[name] for name in XDIST_GROUPS if name in fixtures), None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+        if SHARED_WORKER_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.xdist_group("trained model"))
 
 
 #: Set by .ci/run: CI installs what every test needs (qemu, the cross compiler, CPython 3.8 and 3.12,
@@ -150,6 +149,17 @@ def tiny_handler(tiny_model):
 @pytest.fixture(scope="session")
 def sample_records():
     return fridge_data.load_sample()
+
+
+@pytest.fixture(scope="session")
+def fridge_photos_coco(tmp_path_factory):
+    """The 6 bundled fridge photos as a COCO export: a dataset folder on which an epoch takes seconds,
+    for tests of the training's bookkeeping rather than of its model."""
+    from helpers.data.convert import convert
+
+    export = tmp_path_factory.mktemp("fridge-photos") / "coco"
+    convert(fridge_data.SAMPLE_DIR, "coco", export)
+    return export
 
 
 @pytest.fixture(scope="session")

@@ -67,14 +67,9 @@ def test_an_edited_training_source_file_changes_the_fingerprint_and_is_named(tmp
 
 
 @pytest.mark.slow
-def test_a_changed_parameter_trains_and_exports_again_the_same_ones_reuse(tmp_path, capsys):
-    """On a dataset folder of the 6 fridge photos (the bookkeeping, not the model, is under test: an
-    epoch takes seconds)."""
-    from helpers.data.convert import convert
-    from helpers.paths import SAMPLE_DIR
-
-    fridge_photos = tmp_path / "fridge-photos"
-    convert(SAMPLE_DIR, "coco", fridge_photos)
+def test_a_changed_parameter_trains_and_exports_again_the_same_ones_reuse(tmp_path, capsys, fridge_photos_coco):
+    """On the 6 fridge photos (the bookkeeping, not the model, is under test: an epoch takes seconds)."""
+    fridge_photos = fridge_photos_coco
     artifacts = tmp_path / "run"
     first = steps.Series(quick=True, epochs=1, dataset=str(fridge_photos), artifacts=artifacts)
     summary = first.ensure_trained()

@@ -227,18 +227,14 @@ def test_an_unreachable_fridge_dataset_is_recorded_as_the_sample_fallback(tmp_pa
 
 
 @pytest.mark.slow  # two training processes: about a minute
-def test_cpu_ddp_with_two_processes_trains_one_epoch_and_reports_once(tmp_path):
+def test_cpu_ddp_with_two_processes_trains_one_epoch_and_reports_once(tmp_path, fridge_photos_coco):
     """Lightning's DDP on CPU (gloo), launched the way users launch it: the CLI with --devices 2.
     About 20 s on CI's 2 cores. The batch size is per device, so each optimizer step sees 2 x 2 images."""
     import subprocess
     import sys
 
-    from helpers.data.convert import convert
-
-    fridge_photos = tmp_path / "fridge-photos"  # the 6 fridge photos: the launch is under test, not the model
-    convert(fridge_data.SAMPLE_DIR, "coco", fridge_photos)
-    out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "helpers", "train", "--epochs", "1", "--dataset", str(fridge_photos)]
+    out = tmp_path / "ddp"  # on the 6 fridge photos: the launch is under test, not the model
+    command = [sys.executable, "-m", "helpers", "train", "--epochs", "1", "--dataset", str(fridge_photos_coco)]
     command += ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

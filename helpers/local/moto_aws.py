@@ -73,10 +73,12 @@ def run_deployed(deployer: Deployer, function_name: str, event: dict) -> tuple[o
     deployed, run as Lambda runs it. The function's zip, read back from its code bucket, under AWS's
     runtime client (helpers.local.invoke), with the function's own environment, so its model is
     downloaded from moto's S3 at init. (answer, FunctionError or None), as Deployer.invoke."""
-    stacks = [s["StackName"] for s in deployer.cloudformation.describe_stacks()["Stacks"]]
-    (stack,) = [name for name in stacks if function_name in deployer.outputs(name).values()]
+    outputs = {
+        s["StackName"]: deployer.outputs(s["StackName"]) for s in deployer.cloudformation.describe_stacks()["Stacks"]
+    }
+    (stack,) = [name for name, values in outputs.items() if function_name in values.values()]
     parameters = deployer.stack_parameters(stack)
-    function = deployer.lambda_.get_function(FunctionName=deployer.outputs(stack)["FunctionName"])["Configuration"]
+    function = deployer.lambda_.get_function(FunctionName=outputs[stack]["FunctionName"])["Configuration"]
     # as strings, as Lambda hands them to the process (moto reports a Number parameter as a number)
     environment = {k: str(v) for k, v in function["Environment"]["Variables"].items()}
     with tempfile.TemporaryDirectory() as tmp:
